@@ -1,0 +1,77 @@
+"""Prompt sets: ``{id, text}`` records from YAML, CSV or TSV, validated before any model loads.
+
+Prompt ids become file names in the DAG, so they must be unique and filesystem-safe.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class PromptFileError(ValueError):
+    """The prompt file is missing, empty, or has bad ids or texts."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+
+
+def read_prompts(path: str | Path) -> list[Prompt]:
+    """Read and validate a prompt file; every problem names the file and the record."""
+    path = Path(path)
+    if not path.is_file():
+        raise PromptFileError(f"prompt file not found: {path}")
+    records = _read_records(path)
+    if not records:
+        raise PromptFileError(f"{path}: the prompt file is empty (expected a list of {{id, text}})")
+    prompts: list[Prompt] = []
+    seen: set[str] = set()
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict) or set(rec) - {"id", "text"} or "id" not in rec or "text" not in rec:
+            raise PromptFileError(f"{path}: record {i} must have exactly the keys 'id' and 'text', got {rec!r}")
+        pid, text = rec["id"], rec["text"]
+        if not isinstance(pid, str) or not SAFE_ID.match(pid):
+            raise PromptFileError(
+                f"{path}: record {i}: unsafe prompt id {pid!r} (ids become file names: use 1-64 "
+                "characters from letters, digits, '_' and '-', starting with a letter or digit)")
+        if pid in seen:
+            raise PromptFileError(f"{path}: duplicate prompt id {pid!r}")
+        if not isinstance(text, str) or not text.strip():
+            raise PromptFileError(f"{path}: prompt {pid!r} has empty text")
+        seen.add(pid)
+        prompts.append(Prompt(pid, text))
+    return prompts
+
+
+def _read_records(path: Path) -> list:
+    suffix = path.suffix.lower()
+    try:
+        if suffix in {".yaml", ".yml", ".json"}:
+            data = yaml.safe_load(path.read_text())
+            if data is None:
+                return []
+            if isinstance(data, dict) and "prompts" in data:
+                data = data["prompts"]
+            if not isinstance(data, list):
+                raise PromptFileError(f"{path}: expected a list of {{id, text}} records")
+            return data
+        if suffix in {".csv", ".tsv"}:
+            if path.stat().st_size == 0:
+                return []
+            df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str,
+                             keep_default_na=False)
+            return df.to_dict("records")
+    except PromptFileError:
+        raise
+    except Exception as exc:
+        raise PromptFileError(f"{path}: cannot parse prompt file ({exc})") from exc
+    raise PromptFileError(f"{path}: unsupported prompt file type {suffix!r} (use .yaml, .csv or .tsv)")

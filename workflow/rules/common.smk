@@ -1,0 +1,77 @@
+# Shared set-up: config validation, the prompt set, paths and resource scaling.
+# Everything that can be checked without loading a model is checked here, at start-up.
+
+import json
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+from semmech.config import derive_seed
+from semmech.models import DEFAULT_MODEL, check_model_available, model_source
+from semmech.prompts import read_prompts
+
+min_version("9.0")
+
+
+validate(config, "../schemas/config.schema.yaml", set_default=True)
+
+RUN = config["run"]
+RESULTS = f"results/{RUN}"
+LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks"
+
+PROMPTS = read_prompts(config["prompts"])
+PROMPT_IDS = [p.id for p in PROMPTS]
+PROMPT_TEXT = {p.id: p.text for p in PROMPTS}
+
+check_model_available(config["model"]["name"], config["model"]["allow_download"])
+
+# The prepared default model is an input of every model-using rule; a user model is not
+# produced by the DAG, so its rules depend on nothing.
+MODEL_SOURCE = model_source(config["model"]["name"])
+MODEL_READY = (
+    [f"{MODEL_SOURCE}/config.json"] if config["model"]["name"] == DEFAULT_MODEL else []
+)
+
+wildcard_constraints:
+    prompt="|".join(PROMPT_IDS) if PROMPT_IDS else "[A-Za-z0-9_-]+",
+
+
+def model_params_billion():
+    """Parameter count of the configured model, from its config.json when it is on disk."""
+    hint = config["resources"]["model_params_billion"]
+    if hint != "auto":
+        return float(hint)
+    cfg_file = Path(MODEL_SOURCE) / "config.json"
+    if not cfg_file.is_file():
+        return 0.15  # the default model before its preparation
+    c = json.loads(cfg_file.read_text())
+    text = c.get("text_config", c)
+    h = text.get("hidden_size", text.get("n_embd", 1024))
+    n_layers = text.get("num_hidden_layers", text.get("n_layer", 24))
+    inter = text.get("intermediate_size", text.get("n_inner") or 4 * h)
+    vocab = text.get("vocab_size", 50000)
+    return (vocab * h * 2 + n_layers * (4 * h * h + 3 * h * inter)) / 1e9
+
+
+def model_mem_mb(batch_size, per_item_mb=16):
+    """Memory for a job holding the model plus activations that grow with the batch size."""
+    bytes_per_param = 4 if config["model"]["dtype"] in ("float32",) or (
+        config["model"]["dtype"] == "auto" and config["model"]["device"] in ("auto", "cpu")
+    ) else 2
+    weights_mb = model_params_billion() * 1e3 * bytes_per_param
+    return int(1500 + 1.5 * weights_mb + batch_size * per_item_mb)
+
+
+def gpu_count():
+    return 1 if config["model"]["device"].startswith("cuda") else 0
+
+
+def prompt_seed(prompt, *keys):
+    return derive_seed(config["seed"], prompt, *keys)
+
+
+def all_targets():
+    """What `snakemake --cores all` builds: every stage's per-prompt outputs and the aggregates."""
+    targets = expand(f"{RESULTS}/samples/{{prompt}}.parquet", prompt=PROMPT_IDS)
+    return targets

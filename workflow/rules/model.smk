@@ -1,0 +1,14 @@
+rule prepare_model:
+    """Dequantise the offline default GGUF once into a safetensors model directory."""
+    output:
+        config=f"{MODEL_SOURCE}/config.json",
+    log:
+        f"{LOGS}/prepare_model.log",
+    benchmark:
+        f"{BENCH}/prepare_model.tsv"
+    threads: 2
+    resources:
+        mem_mb=lambda wc: model_mem_mb(0) + 2000,
+        runtime=20,
+    script:
+        "../scripts/prepare_model.py"

@@ -1,0 +1,23 @@
+rule sample:
+    """Sample one prompt's continuation distribution with nnsight-traced generation."""
+    input:
+        MODEL_READY,
+    output:
+        table=f"{RESULTS}/samples/{{prompt}}.parquet",
+        prompt=f"{RESULTS}/samples/{{prompt}}.prompt.json",
+    params:
+        text=lambda wc: PROMPT_TEXT[wc.prompt],
+        model=config["model"],
+        sampling=config["sampling"],
+        seed=lambda wc: prompt_seed(wc.prompt, "sample"),
+    log:
+        f"{LOGS}/sample/{{prompt}}.log",
+    benchmark:
+        f"{BENCH}/sample/{{prompt}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc: model_mem_mb(config["sampling"]["batch_size"], per_item_mb=64),
+        runtime=lambda wc: 5 + config["sampling"]["n_continuations"] // 8,
+        gpu=gpu_count(),
+    script:
+        "../scripts/sample.py"
