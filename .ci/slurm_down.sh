@@ -25,12 +25,15 @@ if [[ -z $STATE_DIR && -L $CONF_LINK ]]; then
   STATE_DIR=$(dirname "$(dirname "$(readlink "$CONF_LINK")")")
 fi
 
-# pid_alive PID NAME: the pid exists and is the expected program (guards against pid reuse).
+# pid_alive PID NAME: the pid runs the expected program (guards against pid reuse) and is not a
+# zombie (daemons re-parent to init, which may reap them late).
 pid_alive() {
-  local pid=$1 name=$2
+  local pid=$1 name=$2 stat
   [[ $pid =~ ^[0-9]+$ ]] || return 1
-  [[ -r /proc/$pid/comm ]] || return 1
-  [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$name"* ]]
+  [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$name"* ]] || return 1
+  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat%% *} != Z ]]
 }
 
 # stop_pid PID NAME: TERM, wait up to 10 s, then KILL.
@@ -52,6 +55,19 @@ stop_from_pidfile() {
   stop_pid "$(cat "$file" 2>/dev/null)" "$name"
 }
 
+# descendants PID: all transitive children of PID, one per line (from /proc, no procps needed).
+descendants() {
+  local p stat
+  for p in /proc/[0-9]*; do
+    stat=$(cat "$p/stat" 2>/dev/null) || continue
+    stat=${stat##*) }
+    set -- $stat
+    echo "${p#/proc/} $2"
+  done | awk -v root="$1" '{ parent[$1] = $2 }
+    END { n = 1; q[1] = root
+          for (i = 1; i <= n; i++) for (c in parent) if (parent[c] == q[i]) { q[++n] = c; print c } }'
+}
+
 rc=0
 if [[ -n $STATE_DIR && -d $STATE_DIR ]]; then
   ctld_pid=$(cat "$STATE_DIR/run/slurmctld.pid" 2>/dev/null || true)
@@ -69,16 +85,27 @@ if [[ -n $STATE_DIR && -d $STATE_DIR ]]; then
   fi
   stop_from_pidfile "$STATE_DIR/run/slurmd.pid" slurmd || rc=1
   stop_from_pidfile "$STATE_DIR/run/slurmctld.pid" slurmctld || rc=1
-  # A slurmstepd that outlived its job holds a socket in our spool dir: find it by that socket.
-  if [[ -d $STATE_DIR/spool ]]; then
-    for pid in /proc/[0-9]*; do
-      pid=${pid#/proc/}
-      [[ $(cat "/proc/$pid/comm" 2>/dev/null) == slurmstepd ]] || continue
-      if ls -l "/proc/$pid/fd" 2>/dev/null | grep -q "$STATE_DIR/spool"; then
-        stop_pid "$pid" slurmstepd || rc=1
-      fi
+  # A slurmstepd that outlived slurmctld/slurmd (e.g. after a crash) keeps running its job. Ours
+  # have their cwd or an open file (slurmd.log) under STATE_DIR. They ignore TERM: stop the job
+  # processes below them first, then KILL the stepd.
+  for proc in /proc/[0-9]*; do
+    pid=${proc#/proc/}
+    [[ $(cat "$proc/comm" 2>/dev/null) == slurmstepd ]] || continue
+    pid_alive "$pid" slurmstepd || continue
+    ours=0
+    for link in "$proc/cwd" "$proc"/fd/*; do
+      [[ $(readlink "$link" 2>/dev/null) == "$STATE_DIR"/* ]] && { ours=1; break; }
     done
-  fi
+    [[ $ours -eq 1 ]] || continue
+    kids=$(descendants "$pid" | tr "\n" " ")
+    log "stopping stray slurmstepd $pid and its job processes: ${kids:-none}"
+    for k in $kids; do kill -TERM "$k" 2>/dev/null; done
+    sleep 1
+    for k in $kids; do kill -KILL "$k" 2>/dev/null; done
+    kill -KILL "$pid" 2>/dev/null
+    for _ in $(seq 25); do pid_alive "$pid" slurmstepd || break; sleep 0.2; done
+    pid_alive "$pid" slurmstepd && { log "could not stop slurmstepd $pid"; rc=1; }
+  done
   stop_from_pidfile "$STATE_DIR/run/munged.pid" munged || rc=1
 fi
 

@@ -27,14 +27,16 @@ def validate_config(cfg: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) 
 
     Uses Snakemake's own ``validate`` so that the rules see exactly what tests see.
     """
-    from snakemake.exceptions import WorkflowError
+    import jsonschema
     from snakemake.utils import validate
 
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(cfg))
+    if error is not None:
+        where = ".".join(str(p) for p in error.absolute_path) or "<top level>"
+        raise ConfigError(f"invalid config at {where}: {error.message}")
     out = copy.deepcopy(cfg)
-    try:
-        validate(out, str(schema_path), set_default=True)
-    except WorkflowError as exc:
-        raise ConfigError(_short_validation_message(exc)) from None
+    validate(out, str(schema_path), set_default=True)  # fills defaults exactly as the workflow does
     _check_semantics(out)
     return out
 
@@ -64,16 +66,3 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
     for g in clustering.get("gammas", []):
         if not 0.0 <= float(g) <= 1.0:
             raise ConfigError(f"clustering.gammas: {g} is outside [0, 1]")
-
-
-def _short_validation_message(exc: Exception) -> str:
-    """Snakemake's message embeds the whole config; keep the part that names the problem."""
-    text = str(exc)
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    head = lines[0] if lines else text
-    for ln in lines:
-        if "Failed validating" in ln or "is not valid" in ln or "Additional properties" in ln \
-                or "is a required property" in ln or "is not of type" in ln or "is less than" in ln:
-            head = ln.strip()
-            break
-    return f"invalid config: {head}"

@@ -18,6 +18,10 @@ import pandas as pd
 import yaml
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class CorruptInputError(ValueError):
     """An intermediate file exists but cannot be read or has the wrong shape."""
 
@@ -33,6 +37,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs are for reviewers too
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

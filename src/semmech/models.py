@@ -41,12 +41,7 @@ class LoadedModel:
 
     @property
     def max_context(self) -> int:
-        cfg = self.hf.config
-        for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-            val = getattr(cfg, key, None)
-            if isinstance(val, int) and val > 0:
-                return val
-        return int(getattr(self.tokenizer, "model_max_length", 2048))
+        return context_length(self.hf.config, self.tokenizer)
 
     @property
     def eos_token_ids(self) -> set[int]:
@@ -157,17 +152,43 @@ def prepare_gguf_model(gguf_file: str | Path, out_dir: str | Path) -> Path:
     return out_dir
 
 
-def load_model(name: str, device: str = "auto", dtype: str = "auto", resources_dir: str | Path = ".",
-               allow_download: bool = False) -> LoadedModel:
-    """Load any causal LM and wrap it in nnsight; the default loads from its prepared directory."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def context_length(config: Any, tokenizer: Any) -> int:
+    """The model's context window, from its config (text sub-config for multimodal models)."""
+    cfg = getattr(config, "text_config", None) or config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        val = getattr(cfg, key, None)
+        if isinstance(val, int) and val > 0:
+            return val
+    return int(getattr(tokenizer, "model_max_length", 2048))
 
+
+def _resolved_source(name: str, resources_dir: str | Path, allow_download: bool) -> str:
     check_model_available(name, allow_download)
     source = model_source(name, resources_dir)
     if name == DEFAULT_MODEL and not (Path(source) / "config.json").is_file():
         raise ModelNotFoundError(
             f"the default model has not been prepared at {source}; run `snakemake prepare_model` "
             "(or semmech.models.prepare_gguf_model)")
+    return source
+
+
+def load_tokenizer_and_context(name: str, resources_dir: str | Path = ".",
+                               allow_download: bool = False) -> tuple[Any, int]:
+    """Tokenizer and context length without loading weights, for checks before expensive work."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    source = _resolved_source(name, resources_dir, allow_download)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=not allow_download)
+    config = AutoConfig.from_pretrained(source, local_files_only=not allow_download)
+    return tokenizer, context_length(config, tokenizer)
+
+
+def load_model(name: str, device: str = "auto", dtype: str = "auto", resources_dir: str | Path = ".",
+               allow_download: bool = False) -> LoadedModel:
+    """Load any causal LM and wrap it in nnsight; the default loads from its prepared directory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = _resolved_source(name, resources_dir, allow_download)
     dev, dt = resolve_device_dtype(device, dtype)
     local_only = not allow_download
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)

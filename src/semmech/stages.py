@@ -13,7 +13,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from . import io
-from .models import DEFAULT_MODEL, default_gguf_file, format_prompt, load_model, prepare_gguf_model
+from .models import (DEFAULT_MODEL, default_gguf_file, format_prompt, load_model,
+                     load_tokenizer_and_context, prepare_gguf_model)
 
 log = logging.getLogger("semmech")
 
@@ -39,9 +40,12 @@ def sample_prompt(prompt_id: str, text: str, model_cfg: dict[str, Any], sampling
     from .sampling import SamplingSettings, check_context, sample_continuations
 
     settings = SamplingSettings.from_config(sampling_cfg)
+    # Cheap checks first: the tokenizer and config decide whether the prompt fits.
+    tokenizer, max_context = load_tokenizer_and_context(
+        model_cfg["name"], allow_download=model_cfg["allow_download"])
+    model_input, ids = format_prompt(tokenizer, text, model_cfg["chat_template"])
+    check_context(prompt_id, len(ids), settings.max_new_tokens, max_context)
     model = load_configured_model(model_cfg)
-    model_input, ids = format_prompt(model.tokenizer, text, model_cfg["chat_template"])
-    check_context(prompt_id, len(ids), settings.max_new_tokens, model.max_context)
     log.info("prompt %s: %d prompt tokens, seed %d", prompt_id, len(ids), seed)
     with tqdm(total=settings.n_continuations, desc=f"sample {prompt_id}", unit="cont") as bar:
         df = sample_continuations(model, prompt_id, ids, settings, seed,

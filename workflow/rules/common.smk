@@ -4,16 +4,18 @@
 import json
 from pathlib import Path
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
-from semmech.config import derive_seed
+from semmech.config import derive_seed, validate_config
 from semmech.models import DEFAULT_MODEL, check_model_available, model_source
 from semmech.prompts import read_prompts
 
 min_version("9.0")
 
 
-validate(config, "../schemas/config.schema.yaml", set_default=True)
+# One validator for the workflow and the tests: unknown keys and wrong types fail here,
+# with the key named, before any job starts; schema defaults are filled in.
+config.update(validate_config(config))
 
 RUN = config["run"]
 RESULTS = f"results/{RUN}"

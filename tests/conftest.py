@@ -1,0 +1,62 @@
+"""Shared fixtures: repository paths and a runner for the real workflow in a scratch directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/tiny_models.py
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def write_config(path: Path, base: str | Path = REPO / "config" / "smoke.yaml", **overrides) -> Path:
+    """A config file based on ``base`` with top-level or dotted-key overrides."""
+    cfg = yaml.safe_load(Path(base).read_text())
+    for key, value in overrides.items():
+        node = cfg
+        parts = key.split("__")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """Run the repository's Snakefile with ``workdir`` as working directory.
+
+    The prepared default model is shared through a symlink to the repository's resources/
+    so that each scratch run does not dequantise it again.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    res = workdir / "resources"
+    if not res.exists() and (REPO / "resources").exists():
+        res.symlink_to(REPO / "resources")
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    """The prepared offline default model (prepared once if the workflow has not done it yet)."""
+    from semmech.models import DEFAULT_MODEL_DIR, default_gguf_file, prepare_gguf_model
+
+    out = REPO / DEFAULT_MODEL_DIR
+    if not (out / "config.json").is_file():
+        prepare_gguf_model(default_gguf_file(), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def default_model(default_model_dir):
+    from semmech.models import load_model
+
+    return load_model("default", device="cpu", dtype="float32", resources_dir=REPO)
