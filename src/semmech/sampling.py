@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -97,6 +98,19 @@ class _SentenceEnd:
         return hit.any(dim=1).to(input_ids.device)
 
 
+def generation_inputs(model: LoadedModel, prompt_ids: list[int], settings: SamplingSettings,
+                      stop_mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The batch of prompt copies and the ``generate`` arguments of METHOD §2."""
+    from transformers import StoppingCriteriaList
+
+    ids = torch.tensor([prompt_ids] * settings.batch_size, dtype=torch.long, device=model.device)
+    stopper = _SentenceEnd(stop_mask, model.eos_token_ids, len(prompt_ids))
+    return ids, dict(max_new_tokens=settings.max_new_tokens, do_sample=True,
+                     temperature=settings.temperature, top_p=settings.top_p, top_k=0,
+                     stopping_criteria=StoppingCriteriaList([stopper]),
+                     pad_token_id=model.tokenizer.pad_token_id)
+
+
 def generate_batch(model: LoadedModel, prompt_ids: list[int], settings: SamplingSettings,
                    stop_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One traced ``generate`` over ``batch_size`` copies of the prompt.
@@ -104,16 +118,18 @@ def generate_batch(model: LoadedModel, prompt_ids: list[int], settings: Sampling
     Returns the new token ids (B × steps) and their log-probabilities at T = 1 (B × steps),
     read from ``lm_head`` inside the nnsight trace at every generation step.
     """
-    import nnsight
-    from transformers import StoppingCriteriaList
+    ids, gen_kwargs = generation_inputs(model, prompt_ids, settings, stop_mask)
+    with warnings.catch_warnings():
+        # The open-ended step loop below ends when generation stops early; nnsight reports that
+        # expected end as a warning.
+        warnings.filterwarnings("ignore", message=".*was never reached.*")
+        return _traced_generate(model, ids, gen_kwargs, len(prompt_ids))
 
-    B = settings.batch_size
-    ids = torch.tensor([prompt_ids] * B, dtype=torch.long, device=model.device)
-    stopper = _SentenceEnd(stop_mask, model.eos_token_ids, len(prompt_ids))
-    gen_kwargs = dict(max_new_tokens=settings.max_new_tokens, do_sample=True,
-                      temperature=settings.temperature, top_p=settings.top_p, top_k=0,
-                      stopping_criteria=StoppingCriteriaList([stopper]),
-                      pad_token_id=model.tokenizer.pad_token_id)
+
+def _traced_generate(model: LoadedModel, ids: torch.Tensor, gen_kwargs: dict[str, Any],
+                     prompt_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    import nnsight
+
     with model.lm.generate(**gen_kwargs) as tracer:
         step_logprobs = nnsight.save([])
         with tracer.invoke({"input_ids": ids, "attention_mask": torch.ones_like(ids)}):
@@ -122,7 +138,7 @@ def generate_batch(model: LoadedModel, prompt_ids: list[int], settings: Sampling
                 step_logprobs.append(model.lm.lm_head.output[:, -1].float().log_softmax(-1))
         with tracer.invoke():
             result = tracer.result.save()
-    new_ids = result[:, len(prompt_ids):].cpu()
+    new_ids = result[:, prompt_len:].cpu()
     steps = new_ids.shape[1]
     lp = torch.stack([s.cpu() for s in step_logprobs[:steps]], dim=1)  # B × steps × V
     chosen = lp.gather(-1, new_ids.unsqueeze(-1)).squeeze(-1)

@@ -13,6 +13,7 @@ from semmech.prompts import read_prompts
 min_version("9.0")
 
 
+
 # One validator for the workflow and the tests: unknown keys and wrong types fail here,
 # with the key named, before any job starts; schema defaults are filled in.
 config.update(validate_config(config))

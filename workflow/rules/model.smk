@@ -2,6 +2,8 @@ rule prepare_model:
     """Dequantise the offline default GGUF once into a safetensors model directory."""
     output:
         config=f"{MODEL_SOURCE}/config.json",
+    conda:
+        "../../envs/model.yaml"
     log:
         f"{LOGS}/prepare_model.log",
     benchmark:

@@ -10,6 +10,8 @@ rule sample:
         model=config["model"],
         sampling=config["sampling"],
         seed=lambda wc: prompt_seed(wc.prompt, "sample"),
+    conda:
+        "../../envs/model.yaml"
     log:
         f"{LOGS}/sample/{{prompt}}.log",
     benchmark:

