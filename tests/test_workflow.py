@@ -108,3 +108,31 @@ def test_prompt_longer_than_context_fails_without_partial_output(tmp_path, defau
     log = (tmp_path / "results/smoke/logs/sample/long.log").read_text()
     assert "exceeds the model's context" in log
     assert not list((tmp_path / "results/smoke").glob("samples/*"))
+
+
+def test_manifest_verifies_and_names_a_changed_byte(smoke_run, tmp_path):
+    import json
+    import shutil
+
+    from semmech.cli import main as cli
+
+    wd, _ = smoke_run
+    run = tmp_path / "run"
+    shutil.copytree(wd / "results/smoke", run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    listed = {a["path"]: a for a in manifest["artifacts"]}
+    for p in SMOKE_PROMPTS:
+        assert listed[f"samples/{p}.parquet"]["rule"] == "sample"
+    assert manifest["seed"] == 0 and len(manifest["model"]["weights_sha256"]) == 64
+    assert manifest["packages"]["nnsight"] != "not installed"
+    assert cli(["verify", str(run)]) == 0
+    for rel in sorted(listed):
+        f = run / rel
+        original = f.read_bytes()
+        data = bytearray(original)
+        data[len(data) // 2] ^= 0x01
+        f.write_bytes(bytes(data))
+        problems = __import__("semmech.manifest", fromlist=["verify"]).verify(run)
+        assert problems == [f"MISMATCH {rel} (made by rule {listed[rel]['rule']})"]
+        f.write_bytes(original)
+    assert cli(["verify", str(run)]) == 0

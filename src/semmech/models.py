@@ -240,3 +240,16 @@ def weights_sha256(model_dir: str | Path) -> str:
         h.update(f.name.encode())
         h.update(file_sha256(f).encode())
     return h.hexdigest()
+
+
+def model_weights_sha256(name: str, resources_dir: str | Path = ".") -> str:
+    """The weight hash of a configured model: its local directory or its cached hub snapshot."""
+    source = Path(model_source(name, resources_dir))
+    if not source.is_dir():
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(name, "config.json")
+        if not isinstance(hit, str):
+            return "unavailable"
+        source = Path(hit).parent
+    return weights_sha256(source)

@@ -74,7 +74,13 @@ def prompt_seed(prompt, *keys):
     return derive_seed(config["seed"], prompt, *keys)
 
 
-def all_targets():
-    """What `snakemake --cores all` builds: every stage's per-prompt outputs and the aggregates."""
-    targets = expand(f"{RESULTS}/samples/{{prompt}}.parquet", prompt=PROMPT_IDS)
+def stage_targets():
+    """Every stage's per-prompt outputs and the aggregates (what the manifest hashes)."""
+    targets = expand(f"{RESULTS}/samples/{{prompt}}.{{ext}}", prompt=PROMPT_IDS,
+                     ext=["parquet", "prompt.json"])
     return targets
+
+
+def all_targets():
+    """What `snakemake --cores all` builds: all stage outputs plus the reviewer's manifest."""
+    return stage_targets() + [f"{RESULTS}/manifest.json"]

@@ -1,0 +1,31 @@
+"""Command line: `semmech verify results/<run>` re-checks a run against its manifest."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .manifest import MANIFEST_NAME, verify
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="semmech")
+    sub = parser.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("verify", help="re-hash every artifact of a run against its manifest.json")
+    v.add_argument("run_dir")
+    args = parser.parse_args(argv)
+    if args.command == "verify":
+        problems = verify(args.run_dir)
+        for line in problems:
+            print(line)
+        if problems:
+            print(f"verify: {len(problems)} problem(s) in {args.run_dir} against its {MANIFEST_NAME}",
+                  file=sys.stderr)
+            return 1
+        print(f"verify: every artifact in {args.run_dir} matches its {MANIFEST_NAME}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
