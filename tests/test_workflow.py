@@ -115,6 +115,7 @@ def test_manifest_verifies_and_names_a_changed_byte(smoke_run, tmp_path):
     import shutil
 
     from semmech.cli import main as cli
+    from semmech.manifest import verify
 
     wd, _ = smoke_run
     run = tmp_path / "run"
@@ -132,7 +133,7 @@ def test_manifest_verifies_and_names_a_changed_byte(smoke_run, tmp_path):
         data = bytearray(original)
         data[len(data) // 2] ^= 0x01
         f.write_bytes(bytes(data))
-        problems = __import__("semmech.manifest", fromlist=["verify"]).verify(run)
+        problems = verify(run)
         assert problems == [f"MISMATCH {rel} (made by rule {listed[rel]['rule']})"]
         f.write_bytes(original)
     assert cli(["verify", str(run)]) == 0
