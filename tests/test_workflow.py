@@ -137,3 +137,11 @@ def test_manifest_verifies_and_names_a_changed_byte(smoke_run, tmp_path):
         assert problems == [f"MISMATCH {rel} (made by rule {listed[rel]['rule']})"]
         f.write_bytes(original)
     assert cli(["verify", str(run)]) == 0
+
+
+def test_snakemake_lint_reports_no_problems(tmp_path):
+    for cfg in ("config.yaml", "smoke.yaml"):
+        proc = run_snakemake(REPO, "--lint", "--configfile", str(REPO / "config" / cfg))
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out
+        assert "Congratulations, your workflow is in a good condition!" in out, out

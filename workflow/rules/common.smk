@@ -2,8 +2,10 @@
 # Everything that can be checked without loading a model is checked here, at start-up.
 
 import json
+import os
 from pathlib import Path
 
+from snakemake.io import regex_from_filepattern
 from snakemake.utils import min_version
 
 from semmech.config import derive_seed, validate_config
@@ -84,3 +86,12 @@ def stage_targets():
 def all_targets():
     """What `snakemake --cores all` builds: all stage outputs plus the reviewer's manifest."""
     return stage_targets() + [f"{RESULTS}/manifest.json"]
+
+
+def output_producers():
+    """Regex of every rule's output pattern -> rule name, for the manifest's `rule` field."""
+    producers = {}
+    for r in workflow.rules:
+        for pattern in r.output:
+            producers[regex_from_filepattern(str(pattern))] = r.name
+    return producers

@@ -1,17 +1,3 @@
-import re as _re
-
-from snakemake.io import regex_from_filepattern
-
-
-def output_producers():
-    """Regex of every rule's output pattern -> rule name, for the manifest's `rule` field."""
-    producers = {}
-    for r in workflow.rules:
-        for pattern in r.output:
-            producers[regex_from_filepattern(str(pattern))] = r.name
-    return producers
-
-
 rule manifest:
     """Hash every artifact of the run for reviewers (`semmech verify results/<run>`)."""
     input:
@@ -19,7 +5,7 @@ rule manifest:
     output:
         f"{RESULTS}/manifest.json",
     params:
-        run_dir=RESULTS,
+        run_dir=lambda wc, output: os.path.dirname(output[0]),
         producers=lambda wc: output_producers(),
         config=config,
         model_source=config["model"]["name"],
