@@ -6,20 +6,29 @@
 # Usage (from the workflow's root, e.g. the repo root, as root; snakemake on PATH or in ./.venv):
 #   bash .ci/slurm_check.sh --configfile config/smoke.yaml \
 #        [--fail-configfile tests/data/slurm_fail.yaml [--fail-rule sample]] [--allow-local 'all'] \
+#        [--gpu-rules 'sample attribute steer steer_generate' | --gpu-rules none] \
 #        [--compare-exclude 'logs/**' ...] [--results-dir results] [--reference DIR] \
-#        [--profile profiles/slurm-ci] [--timeout 240] [--fail-timeout 180] [--serial] [--keep] \
+#        [--fresh resources ...] [--profile profiles/slurm-ci] [--timeout 240] [--fail-timeout 180] \
+#        [--poll SECONDS] [--serial] [--keep] \
 #        [-- extra snakemake args, passed to every run]
 #
 # Steps:
 #   1. bring a one-node cluster up (.ci/slurm_up.sh, under timeout -k); torn down by an EXIT trap.
 #   2. run `snakemake --profile <profile> --configfile X` under `timeout -k 10 <timeout>` in a fresh
 #      scratch copy of the workflow dir (top-level entries symlinked, except .git/.snakemake/the
-#      results dir), so the caller's results/ is never touched.
+#      results dir), so the caller's results/ is never touched. Give --fresh NAME for every other
+#      top-level dir the workflow WRITES to (e.g. --fresh resources if a rule builds
+#      resources/models/...): it starts empty in each scratch copy instead of being shared, else
+#      the parallel runs would race on it and write into the caller's tree.
 #   3. verify every non-local job of the DAG (count from a dry run) was submitted as its own SLURM
 #      job: a distinct job id, a plugin log .snakemake/slurm_logs/rule_<rule>/[<wildcards>/]<id>.log
-#      that shows the inner snakemake running that rule, and `squeue --states=all` reporting that
+#      that shows the inner snakemake running that rule, and `scontrol show job` reporting that
 #      id COMPLETED with the plugin's comment rule_<rule>[_wildcards_...]. Only the rules named in
 #      --allow-local (space/comma list, default 'all') may run on the submitting host (localrules).
+#      With --gpu-rules LIST, also check from `scontrol show job` that exactly the jobs of the
+#      listed rules asked SLURM for a GPU (--gpus or --gres gpu), and no other job did ('none':
+#      no job may). A non-empty LIST gives the test node fake GPUs (SEMMECH_SLURM_FAKE_GPUS,
+#      default 2) so such jobs schedule; the config must then request GPUs while computing on CPU.
 #   4. compare <results-dir> byte for byte with a local `snakemake --cores all` run of the same
 #      config (or with --reference DIR, an existing results dir), ignoring --compare-exclude globs.
 #      Globs are fnmatch patterns on the path relative to <results-dir>, where `*` also matches
@@ -29,13 +38,14 @@
 #   5. (--fail-configfile) run the failing config through SLURM under `timeout -k 10 <fail-timeout>`;
 #      assert it exits non-zero but not by the timeout, prints "Error in rule <fail-rule>" and names
 #      a plugin log rule_<fail-rule>/.../<id>.log that exists.
+#   --poll N overrides the profile's slurm-init-seconds-before-status-checks for the SLURM runs (the
+#   plugin polls after N s, then N+10, N+20, ... until a job finishes; tune to the jobs' length).
 #   The three snakemake runs go in parallel (they mostly wait on status polling); --serial runs
 #   them one after another. --keep keeps the scratch dir (printed) for debugging.
 #
 # Exit status: 0 when every check passed, 1 when a check failed, 2 on bad usage.
 # Environment: SEMMECH_SLURM_UP_TIMEOUT (default 180 s: includes an apt install if needed).
 set -euo pipefail
-
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$SCRIPT_DIR/.." && pwd)
 
@@ -45,19 +55,22 @@ log() { echo "slurm_check: $*" >&2; }
 
 CONFIGFILE="" FAIL_CONFIGFILE="" FAIL_RULE="" RESULTS_DIR=results REFERENCE="" ALLOW_LOCAL=all
 PROFILE="$REPO_DIR/profiles/slurm-ci" TIMEOUT=240 FAIL_TIMEOUT=180 SERIAL=0 KEEP=0
-EXCLUDES=() EXTRA=()
+EXCLUDES=() EXTRA=() FRESH=() GPU_RULES="" CHECK_GPU=0 POLL=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --configfile) CONFIGFILE=$2; shift 2 ;;
     --fail-configfile) FAIL_CONFIGFILE=$2; shift 2 ;;
     --fail-rule) FAIL_RULE=$2; shift 2 ;;
     --allow-local) ALLOW_LOCAL=$2; shift 2 ;;
+    --gpu-rules) GPU_RULES=$2; CHECK_GPU=1; shift 2 ;;
     --compare-exclude) EXCLUDES+=("$2"); shift 2 ;;
     --results-dir) RESULTS_DIR=$2; shift 2 ;;
+    --fresh) FRESH+=("${2%%/*}"); shift 2 ;;
     --reference) REFERENCE=$2; shift 2 ;;
     --profile) PROFILE=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --fail-timeout) FAIL_TIMEOUT=$2; shift 2 ;;
+    --poll) POLL=("--slurm-init-seconds-before-status-checks" "$2"); shift 2 ;;
     --serial) SERIAL=1; shift ;;
     --keep) KEEP=1; shift ;;
     -h|--help) usage 0 ;;
@@ -87,6 +100,7 @@ PY=$(dirname "$(command -v snakemake)")/python
 
 SCRATCH=$(mktemp -d /tmp/semmech-slurmcheck.XXXXXX)
 CLUSTER=$SCRATCH/cluster
+# shellcheck disable=SC2317  # called from the EXIT trap
 cleanup() {
   rc=$?
   set +e
@@ -104,27 +118,31 @@ trap 'exit 130' INT TERM
 
 t0=$SECONDS
 # --- 1. cluster ----------------------------------------------------------------------------------
+[[ $GPU_RULES == none ]] && GPU_RULES=""
+if [[ -n ${GPU_RULES// /} ]]; then export SEMMECH_SLURM_FAKE_GPUS=${SEMMECH_SLURM_FAKE_GPUS:-2}; fi
 timeout -k 10 "${SEMMECH_SLURM_UP_TIMEOUT:-180}" bash "$SCRIPT_DIR/slurm_up.sh" "$CLUSTER" >/dev/null \
   || { log "FAIL: could not bring the SLURM test cluster up"; exit 1; }
 log "cluster up after $((SECONDS - t0)) s"
 
 # Scratch copy of the workflow dir: symlink every top-level entry except VCS/snakemake state and
 # the results dir, so relative paths in configs resolve and outputs land in the scratch dir.
-results_top=${RESULTS_DIR%%/*}
+FRESH+=("${RESULTS_DIR%%/*}")
 make_farm() {
-  local dest=$1 entry name
+  local dest=$1 entry name f skip
   mkdir -p "$dest"
   shopt -s dotglob nullglob
   for entry in "$WORKDIR"/*; do
     name=$(basename "$entry")
-    case $name in .git|.snakemake|"$results_top") continue ;; esac
-    ln -s "$entry" "$dest/$name"
+    skip=0
+    for f in .git .snakemake "${FRESH[@]}"; do [[ $name == "$f" ]] && skip=1; done
+    [[ $skip -eq 1 ]] || ln -s "$entry" "$dest/$name"
   done
   shopt -u dotglob nullglob
 }
 
 # run_sm NAME LIMIT ARGS...: snakemake in its farm under timeout; output to $SCRATCH/NAME.out,
 # exit status to $SCRATCH/NAME.rc.
+# shellcheck disable=SC2317  # called through launch
 run_sm() {
   local name=$1 limit=$2; shift 2
   local start=$SECONDS rc=0
@@ -142,22 +160,23 @@ rm -rf "$SCRATCH/slurm/.snakemake"
 
 pids=()
 launch() { if [[ $SERIAL -eq 1 ]]; then "$@"; else "$@" & pids+=($!); fi; }
-launch run_sm slurm "$TIMEOUT" --profile "$PROFILE" --configfile "$CONFIGFILE"
+launch run_sm slurm "$TIMEOUT" --profile "$PROFILE" "${POLL[@]}" --configfile "$CONFIGFILE"
 if [[ -z $REFERENCE ]]; then
   make_farm "$SCRATCH/local"
   launch run_sm local "$TIMEOUT" --cores all --configfile "$CONFIGFILE"
 fi
 if [[ -n $FAIL_CONFIGFILE ]]; then
   make_farm "$SCRATCH/fail"
-  launch run_sm fail "$FAIL_TIMEOUT" --profile "$PROFILE" --configfile "$FAIL_CONFIGFILE"
+  launch run_sm fail "$FAIL_TIMEOUT" --profile "$PROFILE" "${POLL[@]}" --configfile "$FAIL_CONFIGFILE"
 fi
 for p in "${pids[@]}"; do wait "$p" || true; done
-squeue --states=all -h -o '%i|%T|%k|%j' >"$SCRATCH/squeue.out" 2>&1 || true
+# Finished jobs stay in slurmctld for MinJobAge (300 s), with their state, comment and GPU request.
+scontrol -o show job >"$SCRATCH/jobs.out" 2>&1 || true
 
 # --- 3.-5. checks ----------------------------------------------------------------------------------
 status=0
 "$PY" - "$SCRATCH" "$RESULTS_DIR" "${REFERENCE:-$SCRATCH/local/$RESULTS_DIR}" "$FAIL_CONFIGFILE" \
-  "$FAIL_RULE" "$ALLOW_LOCAL" "${EXCLUDES[@]}" <<'PYEOF' || status=$?
+  "$FAIL_RULE" "$ALLOW_LOCAL" "$CHECK_GPU" "$GPU_RULES" "${EXCLUDES[@]}" <<'PYEOF' || status=$?
 """Checks on the outputs of the three snakemake runs; prints one line per failed check."""
 import fnmatch
 import os
@@ -165,8 +184,11 @@ import re
 import sys
 from pathlib import Path
 
-scratch, results_dir, reference, fail_cfg, fail_rule, allow_local, *excludes = sys.argv[1:]
+(scratch, results_dir, reference, fail_cfg, fail_rule, allow_local, check_gpu, gpu_rules,
+ *excludes) = sys.argv[1:]
 allow_local = set(allow_local.replace(",", " ").split())
+check_gpu = check_gpu == "1"
+gpu_rules = set(gpu_rules.replace(",", " ").split())
 scratch = Path(scratch)
 errors: list[str] = []
 
@@ -200,7 +222,7 @@ cur = None
 for line in slurm_out.splitlines():
     h = header.match(line)
     if h:
-        cur = {"rule": h.group(3), "local": bool(h.group(1)), "wildcards": ""}
+        cur = {"rule": h.group(3), "local": bool(h.group(1)), "wildcards": "", "kind": h.group(2)}
         continue
     if cur is not None:
         if not line.startswith("    "):
@@ -215,13 +237,16 @@ submitted = {}
 for m in re.finditer(r"^Job (\d+) has been submitted with SLURM jobid (\d+) \(log: (.+)\)\.$",
                      slurm_out, re.M):
     submitted[int(m.group(1))] = (m.group(2), Path(m.group(3)))
-squeue = {}
-for line in read("squeue.out").splitlines():
-    parts = line.split("|")
-    if len(parts) >= 3:
-        squeue[parts[0]] = (parts[1], parts[2])
+slurm_jobs = {}  # SLURM job id -> fields of `scontrol -o show job`
+for line in read("jobs.out").splitlines():
+    fields = dict(re.findall(r"(?:^|\s)(JobId|JobState|Comment|TresPerJob|TresPerNode)=(\S*)", line))
+    if "JobId" in fields:
+        slurm_jobs[fields["JobId"]] = fields
 
-if expected is not None and slurm_rc == 0 and len(jobs) != expected:
+has_checkpoints = any(v["rule"] and "checkpoint" in v.get("kind", "") for v in jobs.values())
+if expected is not None and slurm_rc == 0 and (
+    len(jobs) < expected if has_checkpoints else len(jobs) != expected
+):
     errors.append(f"SLURM run executed {len(jobs)} jobs, the dry run planned {expected}")
 remote = {j: v for j, v in jobs.items() if not v["local"]}
 if slurm_rc == 0 and not remote:
@@ -242,12 +267,18 @@ for jid, info in sorted(remote.items()):
         errors.append(f"{what}: SLURM log {logf} missing (slurm-keep-successful-logs off?)")
     elif f"rule {info['rule']}:" not in logf.read_text(errors="replace"):
         errors.append(f"{what}: SLURM log {logf} does not show rule {info['rule']} running")
-    state, comment = squeue.get(sid, ("", ""))
+    sj = slurm_jobs.get(sid, {})
+    state, comment = sj.get("JobState", ""), sj.get("Comment", "")
     if state != "COMPLETED":
-        errors.append(f"{what}: squeue state of SLURM job {sid} is '{state or 'missing'}'")
+        errors.append(f"{what}: state of SLURM job {sid} is '{state or 'missing'}'")
     if not comment.startswith(f"rule_{info['rule']}"):
         errors.append(f"{what}: SLURM job {sid} comment '{comment}' names another rule")
-    print(f"slurm_check:   {what} -> SLURM job {sid} {state}", file=sys.stderr)
+    gpu_req = [t for t in (sj.get("TresPerJob", ""), sj.get("TresPerNode", "")) if "gpu" in t]
+    if check_gpu and bool(gpu_req) != (info["rule"] in gpu_rules):
+        errors.append(f"{what}: SLURM job {sid} GPU request {gpu_req or 'none'}, expected "
+                      f"{'a GPU' if info['rule'] in gpu_rules else 'none'}")
+    print(f"slurm_check:   {what} -> SLURM job {sid} {state}"
+          f"{' ' + ','.join(gpu_req) if gpu_req else ''}", file=sys.stderr)
 local_rules = sorted({v["rule"] for v in jobs.values() if v["local"]})
 for r in local_rules:
     if r not in allow_local:

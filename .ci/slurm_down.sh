@@ -57,13 +57,12 @@ stop_from_pidfile() {
 
 # descendants PID: all transitive children of PID, one per line (from /proc, no procps needed).
 descendants() {
-  local p stat
+  local root=$1 p stat fields
   for p in /proc/[0-9]*; do
     stat=$(cat "$p/stat" 2>/dev/null) || continue
-    stat=${stat##*) }
-    set -- $stat
-    echo "${p#/proc/} $2"
-  done | awk -v root="$1" '{ parent[$1] = $2 }
+    read -ra fields <<<"${stat##*) }"
+    echo "${p#/proc/} ${fields[1]}"
+  done | awk -v root="$root" '{ parent[$1] = $2 }
     END { n = 1; q[1] = root
           for (i = 1; i <= n; i++) for (c in parent) if (parent[c] == q[i]) { q[++n] = c; print c } }'
 }

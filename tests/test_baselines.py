@@ -1,0 +1,264 @@
+"""Single-view baselines, rate matching, silhouettes and the clustering stages end to end."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from semmech import io
+from semmech.baselines import (adapt_hdbscan_params, adapt_umap_params, aggregate_clustering_stage,
+                               baselines_stage, comparison_table, kmeans_labels, run_baselines,
+                               umap_hdbscan)
+from semmech.metrics import (ari, cross_view_silhouette, d_gamma, partition_entropy, rate_match,
+                             silhouette, win_rate)
+from semmech.rd import RDWorkspace, cluster_prompt_stage, make_two_view_data, rd_sweep
+
+PLANTED = dict(n_per_mode=30, d_e=16, d_a=32, sem_sep=2.0, mech_sep=0.6, noise_a=0.3,
+               mech_support=8, weights="lognormal")
+BETA = 4.0
+
+
+@pytest.fixture(scope="module")
+def planted():
+    d = make_two_view_data(**PLANTED, seed=3)
+    ws = RDWorkspace(d["E"], d["A"], d["P"])
+    d["At"] = ws.At
+    return d
+
+
+# ---- metrics ---------------------------------------------------------------------------
+
+
+def test_partition_entropy_and_d_gamma():
+    assert partition_entropy([0, 0, 1, 1]) == pytest.approx(math.log(2))
+    assert partition_entropy([5, 5, 5]) == 0.0
+    assert partition_entropy([0, 1], [3.0, 1.0]) == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    with pytest.raises(ValueError):
+        partition_entropy([0, 1], [0.0, 0.0])
+    assert d_gamma(2.0, 4.0, 0.25) == pytest.approx(3.5)
+
+
+def test_ari_counts_noise_as_a_group():
+    assert ari([0, 0, 1, 1], [-1, -1, 3, 3]) == pytest.approx(1.0)
+    assert ari([0, 0, 1, 1], [-1, 0, -1, 0]) < 0.5
+
+
+def test_rate_match_picks_closest_rate_then_smaller_k():
+    c = pd.DataFrame({"K": [1, 2, 3, 4], "H": [0.0, 0.6, 0.8, 1.0]})
+    assert rate_match(0.75, c) == 2
+    assert rate_match(0.7, c) == 1  # 0.6 and 0.8 are equally close: the smaller K wins
+    assert rate_match(9.0, c) == 3
+    with pytest.raises(ValueError):
+        rate_match(0.1, c.iloc[:0])
+
+
+def test_win_rate_counts_ties_apart():
+    wr = win_rate(np.array([1.0, 2.0, 3.0, 1.0]), [np.array([2.0, 2.0, 1.0, 5.0]),
+                                                    np.array([3.0, 2.0, 4.0, 0.5])])
+    assert wr == {"win": 0.25, "tie": 0.25, "loss": 0.5}
+
+
+def test_silhouette_undefined_cases_are_nan():
+    X = np.arange(8.0)[:, None]
+    assert math.isnan(silhouette(X, np.zeros(8)))
+    assert math.isnan(silhouette(X, np.arange(8)))
+    assert silhouette(X, [0, 0, 0, 0, 1, 1, 1, 1]) > 0.5
+
+
+# ---- density baseline ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 64, 1000])
+def test_umap_and_hdbscan_params_adapt_to_n(n):
+    up = adapt_umap_params(n, {"n_neighbors": 15, "n_components": 5})
+    assert 2 <= up["n_neighbors"] <= max(2, n - 1)
+    assert 1 <= up["n_components"] <= max(1, n - 2)
+    hp = adapt_hdbscan_params(n, {"min_cluster_size": 5, "min_samples": None})
+    assert 2 <= hp["min_cluster_size"] <= max(2, n // 4)
+    if n >= 64:
+        assert up == {"n_neighbors": 15, "n_components": 5, "min_dist": 0.0, "init": "spectral"}
+        assert hp["min_cluster_size"] == 5
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
+def test_density_baseline_survives_tiny_n(n):
+    rng = np.random.default_rng(n)
+    lab = umap_hdbscan(rng.standard_normal((n, 6)), "manhattan", seed=0)
+    assert lab.shape == (n,) and lab.dtype == np.int64
+
+
+def test_density_baseline_identical_points():
+    assert umap_hdbscan(np.ones((20, 3)), "euclidean", seed=0).tolist() == [0] * 20
+
+
+def test_hdbscan_finds_only_its_own_view(planted):
+    sem = umap_hdbscan(planted["E"], "euclidean", seed=0)
+    mech = umap_hdbscan(planted["At"], "manhattan", seed=0)
+    assert ari(planted["sem"], sem) >= 0.9
+    assert ari(planted["mech"], mech) >= 0.9
+    # neither single view sees the four joint modes
+    assert ari(planted["mode"], sem) < 0.7 and ari(planted["mode"], mech) < 0.7
+    np.testing.assert_array_equal(sem, umap_hdbscan(planted["E"], "euclidean", seed=0))
+
+
+# ---- K-means, rate matching, silhouettes ------------------------------------------------
+
+
+def test_kmeans_is_seeded_and_capped(planted):
+    a = kmeans_labels(planted["E"], 3, planted["P"], seed=5)
+    np.testing.assert_array_equal(a, kmeans_labels(planted["E"], 3, planted["P"], seed=5))
+    assert kmeans_labels(planted["E"][:4], 10, planted["P"][:4], seed=0).max() <= 3
+    assert kmeans_labels(planted["E"], 1, planted["P"], seed=0).tolist() == [0] * len(planted["P"])
+
+
+@pytest.fixture(scope="module")
+def compared(planted):
+    E, A, P = planted["E"], planted["A"], planted["P"]
+    sweep = rd_sweep(E, A, P, [1.0, BETA], [0.1, 0.5, 0.9], prompt_id="q")
+    rd_labels = {(b, g): grp.sort_values("sample_idx")["label"].to_numpy()
+                 for (b, g), grp in sweep.labels.groupby(["beta", "gamma"])}
+    res = run_baselines(E, planted["At"], P, sweep.table, rd_labels, seed=0, prompt_id="q",
+                        cfg={"kmeans": {"n_init": 4, "k_max": 6}, "silhouette_k": [2, 3, 4, 5]})
+    return sweep, res
+
+
+def test_comparison_rows(compared, planted):
+    sweep, res = compared
+    c = res.comparison
+    assert len(c) == len(sweep.table) * 7
+    assert set(zip(c["method"], c["match"])) == {
+        ("rd", "self"), ("km_sem", "k"), ("km_sem", "rate"), ("km_att", "k"), ("km_att", "rate"),
+        ("hdbscan_sem", "none"), ("hdbscan_att", "none")}
+    rd = c[c["method"] == "rd"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(rd[["beta", "gamma", "K", "H", "D_e", "D_a"]],
+                                  sweep.table[["beta", "gamma", "K", "H", "D_e", "D_a"]],
+                                  check_dtype=False)
+    assert (rd["ari_rd"] == 1.0).all()
+    np.testing.assert_allclose(c["D_gamma"], c["gamma"] * c["D_e"] + (1 - c["gamma"]) * c["D_a"])
+    # K-matched K-means has RD's K; rate-matched has the grid's closest rate
+    km_k = c[(c["method"] == "km_sem") & (c["match"] == "k")].reset_index(drop=True)
+    assert (km_k["K"] <= rd["K"]).all()
+    grid = res.labels[res.labels["method"] == "km_sem"]
+    Hs = {k: partition_entropy(g.sort_values("sample_idx")["label"], planted["P"])
+          for k, g in grid.groupby("k")}
+    km_r = c[(c["method"] == "km_sem") & (c["match"] == "rate")].reset_index(drop=True)
+    for h_rd, h_km in zip(rd["H"], km_r["H"]):
+        assert abs(h_km - h_rd) == pytest.approx(min(abs(h - h_rd) for h in Hs.values()), abs=1e-9)
+
+
+def test_rd_beats_single_view_kmeans_on_planted_modes(compared):
+    _, res = compared
+    c = res.comparison.set_index(["beta", "gamma", "method", "match"])
+    rd = c.loc[(BETA, 0.5, "rd", "self")]
+    assert rd["K"] == 4
+    for m in ("km_sem", "km_att"):
+        assert rd["D_gamma"] < c.loc[(BETA, 0.5, m, "rate"), "D_gamma"]
+
+
+def test_cross_view_silhouette(compared, planted):
+    _, res = compared
+    s = res.silhouette
+    assert {"silhouette_semantic", "silhouette_mechanistic"} <= set(s.columns)
+    km2 = s[(s["K"] == 2)].set_index("method")
+    # clustering the semantic view scores well there and poorly in the mechanistic one
+    assert km2.loc["km_sem", "silhouette_semantic"] > km2.loc["km_sem", "silhouette_mechanistic"]
+    assert km2.loc["km_att", "silhouette_mechanistic"] > km2.loc["km_att", "silhouette_semantic"]
+    assert len(s[s["method"] == "rd"]) == 6
+    one = cross_view_silhouette({"v": (np.eye(3), "euclidean")}, [{"m": "x", "labels": [0, 0, 0]}])
+    assert math.isnan(one.loc[0, "silhouette_v"])
+
+
+def test_comparison_table_shape(compared):
+    _, res = compared
+    t = comparison_table(res.comparison)
+    assert t["method"].tolist()[:3] == ["RD", "KM-Sem (rate-matched)", "KM-Att (rate-matched)"]
+    assert (t["n_settings"] == 6).all()
+    assert 0.0 <= t.loc[0, "rd_win"] <= 1.0 and 0.0 <= t.loc[0, "rd_tie"] <= 1.0
+    assert t.loc[0, "rd_win"] + t.loc[0, "rd_tie"] > 0
+
+
+# ---- stages on files ----------------------------------------------------------------------
+
+
+def _write_inputs(root, pid, d, n_rows=None):
+    n = len(d["P"]) if n_rows is None else n_rows
+    io.write_parquet(pd.DataFrame({"prompt_id": pid, "sample_idx": np.arange(n),
+                                   "weight": d["P"][:n]}), root / "samples" / f"{pid}.parquet")
+    io.write_npz(root / "embeddings" / f"{pid}.npz", embeddings=d["E"].astype(np.float32))
+    io.write_safetensors({"signatures": torch.from_numpy(d["A"].astype(np.float32))},
+                         root / "attribution" / f"{pid}.safetensors", metadata={"basis": "test"})
+
+
+def _stage_paths(root, pid):
+    s = root / "samples" / f"{pid}.parquet"
+    e = root / "embeddings" / f"{pid}.npz"
+    a = root / "attribution" / f"{pid}.safetensors"
+    c = {k: root / "clusters" / f"{pid}.{k}" for k in
+         ("sweep.parquet", "labels.parquet", "history.parquet", "npz", "runtime.json")}
+    b = {k: root / "baselines" / f"{pid}.{k}" for k in
+         ("parquet", "labels.parquet", "silhouette.parquet")}
+    return s, e, a, c, b
+
+
+def test_stages_end_to_end(tmp_path):
+    cfg_c = {"betas": [1.0, BETA], "gammas": [0.5], "max_rounds": 50, "tol": 1e-3}
+    cfg_b = {"kmeans": {"n_init": 3, "k_max": 5}, "silhouette_k": [2, 3]}
+    outs = []
+    for pid, seed in (("p1", 1), ("p2", 2)):
+        d = make_two_view_data(n_per_mode=8, d_e=8, d_a=12, sem_sep=2.0, mech_sep=0.6,
+                               noise_a=0.3, mech_support=6, weights="lognormal", seed=seed)
+        _write_inputs(tmp_path, pid, d)
+        s, e, a, c, b = _stage_paths(tmp_path, pid)
+        cluster_prompt_stage(pid, s, e, a, cfg_c, c["sweep.parquet"], c["labels.parquet"],
+                             c["history.parquet"], c["npz"], c["runtime.json"])
+        baselines_stage(pid, s, e, a, c["sweep.parquet"], c["labels.parquet"], c["npz"], cfg_b,
+                        seed, b["parquet"], b["labels.parquet"], b["silhouette.parquet"])
+        first = {k: p.read_bytes() for k, p in {**c, **b}.items() if k != "runtime.json"}
+        cluster_prompt_stage(pid, s, e, a, cfg_c, c["sweep.parquet"], c["labels.parquet"],
+                             c["history.parquet"], c["npz"], c["runtime.json"])
+        baselines_stage(pid, s, e, a, c["sweep.parquet"], c["labels.parquet"], c["npz"], cfg_b,
+                        seed, b["parquet"], b["labels.parquet"], b["silhouette.parquet"])
+        for k, p in {**c, **b}.items():  # deterministic bytes (runtimes live apart)
+            if k != "runtime.json":
+                assert p.read_bytes() == first[k], k
+        rt = io.read_json(c["runtime.json"])
+        assert [x["beta"] for x in rt["configs"]] == [1.0, BETA]
+        assert io.read_parquet(c["sweep.parquet"])["prompt_id"].unique().tolist() == [pid]
+        outs.append(b)
+    tables = tmp_path / "tables"
+    aggregate_clustering_stage([o["parquet"] for o in outs], [o["silhouette.parquet"] for o in outs],
+                               tables / "clustering_comparison.csv",
+                               tables / "clustering_comparison.tex",
+                               tables / "cross_view_silhouette.csv")
+    t = pd.read_csv(tables / "clustering_comparison.csv")
+    assert t["method"].iloc[0] == "RD" and (t["n_settings"] == 4).all()
+    tex = (tables / "clustering_comparison.tex").read_text()
+    assert tex.startswith(r"\begin{tabular}") and "KM-Att (rate-matched)" in tex
+    sil = pd.read_csv(tables / "cross_view_silhouette.csv")
+    assert {"silhouette_semantic_mean", "silhouette_mechanistic_count"} <= set(sil.columns)
+
+
+def test_stage_rejects_row_mismatch(tmp_path):
+    d = make_two_view_data(n_per_mode=4, d_e=4, d_a=6, seed=0)
+    _write_inputs(tmp_path, "bad", d, n_rows=15)  # samples table has one row fewer
+    s, e, a, c, _ = _stage_paths(tmp_path, "bad")
+    with pytest.raises(io.CorruptInputError, match="expected 15 rows.*'bad'"):
+        cluster_prompt_stage("bad", s, e, a, {"betas": [1.0], "gammas": [0.5]},
+                             c["sweep.parquet"], c["labels.parquet"], c["history.parquet"],
+                             c["npz"], c["runtime.json"])
+    assert not c["sweep.parquet"].exists()
+
+
+def test_stage_names_prompt_with_nan(tmp_path):
+    d = make_two_view_data(n_per_mode=4, d_e=4, d_a=6, seed=0)
+    d["A"][3, 2] = np.nan
+    _write_inputs(tmp_path, "nanny", d)
+    s, e, a, c, _ = _stage_paths(tmp_path, "nanny")
+    with pytest.raises(ValueError, match="NaN/inf.*'nanny'"):
+        cluster_prompt_stage("nanny", s, e, a, {"betas": [1.0], "gammas": [0.5]},
+                             c["sweep.parquet"], c["labels.parquet"], c["history.parquet"],
+                             c["npz"], c["runtime.json"])

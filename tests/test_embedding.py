@@ -1,0 +1,215 @@
+"""Contextual embeddings: the pooled window is exactly the continuation's tokens."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from semmech import io
+from semmech.embedding import (ContextualEncoder, EmbeddingModelNotFoundError, continuation_window,
+                               embed_prompt_stage, resolve_embedding_source)
+
+PREFIX = "Which city is the capital of France?"
+CONTS = [" Paris is the capital.", "Lyon, maybe?", " It is Paris!", "Paris", "I'm not sure — Marseille?"]
+
+
+@pytest.fixture(scope="module")
+def minilm_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_embedding_source("default"), local_files_only=True)
+
+
+@pytest.fixture(scope="module")
+def bpe_tokenizer():
+    """A byte-level BPE tokenizer with BOS and EOS added around the text (spaces belong to
+    the following token, and special tokens sit at both ends): another layout to get right."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([PREFIX, *CONTS] * 20, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>")
+
+
+def _alone(tok, text):
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("cont", CONTS)
+def test_window_is_the_continuation_wordpiece(minilm_tokenizer, cont):
+    tok = minilm_tokenizer
+    w = continuation_window(tok, PREFIX, cont)
+    ids = list(w.input_ids)
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert ids[w.start:w.end] == _alone(tok, cont)
+    assert ids[1:w.start] == _alone(tok, PREFIX)  # everything before is the prefix
+    assert w.end == len(ids) - 1  # only [SEP] after it
+
+
+@pytest.mark.parametrize("cont", CONTS)
+def test_window_is_the_continuation_bytelevel(bpe_tokenizer, cont):
+    tok = bpe_tokenizer
+    w = continuation_window(tok, PREFIX, cont)
+    ids = list(w.input_ids)
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    # the tokens of the joined text; only a token made of the joining space alone may
+    # precede the window (byte-level BPE glues the space to the next word or keeps it apart)
+    joined = cont if cont[:1].isspace() else " " + cont
+    alone = _alone(tok, joined)
+    got = ids[w.start:w.end]
+    assert alone[len(alone) - len(got):] == got
+    assert tok.decode(alone[:len(alone) - len(got)]).strip() == ""
+    assert tok.decode(got).strip() == cont.strip()
+    assert tok.decode(ids[1:w.start]).strip() == PREFIX  # the rest before it is the prefix
+
+
+def test_window_without_prefix_and_with_trailing_space(minilm_tokenizer):
+    tok = minilm_tokenizer
+    w = continuation_window(tok, "", "Paris.")
+    assert (w.start, w.end) == (1, len(w.input_ids) - 1)
+    w2 = continuation_window(tok, PREFIX + " ", "Paris.")
+    assert list(w2.input_ids[w2.start:w2.end]) == _alone(tok, "Paris.")
+
+
+def test_truncation_drops_the_prefix_from_the_left(minilm_tokenizer):
+    tok = minilm_tokenizer
+    long_prefix = " ".join(["word"] * 300) + " last question?"
+    w = continuation_window(tok, long_prefix, " Paris is the capital.", max_length=32)
+    ids = list(w.input_ids)
+    assert len(ids) == 32
+    assert ids[w.start:w.end] == _alone(tok, " Paris is the capital.")
+    assert ids[w.start - 3:w.start] == _alone(tok, "last question?")  # nearest prefix kept
+    with pytest.raises(ValueError, match="alone exceeds"):
+        continuation_window(tok, "Q?", " ".join(["long"] * 40), max_length=16)
+
+
+def test_empty_continuation_is_an_error(minilm_tokenizer):
+    with pytest.raises(ValueError, match="has no tokens"):
+        continuation_window(minilm_tokenizer, PREFIX, "   ")
+
+
+class _PositionModel(torch.nn.Module):
+    """Hidden state at position t is the t-th unit vector, so a pooled vector shows exactly
+    which positions were averaged."""
+
+    def __init__(self, width: int = 64):
+        super().__init__()
+        self.width = width
+        self.config = SimpleNamespace(hidden_size=width, max_position_embeddings=width)
+
+    def forward(self, input_ids, attention_mask):
+        B, T = input_ids.shape
+        h = torch.eye(self.width)[:T].expand(B, T, self.width).clone()
+        return SimpleNamespace(last_hidden_state=h * attention_mask[:, :, None])
+
+
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_pooled_positions_are_the_window(minilm_tokenizer, side):
+    tok = minilm_tokenizer
+    tok.padding_side = side  # the encoder pads itself; the tokenizer's setting must not matter
+    try:
+        enc = ContextualEncoder(_PositionModel(), tok, max_length=64)
+        E = enc.encode(PREFIX, CONTS, batch_size=3)  # mixed lengths in a batch
+    finally:
+        tok.padding_side = "right"
+    for e, cont in zip(E, CONTS):
+        w = continuation_window(tok, PREFIX, cont)
+        expect = np.zeros(64)
+        expect[w.start:w.end] = 1.0
+        np.testing.assert_allclose(e, expect / np.linalg.norm(expect), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(minilm_tokenizer):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2,
+                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=128)
+    return BertModel(cfg).eval()
+
+
+def test_tiny_bert_pooling_matches_manual(minilm_tokenizer, tiny_bert):
+    enc = ContextualEncoder(tiny_bert, minilm_tokenizer)
+    E = enc.encode(PREFIX, CONTS, batch_size=2)
+    assert E.dtype == np.float32 and E.shape == (len(CONTS), 16)
+    for e, cont in zip(E, CONTS):
+        w = continuation_window(minilm_tokenizer, PREFIX, cont)
+        with torch.no_grad():
+            h = tiny_bert(input_ids=torch.tensor([w.input_ids])).last_hidden_state[0]
+        m = h[w.start:w.end].mean(0)
+        np.testing.assert_allclose(e, (m / m.norm()).numpy(), atol=1e-5)
+    # batching and batch size do not change the result beyond float noise
+    np.testing.assert_allclose(E, enc.encode(PREFIX, CONTS, batch_size=1), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return ContextualEncoder.from_name("default")
+
+
+def test_real_minilm_window_and_semantics(minilm):
+    tok = minilm.tokenizer
+    assert minilm.max_length == 256
+    E = minilm.encode(PREFIX, CONTS, batch_size=2)
+    np.testing.assert_allclose(np.linalg.norm(E, axis=1), 1.0, atol=1e-5)
+    # pooling exactly over the continuation tokens of one unpadded sequence
+    w = continuation_window(tok, PREFIX, CONTS[0])
+    with torch.no_grad():
+        h = minilm.model(input_ids=torch.tensor([w.input_ids])).last_hidden_state[0]
+    m = h[w.start:w.end].mean(0)
+    np.testing.assert_allclose(E[0], (m / m.norm()).numpy(), atol=1e-5)
+    # meaning: the two "Paris" answers are closer to each other than to "Lyon"
+    assert E[0] @ E[2] > E[0] @ E[1]
+    # in context: the same continuation after another prefix embeds differently
+    other = minilm.encode("Name a French river.", [CONTS[0]])[0]
+    assert 0.3 < float(other @ E[0]) < 0.9999
+
+
+def test_unknown_model_fails_offline_with_advice(tmp_path):
+    with pytest.raises(EmbeddingModelNotFoundError, match="'no-such-org/no-such-encoder'.*local copy"):
+        resolve_embedding_source("no-such-org/no-such-encoder")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(EmbeddingModelNotFoundError, match="no config.json"):
+        resolve_embedding_source(str(empty))
+
+
+def test_sentence_transformers_module_subfolder(tmp_path):
+    root = tmp_path / "st_model"
+    (root / "0_Transformer").mkdir(parents=True)
+    (root / "0_Transformer" / "config.json").write_text("{}")
+    (root / "modules.json").write_text(json.dumps(
+        [{"idx": 0, "name": "0", "path": "0_Transformer",
+          "type": "sentence_transformers.models.Transformer"}]))
+    assert resolve_embedding_source(str(root)) == str(root / "0_Transformer")
+
+
+def test_stage_writes_embeddings(tmp_path):
+    samples = pd.DataFrame({"prompt_id": "p1", "sample_idx": np.arange(3), "text": CONTS[:3]})
+    io.write_parquet(samples, tmp_path / "p1.parquet")
+    io.write_json({"prompt_id": "p1", "text": PREFIX}, tmp_path / "p1.prompt.json")
+    out = tmp_path / "emb" / "p1.npz"
+    embed_prompt_stage("p1", tmp_path / "p1.parquet", tmp_path / "p1.prompt.json",
+                       {"model": "default", "batch_size": 2}, out)
+    z = io.read_npz(out, required=["embeddings", "sample_idx"])
+    assert z["embeddings"].shape == (3, 384) and z["embeddings"].dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(z["embeddings"], axis=1), 1.0, atol=1e-5)
+    assert z["sample_idx"].tolist() == [0, 1, 2]
+    first = out.read_bytes()
+    embed_prompt_stage("p1", tmp_path / "p1.parquet", tmp_path / "p1.prompt.json",
+                       {"model": "default", "batch_size": 2}, out)
+    assert out.read_bytes() == first  # deterministic on CPU

@@ -1,0 +1,310 @@
+"""Rate–distortion clustering: exactness of the descent, planted structure, degenerate input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.metrics import adjusted_rand_score
+
+from semmech import io
+from semmech.rd import (RDInputError, RDWorkspace, RateDistortionClustering, binary_entropy,
+                        make_two_view_data, normalise_mechanistic, partition_cost, rd_sweep,
+                        sweep_arrays, weighted_median)
+
+# Planted data whose two views carry comparable split gains, so a single β shows all three
+# regimes as γ moves (checked by test_planted_gains_are_balanced).
+PLANTED = dict(n_per_mode=50, d_e=16, d_a=32, sem_sep=2.0, mech_sep=0.6, noise_a=0.3,
+               mech_support=8, weights="lognormal")
+BETA = 4.0
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return make_two_view_data(**PLANTED, seed=1)
+
+
+def _reference_median(X, w):
+    """Lower weighted median by an explicit scan (slow, obviously right)."""
+    out = np.empty(X.shape[1])
+    for j in range(X.shape[1]):
+        o = np.argsort(X[:, j], kind="stable")
+        cw = np.cumsum(w[o])
+        out[j] = X[o[np.searchsorted(cw, 0.5 * cw[-1], side="left")], j]
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 16, 17, 40, 333])
+def test_weighted_median_is_the_l1_minimiser(n):
+    rng = np.random.default_rng(n)
+    X = rng.standard_normal((n, 9))
+    X[:, 0] = np.round(X[:, 0])  # ties
+    w = rng.random(n)
+    if n > 3:
+        w[:2] = 0.0  # zero weights are ignored
+    m = weighted_median(X, w)
+    np.testing.assert_array_equal(m, _reference_median(X, w))
+    # L1 optimality against every candidate value of every column
+    cost = lambda c, j: float(w @ np.abs(X[:, j] - c))
+    for j in range(X.shape[1]):
+        assert cost(m[j], j) <= min(cost(c, j) for c in X[:, j]) + 1e-12
+
+
+def test_weighted_median_rejects_zero_total_weight():
+    with pytest.raises(ValueError, match="positive weight"):
+        weighted_median(np.ones((3, 2)), np.zeros(3))
+
+
+def test_normalisation_matches_spec(planted):
+    A, P = planted["A"], planted["P"]
+    norm = normalise_mechanistic(A, P)
+    np.testing.assert_array_equal(norm.H0, _reference_median(A, P))
+    s = math.sqrt(np.mean(((A - norm.H0) ** 2).sum(1)))
+    assert norm.scale == pytest.approx(s, rel=1e-12)
+    np.testing.assert_allclose(norm.A_tilde, (A - norm.H0) / s, rtol=0, atol=1e-12)
+
+
+def _recompute(model, E, A, P):
+    """H, D_e, D_a from labels_ and the reported centres, directly from the definitions."""
+    w = P / P.sum()
+    At = (A - model.H0_) / model.scale_
+    lab = model.labels_
+    mass = np.bincount(lab, weights=w, minlength=model.n_clusters_)
+    H = -float(sum(m * math.log(m) for m in mass if m > 0))
+    De = float(w @ ((E - model.cluster_centers_e_[lab]) ** 2).sum(1))
+    Da = float(w @ np.abs(At - model.cluster_centers_a_[lab]).sum(1))
+    return mass, H, De, Da
+
+
+@pytest.mark.parametrize("beta,gamma", [(BETA, 0.5), (BETA, 0.1), (6.0, 0.9), (12.0, 0.3)])
+def test_descent_is_exact(planted, beta, gamma):
+    E, A, P = planted["E"], planted["A"], planted["P"]
+    m = RateDistortionClustering(beta=beta, gamma=gamma).fit(E, A, P)
+    hist = m.history_
+    assert hist[0].kind == "init" and hist[0].K == 1
+    Ls = np.array([h.L for h in hist])
+    # every step (assignment, split, merge) is non-increasing in L
+    assert np.all(np.diff(Ls) <= 1e-12 * np.abs(Ls[1:]).max()), Ls
+    # each accepted split / merge realises exactly the ΔL its test predicted
+    for prev, step in zip(hist[:-1], hist[1:]):
+        if step.kind in ("split", "merge"):
+            assert step.predicted_delta < 0
+            assert step.L - prev.L == pytest.approx(step.predicted_delta, abs=1e-10)
+    # the reported objective is the objective of labels_ and the centres
+    mass, H, De, Da = _recompute(m, E, A, P)
+    o = m.objective_
+    np.testing.assert_allclose(m.cluster_weights_, mass, rtol=1e-12)
+    assert o["H"] == pytest.approx(H, abs=1e-12)
+    assert o["D_e"] == pytest.approx(De, rel=1e-10)
+    assert o["D_a"] == pytest.approx(Da, rel=1e-10)
+    assert o["L"] == pytest.approx(H + m.beta_e * De + m.beta_a * Da, rel=1e-12)
+    assert o["L"] == pytest.approx(Ls[-1], rel=1e-12)
+    # ... and the centres are the optimal ones for labels_ (P-weighted mean / median)
+    ws = RDWorkspace(E, A, P)
+    pc = partition_cost(m.labels_, ws.E, ws.At, ws.P, m.beta_e, m.beta_a)
+    assert pc.K == m.n_clusters_
+    assert pc.L == pytest.approx(o["L"], rel=1e-10)
+    # canonical labels: heaviest cluster first
+    assert np.all(np.diff(m.cluster_weights_) <= 0)
+
+
+def test_some_split_is_accepted_and_checked(planted):
+    m = RateDistortionClustering(beta=BETA, gamma=0.5).fit(planted["E"], planted["A"], planted["P"])
+    assert sum(h.kind == "split" for h in m.history_) >= 3
+
+
+def test_merge_predicts_its_exact_delta(planted):
+    """Force an over-split state (a mode cut in two at random) and check the merge test."""
+    E, A, P = planted["E"], planted["A"], planted["P"]
+    from semmech.rd import _State
+
+    ws = RDWorkspace(E, A, P)
+    est = RateDistortionClustering(beta=1.0, gamma=0.5)
+    labels = planted["mode"].copy()
+    rng = np.random.default_rng(0)
+    half = np.nonzero(labels == 0)[0]
+    labels[rng.choice(half, half.size // 2, replace=False)] = 4  # a useless fifth cluster
+    centres = [ws.centre(np.nonzero(labels == c)[0]) for c in range(5)]
+    cols = [ws.distances(c) for c in centres]
+    st = _State(labels=labels, centres=centres,
+                mass=np.bincount(labels, weights=ws.w, minlength=5),
+                de=np.stack([c[0] for c in cols], 1), da=np.stack([c[1] for c in cols], 1),
+                dirty=np.zeros(5, dtype=bool))
+    before = est._objective(ws, st)[0]
+    predicted = est._merge(ws, st)
+    assert predicted is not None and predicted < 0
+    assert st.K == 4
+    assert est._objective(ws, st)[0] - before == pytest.approx(predicted, abs=1e-12)
+
+
+def test_planted_gains_are_balanced(planted):
+    """The data behind the planted-structure tests really is two-sided (guards the test)."""
+    ws = RDWorkspace(planted["E"], planted["A"], planted["P"])
+    one = partition_cost(np.zeros_like(planted["mode"]), ws.E, ws.At, ws.P)
+    sem = partition_cost(planted["sem"], ws.E, ws.At, ws.P)
+    mech = partition_cost(planted["mech"], ws.E, ws.At, ws.P)
+    gain_e, gain_a = one.D_e - sem.D_e, one.D_a - mech.D_a
+    ln2 = math.log(2)
+    # at γ = 0.5 both views pay for their split; at γ = 0.1 / 0.9 only one of them does
+    assert 0.5 * BETA * gain_e > ln2 and 0.5 * BETA * gain_a > ln2
+    assert 0.1 * BETA * gain_e < ln2 and 0.1 * BETA * gain_a < ln2
+
+
+def test_planted_structure_is_recovered(planted):
+    E, A, P = planted["E"], planted["A"], planted["P"]
+    fit = lambda g: RateDistortionClustering(beta=BETA, gamma=g).fit(E, A, P).labels_
+    both = fit(0.5)
+    assert adjusted_rand_score(planted["mode"], both) >= 0.9
+    sem_end = fit(0.9)
+    assert adjusted_rand_score(planted["sem"], sem_end) >= 0.9
+    assert adjusted_rand_score(planted["mode"], sem_end) < 0.7
+    mech_end = fit(0.1)
+    assert adjusted_rand_score(planted["mech"], mech_end) >= 0.9
+    assert adjusted_rand_score(planted["mode"], mech_end) < 0.7
+
+
+def test_gamma_path_moves_between_views(planted):
+    """Along γ ∈ [0, 1], agreement with the semantic partition rises and with the
+    mechanistic one falls, at the ends matching that view's two groups."""
+    E, A, P = planted["E"], planted["A"], planted["P"]
+    res = rd_sweep(E, A, P, [BETA], [0.0, 0.1, 0.5, 0.9, 1.0])
+    lab = {g: grp.sort_values("sample_idx")["label"].to_numpy()
+           for g, grp in res.labels.groupby("gamma")}
+    sem = [adjusted_rand_score(planted["sem"], lab[g]) for g in sorted(lab)]
+    mech = [adjusted_rand_score(planted["mech"], lab[g]) for g in sorted(lab)]
+    assert mech[0] >= 0.9 and sem[-1] >= 0.9
+    assert sem[-1] > sem[0] and mech[0] > mech[-1]
+
+
+# ---- degenerate input --------------------------------------------------------------
+
+
+def test_identical_points_give_one_cluster():
+    E = np.tile(np.array([[0.6, 0.8]]), (12, 1))
+    A = np.tile(np.arange(5.0), (12, 1))
+    m = RateDistortionClustering(beta=100.0, gamma=0.5).fit(E, A)
+    assert m.n_clusters_ == 1 and np.all(m.labels_ == 0)
+    assert m.objective_ == {"L": 0.0, "H": 0.0, "D_e": 0.0, "D_a": 0.0}
+    assert m.scale_ == 1.0
+
+
+def test_single_sample():
+    m = RateDistortionClustering().fit(np.ones((1, 3)) / math.sqrt(3), np.ones((1, 4)), [0.4])
+    assert m.n_clusters_ == 1 and m.labels_.tolist() == [0]
+    assert m.objective_["L"] == 0.0
+
+
+def test_all_zero_weights_is_an_error():
+    with pytest.raises(RDInputError, match="all sample weights are zero.*'q7'"):
+        RateDistortionClustering().fit(np.eye(3), np.eye(3), np.zeros(3), name="q7")
+
+
+def test_some_zero_weights_are_fine(planted):
+    E, A, P = planted["E"], planted["A"], planted["P"].copy()
+    P[::7] = 0.0
+    m = RateDistortionClustering(beta=BETA, gamma=0.5).fit(E, A, P)
+    assert m.labels_.shape == (E.shape[0],)
+    assert adjusted_rand_score(planted["mode"][P > 0], m.labels_[P > 0]) >= 0.9
+    # zero-weight samples change nothing: same partition of the others as without them
+    keep = P > 0
+    m2 = RateDistortionClustering(beta=BETA, gamma=0.5).fit(E[keep], A[keep], P[keep])
+    assert adjusted_rand_score(m2.labels_, m.labels_[keep]) == pytest.approx(1.0)
+    mass, H, De, Da = _recompute(m, E, A, P)
+    assert m.objective_["D_a"] == pytest.approx(Da, rel=1e-10)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", ["E", "A", "P"])
+def test_non_finite_values_are_named(bad, where):
+    E, A, P = np.eye(4), np.ones((4, 6)), np.ones(4)
+    {"E": E, "A": A, "P": P}[where][(2, 1) if where != "P" else 2] = bad
+    with pytest.raises(RDInputError, match=r"NaN/inf.*rows: \[2\].*'prompt_x'"):
+        RateDistortionClustering().fit(E, A, P, name="prompt_x")
+
+
+def test_mismatched_rows_and_shapes():
+    with pytest.raises(RDInputError, match="mismatched row counts: E has 4 rows, A has 3"):
+        RateDistortionClustering().fit(np.eye(4), np.ones((3, 2)))
+    with pytest.raises(RDInputError, match="sample_weight has 5"):
+        RateDistortionClustering().fit(np.eye(4), np.ones((4, 2)), np.ones(5))
+    with pytest.raises(RDInputError, match="must be 2-D"):
+        RateDistortionClustering().fit(np.ones(4), np.ones((4, 2)))
+    with pytest.raises(RDInputError, match="negative"):
+        RateDistortionClustering().fit(np.eye(2), np.eye(2), [1.0, -1.0])
+
+
+@pytest.mark.parametrize("params", [dict(beta=0), dict(beta=-1), dict(gamma=1.5), dict(tol=0)])
+def test_bad_parameters(params):
+    with pytest.raises(ValueError):
+        RateDistortionClustering(**params).fit(np.eye(3), np.eye(3))
+
+
+# ---- API, options, determinism, sweep ------------------------------------------------
+
+
+def test_sklearn_api(planted):
+    est = RateDistortionClustering(beta=2.0, gamma=0.3, max_rounds=7)
+    assert clone(est).get_params() == est.get_params()
+    lab = est.fit_predict(planted["E"], planted["A"], planted["P"])
+    np.testing.assert_array_equal(lab, est.labels_)
+    assert est.cluster_centers_e_.shape == (est.n_clusters_, planted["E"].shape[1])
+    assert est.cluster_centers_a_.shape == (est.n_clusters_, planted["A"].shape[1])
+    assert est.cluster_weights_.sum() == pytest.approx(1.0)
+
+
+def test_semantic_centre_renormalisation_option(planted):
+    m = RateDistortionClustering(beta=BETA, gamma=0.5, normalize_semantic_centres=True)
+    m.fit(planted["E"], planted["A"], planted["P"])
+    np.testing.assert_allclose(np.linalg.norm(m.cluster_centers_e_, axis=1), 1.0)
+    with pytest.raises(ValueError, match="disagree"):
+        m.fit_workspace(RDWorkspace(planted["E"], planted["A"], planted["P"]))
+
+
+def test_deterministic_and_cache_independent(planted):
+    E, A, P = planted["E"], planted["A"], planted["P"]
+    res = rd_sweep(E, A, P, [2.0, BETA], [0.1, 0.5, 0.9], prompt_id="p")
+    for i, (beta, gamma) in enumerate(res.table[["beta", "gamma"]].itertuples(index=False)):
+        alone = RateDistortionClustering(beta=beta, gamma=gamma).fit(E, A, P)
+        shared = res.models[i]
+        np.testing.assert_array_equal(alone.labels_, shared.labels_)
+        assert alone.objective_ == shared.objective_  # bit-identical
+        np.testing.assert_array_equal(alone.cluster_centers_a_, shared.cluster_centers_a_)
+    # a cache too small to hold anything (constant eviction) changes nothing either
+    tiny = rd_sweep(E, A, P, [2.0, BETA], [0.1, 0.5, 0.9], prompt_id="p", cache_mb=1e-3)
+    pd.testing.assert_frame_equal(tiny.table, res.table)
+    pd.testing.assert_frame_equal(tiny.history, res.history)
+
+
+def test_sweep_outputs_and_reproducible_bytes(tmp_path, planted):
+    E, A, P = planted["E"], planted["A"], planted["P"]
+    paths = []
+    for rep in range(2):
+        res = rd_sweep(E, A, P, [0.5, 1.0], [0.2, 0.8], prompt_id="q1")
+        t = res.table
+        assert list(t.columns) == ["prompt_id", "beta", "gamma", "K", "L", "H", "D_e", "D_a"]
+        assert len(t) == 4 and t["K"].dtype == np.int64
+        assert list(res.labels.columns) == ["prompt_id", "beta", "gamma", "sample_idx", "label"]
+        assert len(res.labels) == 4 * E.shape[0]
+        arrays = sweep_arrays(res)
+        for i, k in enumerate(t["K"]):
+            assert arrays[f"cfg{i:03d}_centres_a"].shape == (k, A.shape[1])
+            assert arrays[f"cfg{i:03d}_weights"].shape == (k,)
+        assert arrays["labels"].shape == (4, E.shape[0])
+        out = tmp_path / f"r{rep}"
+        io.write_parquet(t, out / "sweep.parquet")
+        io.write_parquet(res.labels, out / "labels.parquet")
+        io.write_parquet(res.history, out / "history.parquet")
+        io.write_npz(out / "c.npz", **arrays)
+        paths.append(out)
+    for name in ("sweep.parquet", "labels.parquet", "history.parquet", "c.npz"):
+        assert (paths[0] / name).read_bytes() == (paths[1] / name).read_bytes(), name
+    back = pd.read_parquet(paths[0] / "sweep.parquet")
+    assert back["K"].tolist() == res.table["K"].tolist()
+
+
+def test_binary_entropy():
+    assert binary_entropy(0.5) == pytest.approx(math.log(2))
+    assert binary_entropy(0.0) == 0.0 and binary_entropy(1.0) == 0.0

@@ -1,0 +1,219 @@
+"""SLURM scale-out machinery: profiles, the plugin's resource mapping, and a real-cluster run.
+
+The fast tests pin what the profiles and docs rely on (resource names of the pinned
+snakemake-executor-plugin-slurm, status-query settings that avoid the sacct hang). The `slurm`
+test brings up a real one-node cluster via .ci/slurm_check.sh on a toy workflow; it needs root and
+the Debian slurm packages, so it only runs with SEMMECH_SLURM_TEST=1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CI = REPO / ".ci"
+PROFILE_CI = REPO / "profiles" / "slurm-ci" / "config.yaml"
+PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
+GPU_KEYS = {"gpu", "gres", "gpu_model", "gpus", "cpus_per_gpu", "tasks_per_gpu"}
+
+
+def _load(path: Path) -> dict:
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict), f"{path} is not a YAML mapping"
+    return data
+
+
+# --- profiles ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [PROFILE, PROFILE_CI], ids=["slurm", "slurm-ci"])
+def test_profile_basics(path: Path) -> None:
+    prof = _load(path)
+    assert prof["executor"] == "slurm"
+    assert prof["slurm-keep-successful-logs"] is True
+    assert int(prof["jobs"]) >= 1 and int(prof["latency-wait"]) >= 1
+    defaults = prof.get("default-resources") or {}
+    assert {"mem_mb", "runtime"} <= set(defaults), "jobs need explicit mem_mb and runtime"
+    # A GPU request in a profile would apply whatever the config says; rules decide GPUs.
+    assert not GPU_KEYS & set(defaults), f"GPU resource in default-resources of {path}"
+    for rule, res in (prof.get("set-resources") or {}).items():
+        assert not GPU_KEYS & set(res), f"GPU resource set for rule {rule} in {path}"
+
+
+def test_ci_profile_status_query_cannot_hang() -> None:
+    """No slurmdbd on the CI cluster: squeue must be used, and MinJobAge must keep it in force."""
+    prof = _load(PROFILE_CI)
+    assert prof["slurm-status-command"] == "squeue"
+    init_s = int(prof["slurm-init-seconds-before-status-checks"])
+    m = re.search(r"^MinJobAge=(\d+)$", (CI / "slurm_up.sh").read_text(), re.M)
+    assert m, "slurm_up.sh must set MinJobAge"
+    # Below 3x the init interval the plugin silently switches back to sacct, which hangs here;
+    # above the 180 s max poll interval finished jobs stay visible between two polls.
+    assert int(m.group(1)) >= max(3 * init_s, 180)
+    # The conf's memory must fit the workflow's model-loading jobs (2-4 GB each).
+    assert int(prof["default-resources"]["mem_mb"]) <= 4000
+
+
+@pytest.mark.parametrize("script", ["slurm_up.sh", "slurm_down.sh", "slurm_check.sh"])
+def test_scripts_parse_and_document_usage(script: str) -> None:
+    path = CI / script
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    head = path.read_text().splitlines()[:12]
+    assert any("Usage" in line for line in head), f"{script} lacks a usage header"
+
+
+def test_check_script_rejects_bad_usage() -> None:
+    out = subprocess.run(
+        ["bash", str(CI / "slurm_check.sh"), "--configfile", "does/not/exist.yaml"],
+        capture_output=True, text=True, cwd=REPO, timeout=30,
+    )
+    assert out.returncode == 2
+    assert "does/not/exist.yaml" in out.stderr
+
+
+# --- the plugin's resource mapping (what profiles/slurm/config.yaml documents) --------------------
+
+
+class _Resources(dict):
+    """Mimics Snakemake's job.resources: .get() and attribute access."""
+
+    def __getattr__(self, name: str):
+        try:
+            return self[name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+
+
+class _Job:
+    def __init__(self, threads: int = 1, **resources) -> None:
+        self.threads = threads
+        self.resources = _Resources(resources)
+        self.name = "sample"
+        self.wildcards = {}
+
+
+def _sbatch(job: _Job) -> str:
+    submit = pytest.importorskip("snakemake_executor_plugin_slurm.submit_string")
+    from snakemake_executor_plugin_slurm.utils import set_gres_string
+
+    params = {
+        "run_uuid": "uuid",
+        "slurm_logfile": "/tmp/x/%j.log",
+        "comment_str": "rule_sample",
+        "account": "",
+        "partition": " -p debug",
+        "workdir": "/tmp",
+    }
+    return submit.get_submit_command(job, params) + set_gres_string(job)
+
+
+def test_plugin_cpu_job_mapping() -> None:
+    call = _sbatch(_Job(threads=2, mem_mb=3000, runtime=90, gpu=0))
+    assert " -t 90" in call  # runtime is in minutes
+    assert " --mem 3000" in call
+    assert "--cpus-per-task=2" in call  # threads -> cpus per task
+    assert "--ntasks=1" in call
+    assert "--gpus" not in call and "--gres" not in call  # gpu=0 requests nothing
+
+
+def test_plugin_gpu_job_mapping() -> None:
+    call = _sbatch(_Job(threads=4, mem_mb=8000, runtime=60, gpu=1))
+    assert call.endswith(" --gpus=1")
+    assert "--ntasks=" not in call  # GPU jobs leave task geometry to SLURM
+    assert "--cpus-per-task=4" in call
+    assert _sbatch(_Job(gpu=2, gpu_model="a100")).endswith(" --gpus=a100:2")
+    assert " --gres=gpu:1" in _sbatch(_Job(gres="gpu:1"))
+    assert "--cpus-per-gpu=8" in _sbatch(_Job(threads=1, gpu=1, cpus_per_gpu=8))
+
+
+# --- a real cluster --------------------------------------------------------------------------------
+
+_TOY_SNAKEFILE = '''
+configfile: "config/toy.yaml"
+
+OUT = f"results/{config['run']}"
+
+
+rule all:
+    input:
+        f"{OUT}/summary.txt",
+
+
+rule make:
+    output:
+        f"{OUT}/items/{{item}}.txt",
+    log:
+        f"{OUT}/logs/make/{{item}}.log",
+    params:
+        fail=lambda wc: wc.item in config.get("fail_items", []),
+    threads: 1
+    resources:
+        mem_mb=2500,
+        runtime=5,
+        gpu=lambda wc: int((config.get("slurm") or {}).get("gpus_per_job", 0)),
+    shell:
+        """
+        echo "SLURM_JOB_ID=${{SLURM_JOB_ID:-none}}" > {log}
+        if [ "{params.fail}" = "True" ]; then echo "refusing {wildcards.item}" >> {log}; exit 3; fi
+        echo "item={wildcards.item}" > {output}
+        """
+
+
+rule combine:
+    input:
+        expand(f"{OUT}/items/{{item}}.txt", item=config["items"]),
+    output:
+        f"{OUT}/summary.txt",
+    log:
+        f"{OUT}/logs/combine.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "(echo SLURM_JOB_ID=${{SLURM_JOB_ID:-none}}; cat {input} > {output}) > {log} 2>&1"
+'''
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(os.environ.get("SEMMECH_SLURM_TEST") != "1", reason="set SEMMECH_SLURM_TEST=1")
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() != 0, reason="needs root")
+def test_toy_workflow_on_real_cluster(tmp_path: Path) -> None:
+    """Each job is its own SLURM job, outputs match a local run, a failing job fails the run.
+
+    The config asks for one GPU per `make` job (the node gets fake GPUs) while computing on CPU,
+    so the check also proves that exactly the jobs whose rule requests a GPU get one.
+    """
+    wf = tmp_path / "wf"
+    (wf / "workflow").mkdir(parents=True)
+    (wf / "config").mkdir()
+    (wf / "workflow" / "Snakefile").write_text(textwrap.dedent(_TOY_SNAKEFILE))
+    (wf / "config" / "toy.yaml").write_text(
+        "run: toy\nitems: [a, bb, ccc]\nslurm:\n  gpus_per_job: 1\n"
+    )
+    (wf / "config" / "fail.yaml").write_text("run: fail\nitems: [a, bb]\nfail_items: [bb]\n")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    assert shutil.which("snakemake", path=env["PATH"]), "snakemake not installed next to python"
+    out = subprocess.run(
+        ["bash", str(CI / "slurm_check.sh"), "--configfile", "config/toy.yaml",
+         "--fail-configfile", "config/fail.yaml", "--fail-rule", "make", "--gpu-rules", "make",
+         "--timeout", "200", "--fail-timeout", "150"],
+        cwd=wf, env=env, capture_output=True, text=True, timeout=420, stdin=subprocess.DEVNULL,
+    )
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-6000:]
+    assert "PASS" in log
+    ids = re.findall(r"-> SLURM job (\d+) COMPLETED", log)
+    assert len(ids) == 4 and len(set(ids)) == 4, log  # make x3 + combine, each its own job
+    assert len(re.findall(r"\(rule make, item=\w+\) -> SLURM job \d+ COMPLETED gres:gpu:1", log)) == 3
+    assert "compared 4 files, 0 differ" in log
+    assert not Path("/etc/slurm/slurm.conf").is_symlink(), "teardown left the conf symlink"

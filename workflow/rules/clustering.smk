@@ -1,0 +1,114 @@
+# Semantic view, rate-distortion clustering and single-view baselines (METHOD §4-§6).
+# Per prompt: embed -> cluster (the beta x gamma sweep) -> baselines; then one aggregate rule
+# writes the all-prompt comparison (the paper's Table 1) and the cross-view silhouettes.
+
+from semmech.config import derive_seed
+
+# Memory of cluster / baselines: the float32 signatures are held in float64 about four times
+# over (raw, normalised, transposed, distances), plus the exact caches of the RD sweep.
+CLUSTERING_MEM_MB = lambda wc, input: int(
+    1500 + 10 * input.size_mb + config["clustering"].get("cache_mb", 256))
+
+
+rule embed:
+    """Contextual embedding of every continuation, pooled over its own tokens."""
+    input:
+        samples=f"{RESULTS}/samples/{{prompt}}.parquet",
+        prompt=f"{RESULTS}/samples/{{prompt}}.prompt.json",
+    output:
+        npz=f"{RESULTS}/embeddings/{{prompt}}.npz",
+    params:
+        embedding=config["embedding"],
+    conda:
+        "../../envs/embedding.yaml"
+    log:
+        f"{RESULTS}/logs/embed/{{prompt}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/embed/{{prompt}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2500,
+        runtime=15,
+    script:
+        "../scripts/embed.py"
+
+
+rule cluster:
+    """Rate-distortion clustering over the beta x gamma grid, each configuration from K = 1."""
+    input:
+        samples=f"{RESULTS}/samples/{{prompt}}.parquet",
+        embeddings=f"{RESULTS}/embeddings/{{prompt}}.npz",
+        signatures=f"{RESULTS}/attribution/{{prompt}}.safetensors",
+    output:
+        sweep=f"{RESULTS}/clusters/{{prompt}}.sweep.parquet",
+        labels=f"{RESULTS}/clusters/{{prompt}}.labels.parquet",
+        history=f"{RESULTS}/clusters/{{prompt}}.history.parquet",
+        npz=f"{RESULTS}/clusters/{{prompt}}.npz",
+        runtime=f"{RESULTS}/clusters/{{prompt}}.runtime.json",
+    params:
+        clustering=config["clustering"],
+    conda:
+        "../../envs/clustering.yaml"
+    log:
+        f"{RESULTS}/logs/cluster/{{prompt}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/cluster/{{prompt}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=CLUSTERING_MEM_MB,
+        runtime=30,
+    script:
+        "../scripts/cluster.py"
+
+
+rule baselines:
+    """HDBSCAN after UMAP and K-means on each single view, rate matching, silhouettes."""
+    input:
+        samples=f"{RESULTS}/samples/{{prompt}}.parquet",
+        embeddings=f"{RESULTS}/embeddings/{{prompt}}.npz",
+        signatures=f"{RESULTS}/attribution/{{prompt}}.safetensors",
+        sweep=f"{RESULTS}/clusters/{{prompt}}.sweep.parquet",
+        labels=f"{RESULTS}/clusters/{{prompt}}.labels.parquet",
+        npz=f"{RESULTS}/clusters/{{prompt}}.npz",
+    output:
+        table=f"{RESULTS}/baselines/{{prompt}}.parquet",
+        labels=f"{RESULTS}/baselines/{{prompt}}.labels.parquet",
+        silhouette=f"{RESULTS}/baselines/{{prompt}}.silhouette.parquet",
+    params:
+        baselines=config["baselines"],
+        seed=lambda wc: derive_seed(config["seed"], wc.prompt, "baselines"),
+    conda:
+        "../../envs/clustering.yaml"
+    log:
+        f"{RESULTS}/logs/baselines/{{prompt}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/baselines/{{prompt}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=CLUSTERING_MEM_MB,
+        runtime=30,
+    script:
+        "../scripts/baselines.py"
+
+
+rule aggregate_clustering:
+    """Table 1 (RD vs KM-Sem vs KM-Att at matched rate, RD's win rate) and silhouettes."""
+    input:
+        tables=expand(f"{RESULTS}/baselines/{{prompt}}.parquet", prompt=PROMPT_IDS),
+        silhouettes=expand(f"{RESULTS}/baselines/{{prompt}}.silhouette.parquet", prompt=PROMPT_IDS),
+    output:
+        csv=f"{RESULTS}/tables/clustering_comparison.csv",
+        tex=f"{RESULTS}/tables/clustering_comparison.tex",
+        silhouette=f"{RESULTS}/tables/cross_view_silhouette.csv",
+    conda:
+        "../../envs/clustering.yaml"
+    log:
+        f"{RESULTS}/logs/aggregate_clustering/all.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/aggregate_clustering/all.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/aggregate_clustering.py"

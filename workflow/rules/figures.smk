@@ -1,0 +1,213 @@
+# Figures (one rule each) and the aggregate tables of the paper (METHOD §8).
+# Every figure is a PNG for the Snakemake report and a PDF for the paper, written by
+# semmech.figures.build through workflow/scripts/figure.py.
+
+FIGURES = f"{RESULTS}/figures"
+TABLES = f"{RESULTS}/tables"
+FIG_CFG = config["figures"]
+
+EXAMPLE_PROMPT = FIG_CFG["example_prompt"] or PROMPT_IDS[0]
+if EXAMPLE_PROMPT not in PROMPT_IDS:
+    raise ValueError(f"figures.example_prompt: {EXAMPLE_PROMPT!r} is not a prompt id of "
+                     f"{config['prompts']} (ids: {PROMPT_IDS})")
+
+# (beta, gamma) pairs summarised in the cluster tables and browser; the first one is also
+# the configuration of the per-prompt figures.
+SUMMARY_CONFIGS = [[float(b), float(g)] for b, g in (FIG_CFG["configs"] or config["steering"]["configs"])]
+for _b, _g in SUMMARY_CONFIGS:
+    if not any(abs(_b - float(x)) < 1e-9 for x in config["clustering"]["betas"]) or not any(
+            abs(_g - float(x)) < 1e-9 for x in config["clustering"]["gammas"]):
+        raise ValueError(f"figures.configs / steering.configs: (beta={_b:g}, gamma={_g:g}) is not on "
+                         f"the clustering grid betas={config['clustering']['betas']} x "
+                         f"gammas={config['clustering']['gammas']}")
+FIGURE_CONFIG = SUMMARY_CONFIGS[0]
+
+FIGURE_NAMES = ["rate_distortion", "gamma_sweep", "iteration_trace", "two_view_scatter",
+                "cross_view_silhouette", "feature_lineage", "steering_response"]
+
+
+def per_prompt(pattern):
+    return expand(pattern, prompt=PROMPT_IDS)
+
+
+def figure_params(name, **extra):
+    return {"name": name, "dpi": FIG_CFG["dpi"], **extra}
+
+
+rule figure_rate_distortion:
+    """Rate-distortion curves over beta: RD against the rate-matched K-means baselines."""
+    input:
+        baselines=per_prompt(f"{RESULTS}/baselines/{{prompt}}.parquet"),
+    output:
+        png=report(f"{FIGURES}/rate_distortion.png", caption="../report/rate_distortion.rst",
+                   category="2. Clustering", subcategory="Rate-distortion"),
+        pdf=f"{FIGURES}/rate_distortion.pdf",
+    params:
+        **figure_params("rate_distortion"),
+    conda:
+        "../../envs/figures.yaml"
+    log:
+        f"{LOGS}/figure_rate_distortion.log",
+    benchmark:
+        f"{BENCH}/figure_rate_distortion.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_gamma_sweep:
+    """K, D_e and D_a against gamma, one line per beta."""
+    input:
+        sweeps=per_prompt(f"{RESULTS}/clusters/{{prompt}}.sweep.parquet"),
+    output:
+        png=report(f"{FIGURES}/gamma_sweep.png", caption="../report/gamma_sweep.rst",
+                   category="2. Clustering", subcategory="Gamma sweep"),
+        pdf=f"{FIGURES}/gamma_sweep.pdf",
+    params:
+        **figure_params("gamma_sweep"),
+    conda:
+        "../../envs/figures.yaml"
+    log:
+        f"{LOGS}/figure_gamma_sweep.log",
+    benchmark:
+        f"{BENCH}/figure_gamma_sweep.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_iteration_trace:
+    """The descent of L (assign, split, merge steps) for the example prompt."""
+    input:
+        history=f"{RESULTS}/clusters/{EXAMPLE_PROMPT}.history.parquet",
+    output:
+        png=report(f"{FIGURES}/iteration_trace.png", caption="../report/iteration_trace.rst",
+                   category="2. Clustering", subcategory="Iteration trace"),
+        pdf=f"{FIGURES}/iteration_trace.pdf",
+    params:
+        **figure_params("iteration_trace", prompt=EXAMPLE_PROMPT, config=FIGURE_CONFIG),
+    conda:
+        "../../envs/figures.yaml"
+    log:
+        f"{LOGS}/figure_iteration_trace.log",
+    benchmark:
+        f"{BENCH}/figure_iteration_trace.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_two_view_scatter:
+    """UMAP of the semantic and the mechanistic view of the example prompt, coloured by RD and
+    by each single-view HDBSCAN clustering."""
+    input:
+        samples=f"{RESULTS}/samples/{EXAMPLE_PROMPT}.parquet",
+        embeddings=f"{RESULTS}/embeddings/{EXAMPLE_PROMPT}.npz",
+        signatures=f"{RESULTS}/attribution/{EXAMPLE_PROMPT}.safetensors",
+        clusters=f"{RESULTS}/clusters/{EXAMPLE_PROMPT}.npz",
+        labels=f"{RESULTS}/clusters/{EXAMPLE_PROMPT}.labels.parquet",
+        hdbscan=f"{RESULTS}/baselines/{EXAMPLE_PROMPT}.labels.parquet",
+    output:
+        png=report(f"{FIGURES}/two_view_scatter.png", caption="../report/two_view_scatter.rst",
+                   category="2. Clustering", subcategory="Two views"),
+        pdf=f"{FIGURES}/two_view_scatter.pdf",
+    params:
+        **figure_params("two_view_scatter", prompt=EXAMPLE_PROMPT, config=FIGURE_CONFIG,
+                        seed=prompt_seed(EXAMPLE_PROMPT, "figure_two_view_scatter"),
+                        umap=FIG_CFG["umap"]),
+    conda:
+        "../../envs/figures.yaml"
+    log:
+        f"{LOGS}/figure_two_view_scatter.log",
+    benchmark:
+        f"{BENCH}/figure_two_view_scatter.tsv"
+    threads: 1
+    resources:
+        mem_mb=1500,
+        runtime=10,
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_cross_view_silhouette:
+    """Silhouette in both views of K-means clusterings made in one view."""
+    input:
+        silhouettes=per_prompt(f"{RESULTS}/baselines/{{prompt}}.silhouette.parquet"),
+    output:
+        png=report(f"{FIGURES}/cross_view_silhouette.png",
+                   caption="../report/cross_view_silhouette.rst",
+                   category="2. Clustering", subcategory="Cross-view silhouette"),
+        pdf=f"{FIGURES}/cross_view_silhouette.pdf",
+    params:
+        **figure_params("cross_view_silhouette"),
+    conda:
+        "../../envs/figures.yaml"
+    log:
+        f"{LOGS}/figure_cross_view_silhouette.log",
+    benchmark:
+        f"{BENCH}/figure_cross_view_silhouette.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_feature_lineage:
+    """Jaccard of the clusters' top features between consecutive beta levels."""
+    input:
+        clusters=f"{RESULTS}/clusters/{EXAMPLE_PROMPT}.npz",
+        nodes=f"{RESULTS}/attribution/{EXAMPLE_PROMPT}.nodes.parquet",
+    output:
+        png=report(f"{FIGURES}/feature_lineage.png", caption="../report/feature_lineage.rst",
+                   category="2. Clustering", subcategory="Feature lineage"),
+        pdf=f"{FIGURES}/feature_lineage.pdf",
+    params:
+        **figure_params("feature_lineage", prompt=EXAMPLE_PROMPT, config=FIGURE_CONFIG,
+                        top_k=FIG_CFG["lineage_top_k"]),
+    conda:
+        "../../envs/figures.yaml"
+    log:
+        f"{LOGS}/figure_feature_lineage.log",
+    benchmark:
+        f"{BENCH}/figure_feature_lineage.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/figure.py"
+
+
+rule figure_steering_response:
+    """Steering response curves (delta against epsilon) per method, with 95% bands."""
+    input:
+        curves=per_prompt(f"{RESULTS}/steering/{{prompt}}.curves.parquet"),
+    output:
+        png=report(f"{FIGURES}/steering_response.png", caption="../report/steering_response.rst",
+                   category="3. Steering", subcategory="Response curves"),
+        pdf=f"{FIGURES}/steering_response.pdf",
+    params:
+        **figure_params("steering_response"),
+    conda:
+        "../../envs/figures.yaml"
+    log:
+        f"{LOGS}/figure_steering_response.log",
+    benchmark:
+        f"{BENCH}/figure_steering_response.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    script:
+        "../scripts/figure.py"
