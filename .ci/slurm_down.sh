@@ -11,8 +11,8 @@
 #
 # What it does, in order: cancel every job still known to slurmctld (so no slurmstepd or job
 # process outlives the cluster), stop slurmd, slurmctld, munged by the PIDs in their pid files
-# (TERM, then KILL after a grace period), stop any slurmstepd still serving a job step from this
-# cluster's spool dir, ALWAYS remove the /etc/slurm/slurm.conf symlink (never a regular file), and
+# (TERM, then KILL after a grace period), kill any slurmstepd of this cluster that outlived them
+# (cwd or open files under STATE_DIR) with its job processes, ALWAYS remove the /etc/slurm/slurm.conf symlink (never a regular file), and
 # delete STATE_DIR. Exits 0 unless a daemon could not be killed.
 set -uo pipefail
 

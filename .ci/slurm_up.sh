@@ -9,7 +9,7 @@
 #
 # Environment (all optional):
 #   SEMMECH_SLURM_MEM_MB      RealMemory of the node in MB (default: min(16000, what slurmd -C sees))
-#   SEMMECH_SLURM_CPUS        CPUs of the node (default: nproc)
+#   SEMMECH_SLURM_CPUS        CPUs of the node (default: what slurmd -C detects)
 #   SEMMECH_SLURM_NO_INSTALL  =1: fail instead of apt-get installing missing Debian packages
 #   SEMMECH_SLURM_WAIT_S      seconds to wait for the node to become idle (default 30)
 #   SEMMECH_SLURM_FAKE_GPUS   N>0: give the node N fake GPUs (gres/gpu backed by empty files), so
@@ -22,6 +22,9 @@
 #     slurm_down.sh removes the symlink. An existing regular file there is never touched.
 #   * No cgroups/systemd: proctrack/linuxproc, task/none, no accounting (status via squeue, so
 #     MinJobAge=300 keeps finished jobs visible to `squeue --states=all`).
+#   * The daemons are started with -f on the real file, so they find gres.conf beside it.
+#   * EnforcePartLimits=ALL: a job asking for more CPUs/memory/GPUs than the node has is rejected
+#     by sbatch (Snakemake reports the rule as failed) instead of pending forever.
 #   * Ports 6817/6818 are fixed: one cluster per machine at a time.
 set -euo pipefail
 
@@ -37,8 +40,7 @@ STATE_DIR=${1:-${SEMMECH_SLURM_DIR:-}}
 if [[ -z $STATE_DIR ]]; then
   STATE_DIR=$(mktemp -d /tmp/semmech-slurm.XXXXXX)
 fi
-mkdir -p "$STATE_DIR"
-STATE_DIR=$(cd "$STATE_DIR" && pwd)
+STATE_DIR=$(realpath -m "$STATE_DIR")
 
 # --- packages --------------------------------------------------------------------------------
 need_install=0
@@ -59,13 +61,15 @@ if [[ -e $CONF_LINK || -L $CONF_LINK ]]; then
   [[ -L $CONF_LINK ]] || die "$CONF_LINK is a regular file (a real SLURM install?); refusing to replace it"
   other=$(readlink "$CONF_LINK")
   other_dir=$(dirname "$(dirname "$other")")
-  if [[ $other_dir != "$STATE_DIR" && -f $other_dir/run/slurmctld.pid ]] &&
+  if [[ -f $other_dir/run/slurmctld.pid ]] &&
      kill -0 "$(cat "$other_dir/run/slurmctld.pid")" 2>/dev/null; then
-    die "another test cluster is up ($CONF_LINK -> $other); run: bash $SCRIPT_DIR/slurm_down.sh $other_dir"
+    die "a test cluster is already up ($CONF_LINK -> $other); run: bash $SCRIPT_DIR/slurm_down.sh $other_dir"
   fi
   log "removing stale symlink $CONF_LINK -> $other"
   rm -f "$CONF_LINK"
 fi
+
+mkdir -p "$STATE_DIR"
 
 # On any failure below: dump daemon logs and tear down what we started.
 on_fail() {
@@ -78,9 +82,13 @@ on_fail() {
 trap on_fail ERR
 
 HOST=$(hostname -s)
-NCPU=${SEMMECH_SLURM_CPUS:-$(nproc)}
-# RealMemory may not exceed what slurmd detects, or the node is drained as INVALID.
-detected_mb=$(slurmd -C 2>/dev/null | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' | head -n1)
+# CPUs and RealMemory may not exceed what slurmd detects, or the node is drained as INVALID.
+# (Not `nproc`: it honours OMP_NUM_THREADS, which CI may set to 1.)
+node_line=$(slurmd -C 2>/dev/null | head -n1)
+detected_cpus=$(sed -n 's/.* CPUs=\([0-9]*\).*/\1/p' <<<"$node_line")
+[[ -n $detected_cpus ]] || detected_cpus=$(nproc --all)
+NCPU=${SEMMECH_SLURM_CPUS:-$detected_cpus}
+detected_mb=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$node_line")
 [[ -n $detected_mb ]] || detected_mb=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 ))
 MEM_MB=${SEMMECH_SLURM_MEM_MB:-16000}
 (( MEM_MB <= detected_mb )) || MEM_MB=$detected_mb

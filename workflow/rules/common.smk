@@ -69,6 +69,10 @@ def model_mem_mb(batch_size, per_item_mb=16):
 
 
 def gpu_count():
+    """GPUs a model job requests; `auto` cannot probe the login node, so it follows model.device."""
+    n = config["resources"]["gpus_per_job"]
+    if n != "auto":
+        return int(n)
     return 1 if config["model"]["device"].startswith("cuda") else 0
 
 
