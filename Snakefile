@@ -8,6 +8,8 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/sampling.smk"
+include: "workflow/rules/attribution.smk"
+include: "workflow/rules/clustering.smk"
 include: "workflow/rules/manifest.smk"
 
 

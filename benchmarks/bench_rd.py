@@ -10,8 +10,10 @@ semantic vectors, low-rank heavy-tailed signatures, four modes) at d_e = 384, d_
   for the same member sets are reused). Reported per configuration, normalisation included.
 - ``cold``: single configurations, each on a fresh workspace (no reuse); the normalisation
   is timed separately (``normalise_s``).
-- ``scaling``: the sweep's cost per configuration and per N·d at several N, to check that
-  cost grows no faster than linearly in N·d.
+- ``scaling``: the sweep's cost per configuration at several N (single thread; the
+  workload itself changes with N, since K does), and ``primitives``: the two operations a
+  configuration is made of, one P-weighted median of all N signatures (sort-based, so
+  N log N per dimension) and one L1 distance pass to four centres (linear), per N·d.
 
 Wall-clock and process CPU seconds are both recorded, with the load average before and after:
 on a shared machine contention inflates wall-clock time, while single-thread CPU time stays
@@ -32,7 +34,8 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from semmech import io
-from semmech.rd import RateDistortionClustering, RDWorkspace, make_signature_like_data, rd_sweep
+from semmech.rd import (RateDistortionClustering, RDWorkspace, _l1_dist, make_signature_like_data,
+                        rd_sweep, weighted_median_rows)
 
 BETAS = [0.5, 0.75, 1.0, 1.25]
 GAMMAS = [0.1, 0.3, 0.5, 0.7, 0.9]
@@ -78,6 +81,22 @@ def _cold(d: dict, threads: int, configs: list[tuple[float, float]]) -> dict:
             "median_s": float(np.median(secs)), "max_s": float(np.max(secs)), "configs": rows}
 
 
+def _primitives(d: dict, threads: int) -> dict:
+    """CPU seconds of one full weighted median and one L1 pass, per N·d (nanoseconds)."""
+    ws = RDWorkspace(d["E"], d["A"], d["P"])
+    n, da = ws.At.shape
+    with threadpool_limits(threads):
+        torch.set_num_threads(threads)
+        c0 = time.process_time()
+        med = weighted_median_rows(ws.AtT, ws.w)
+        t_med = time.process_time() - c0
+        c0 = time.process_time()
+        _l1_dist(ws.At, np.stack([med] * 4))
+        t_l1 = time.process_time() - c0
+    return {"n": n, "median_cpu_s": t_med, "median_ns_per_Nd": 1e9 * t_med / (n * da),
+            "l1_4_centres_cpu_s": t_l1, "l1_ns_per_Nd": 1e9 * t_l1 / (n * da)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(Path(__file__).with_name("rd.json")))
@@ -94,22 +113,28 @@ def main(argv: list[str] | None = None) -> dict:
     print("N=500:", {t["threads"]: round(t["per_config_s"], 3) for t in out["n500"]["sweep"]},
           flush=True)
     if not args.quick:
-        t = max(args.threads)
-        scaling = []
+        t = min(args.threads)
+        scaling, primitives = [], []
         for n in (500, 1000, 2000, 5000):
             d = d500 if n == 500 else make_signature_like_data(n, d_e=D_E, d_a=D_A, seed=0)
+            primitives.append(_primitives(d, t))
             s = _sweep(d, t)
-            s.update(n=n, per_config_per_Nd_us=1e6 * s["per_config_s"] / (n * (D_E + D_A)))
+            s.update(n=n, per_config_per_Nd_us=1e6 * s["per_config_s"] / (n * (D_E + D_A)),
+                     cpu_per_config_per_Nd_us=1e6 * s["cpu_per_config_s"] / (n * (D_E + D_A)))
             scaling.append(s)
             print(f"N={n}: {s['per_config_s']:.3f} s per configuration", flush=True)
             if n == 5000:
                 out["n5000"] = {"sweep": [s], "cold": [_cold(d, t, [(1.0, 0.5), (0.75, 0.3),
                                                                     (1.25, 0.9)])]}
         out["scaling"] = scaling
-        base = scaling[0]
+        out["primitives"] = primitives
+        base, pbase = scaling[0], primitives[0]
         out["scaling_summary"] = {
-            f"N={s['n']}": {"cost_ratio": s["per_config_s"] / base["per_config_s"],
-                            "Nd_ratio": s["n"] / base["n"]} for s in scaling}
+            f"N={s['n']}": {"Nd_ratio": s["n"] / base["n"],
+                            "sweep_cpu_ratio": s["cpu_per_config_s"] / base["cpu_per_config_s"],
+                            "median_cpu_ratio": p["median_cpu_s"] / pbase["median_cpu_s"],
+                            "l1_cpu_ratio": p["l1_4_centres_cpu_s"] / pbase["l1_4_centres_cpu_s"]}
+            for s, p in zip(scaling, primitives)}
     out["machine_after"] = _machine()
     io.write_json(out, args.out)
     return out

@@ -15,7 +15,9 @@ import pandas as pd
 
 from semmech import io
 
-PROMPTS = [("mercury", "What is Mercury?"), ("java", "What is Java known for?"),
+# The second prompt's text carries LaTeX and HTML specials and non-Latin text on purpose.
+PROMPTS = [("mercury", "What is Mercury?"),
+           ("java", "What is Java <b>known</b> for? 50% & $5 «café» 日本 \\ ~^_#{}"),
            ("bank_visit", "Why would someone go to the bank?")]
 BETAS = [0.5, 1.0, 2.0]
 GAMMAS = [0.3, 0.5, 0.7]

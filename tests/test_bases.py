@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+
+from semmech import io
 from safetensors.torch import save_file
 
 from semmech.bases import (BasisMismatchError, LayerTranscoder, ModelLayout, MlpNeuronBasis,
@@ -216,22 +216,32 @@ def test_steering_transcoder_adds_decoder_rows(tmp_path, models):
 
 
 def test_transcoder_training_writes_loadable_deterministic_files(tmp_path):
-    from semmech.transcoder_training import TranscoderTrainingSettings, train_transcoders
+    from semmech.transcoder_training import (TranscoderTrainingSettings, corpus_from_samples,
+                                             train_transcoders)
 
     model = tiny_llama(seed=0)
-    settings = TranscoderTrainingSettings(layers=(0, 2), n_features=32, steps=60, n_tokens=300,
-                                          max_new_tokens=12, generate_batch=8, batch_tokens=128)
+    settings = TranscoderTrainingSettings(layers=(0, 2), n_features=32, steps=60, n_tokens=150,
+                                          batch_tokens=64)
     prompts = [model.tokenizer(t)["input_ids"] for t in ["who won the cup ?", "what is java ?"]]
-    stats = train_transcoders(model, prompts, settings, seed=4, out_dir=tmp_path / "a")
-    again = train_transcoders(model, prompts, settings, seed=4, out_dir=tmp_path / "b")
+    g = torch.Generator().manual_seed(0)
+    conts = [[torch.randint(3, 70, (8,), generator=g).tolist() for _ in range(12)] for _ in prompts]
+    corpus = corpus_from_samples(prompts, conts, 10_000)
+    # Each prompt's own positions once, then only continuation positions.
+    assert corpus[0][1] == 1 and corpus[1][1] == len(prompts[0])
+    assert sum(len(s) - start for s, start in corpus) == sum(len(p) - 1 for p in prompts) + 2 * 12 * 8
+    stats = train_transcoders(model, prompts, conts, settings, seed=4, out_dir=tmp_path / "a")
+    again = train_transcoders(model, prompts, conts, settings, seed=4, out_dir=tmp_path / "b")
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["layer_0.safetensors", "layer_2.safetensors"]
     for name in ("layer_0.safetensors", "layer_2.safetensors"):
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+        ta, ma = io.read_safetensors(tmp_path / "a" / name)
+        tb, mb = io.read_safetensors(tmp_path / "b" / name)
+        assert ma == mb and ta.keys() == tb.keys()
+        assert all(torch.equal(ta[k], tb[k]) for k in ta)
     assert stats == again
     for st in stats.values():
         assert 0 < st["fvu"] < 1.0  # better than predicting the mean
-        assert st["n_tokens"] == 300
+        assert st["n_tokens"] == 150
     basis = load_basis("transcoder", model, transcoder_dir=tmp_path / "a")
     assert basis.feature_layers() == [0, 2] and basis.n_features(0) == 32
     with pytest.raises(ValueError, match="do not exist"):
-        train_transcoders(model, prompts, TranscoderTrainingSettings(layers=(7,)), 0, tmp_path / "c")
+        train_transcoders(model, prompts, conts, TranscoderTrainingSettings(layers=(7,)), 0, tmp_path / "c")

@@ -18,16 +18,6 @@ BETAS = [0.5, 1.0, 1.5]
 GAMMAS = [0.3, 0.5, 0.7]
 
 
-def _main_axes(fig):
-    """Axes that carry data (twin axes of the iteration trace and colorbars excluded)."""
-    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>" and ax.get_xlabel() != ""
-            or ax.get_title()]
-
-
-def _titles(fig):
-    return [ax.get_title() for ax in fig.axes if ax.get_title()]
-
-
 @pytest.fixture
 def sweep():
     rng = np.random.default_rng(0)
@@ -61,7 +51,7 @@ def test_rate_distortion_has_one_panel_per_gamma_and_one_curve_per_method(sweep)
         rd, km = series["RD"], series["KM-Sem"]
         assert np.all(np.asarray(rd.get_ydata()) < np.asarray(km.get_ydata()))
         assert sum(t.get_text().startswith("β=") for t in ax.texts) == len(BETAS)
-    assert axes[0].get_legend() is not None
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["RD", "KM-Sem", "KM-Att"]
 
 
 def test_gamma_sweep_plots_k_and_both_distortions_per_beta(sweep):
@@ -96,7 +86,8 @@ def test_iteration_trace_marks_each_step_kind():
         kinds = sorted(c.get_label() for c in ax.collections if isinstance(c, PathCollection))
         assert kinds == ["assign", "init", "merge", "split"]
         assert len(ax.get_lines()[0].get_xdata()) == 7
-    assert "'a'" in fig._suptitle.get_text()
+    assert "'a'" in fig.get_suptitle()
+    assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == ["assign", "init", "merge", "split"]
     with pytest.raises(F.FigureDataError, match="no history rows"):
         F.iteration_trace(pd.DataFrame(rows), gamma=0.9)
 
@@ -165,6 +156,11 @@ def test_feature_lineage_heatmaps_between_consecutive_betas():
     j = table.set_index(["beta_from", "cluster_from", "cluster_to"])["jaccard"]
     assert j[(0.5, 0, 0)] == 1.0 and j[(0.5, 0, 1)] == 0.0
     assert j[(1.0, 0, 0)] == pytest.approx(2 / 4) and j[(1.0, 1, 1)] == 1.0
+    # zero entries are no features; two featureless clusters have no defined similarity
+    flat = F.lineage_table([(0.5, F.top_feature_sets(np.zeros((1, 10)), mask, 3), np.ones(1)),
+                            (1.0, F.top_feature_sets(np.zeros((1, 10)), mask, 3), np.ones(1))])
+    assert flat["jaccard"].isna().all()
+    assert F.top_feature_sets(np.array([[0, 2.0, 0, 0, 0, 0, 0, 0, 9, 9]]), mask, 3) == [frozenset({1})]
     fig = F.feature_lineage(table, gamma=0.5, prompt_id="a", top_k=3)
     images = [(ax, im) for ax in fig.axes for im in ax.images if isinstance(im, AxesImage)]
     assert len(images) == 2

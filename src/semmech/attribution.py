@@ -8,10 +8,11 @@ One nnsight trace per batch of continuations patches the model so that the demea
   no gradient reaches the softmax inputs (the pattern depends on nothing else). This works for
   eager, SDPA and flash attention alike, because the softmax itself is never touched — inside
   ``scaled_dot_product_attention`` (a C kernel) nnsight could not reach it anyway;
-* normalisation scales are constants: each norm's output is replaced by
-  ``y.detach() + a ⊙ c(x − x.detach())/σ``, exact in value, whose gradient is the frozen-σ
-  linear map. (``nn.LayerNorm`` computes σ inside the ``F.layer_norm`` C kernel, where nnsight's
-  ``.source`` cannot reach, so one uniform output patch is used for every norm class);
+* normalisation scales are constants: each norm's output y is replaced by ``_FrozenNorm(x, y)``,
+  the identity on y whose backward is the frozen-σ linear map x ↦ a ⊙ c(x)/σ (c: mean removal
+  for LayerNorm-style norms), with the norm's form identified by probing (``bases.NormSpec``).
+  ``nn.LayerNorm`` computes σ inside the ``F.layer_norm`` C kernel, where nnsight's ``.source``
+  cannot reach, so one uniform output patch is used for every norm class;
 * MLP outputs are Σ α·d (+ error): for ``mlp_neurons`` the down projection's input is replaced by
   a detached leaf α, so the gradient stops there and ``∂ℓ/∂α_f = ⟨d_f, g⟩``; for ``transcoder``
   the MLP output becomes ``y.detach() + (α@W_dec + b_dec + x@W_skip) − (same).detach() + (e − e.detach())``
@@ -108,7 +109,8 @@ class NodeSet:
                  + [float(self.error_norm[l, p]) for l in self.error_layers for p in pos]
                  + [float(self.token_norm[p]) for p in pos])
         tok_ids = [self.prompt_ids[p] for p in positions]
-        tok_str = tokenizer.convert_ids_to_tokens(tok_ids)
+        text = {t: tokenizer.decode([t]) for t in set(tok_ids)}
+        tok_str = [text[t] for t in tok_ids]
         return pd.DataFrame({
             "node_idx": np.arange(self.n_nodes, dtype=np.int64), "kind": kind,
             "layer": np.asarray(layers, dtype=np.int64), "position": np.asarray(positions, dtype=np.int64),
@@ -186,8 +188,11 @@ def select_nodes(model: LoadedModel, basis: FeatureBasis, prompt_ids: Sequence[i
     L, P, F = (torch.cat(t).cpu()[order] for t in (layers_, pos_, feat_))
     key = torch.argsort((L * M + P) * (int(F.max()) + 1 if F.numel() else 1) + F, stable=True)
     L, P, F = L[key], P[key], F[key]
-    alpha = torch.stack([store["alpha"][int(l)][0, int(p), int(f)] for l, p, f in zip(L, P, F)]) \
-        if L.numel() else torch.zeros(0)
+    alpha = torch.zeros(L.numel())
+    for l in L.unique().tolist():
+        sel = L == l
+        a = store["alpha"][l][0].float().cpu()
+        alpha[sel] = a[P[sel], F[sel]]
     err_norm = torch.zeros(layout.n_layers, M)
     for l, v in store.get("err_norm", {}).items():
         err_norm[l] = v[0].cpu()
@@ -268,8 +273,7 @@ def _linear_body(lm: Any, tracer: Any, hf: torch.nn.Module, layout: ModelLayout,
                 spec = layout.norms[path]
                 x = pending.pop(("norm_in", path))
                 mod = hf.get_submodule(path)
-                sigma = spec.scale(x.detach())
-                new = new.detach() + (spec.frozen(mod, x, sigma) - spec.frozen(mod, x.detach(), sigma))
+                new = _FrozenNorm.apply(x, new.detach(), spec.gain(mod), spec.scale(x.detach()), spec.center)
                 if spec.has_bias:
                     store["bias"].append((mod.bias, new))
             elif role == "mlp_out":
@@ -288,9 +292,30 @@ def _linear_body(lm: Any, tracer: Any, hf: torch.nn.Module, layout: ModelLayout,
             elif role == "final":
                 hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
                 store["hidden"] = hidden
-        if new is not out and when == "out" and roles[0][0] != "final":
+        if new is not out:
             env.output = new
     tracer.stop()  # the lm head over every position is not needed
+
+
+class _FrozenNorm(torch.autograd.Function):
+    """Identity on the norm's true output y; backward is the frozen-σ map x ↦ a ⊙ c(x)/σ,
+    i.e. grad_x = c(a ⊙ g)/σ (centering is symmetric). Exact forward, no extra forward ops."""
+
+    @staticmethod
+    def forward(ctx, x, y, gain, sigma, center):  # type: ignore[override]
+        ctx.save_for_backward(gain, sigma)
+        ctx.center, ctx.dtype = center, x.dtype
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        gain, sigma = ctx.saved_tensors
+        gx = g.float()
+        if gain is not None:
+            gx = gx * gain
+        if ctx.center:
+            gx = gx - gx.mean(-1, keepdim=True)
+        return (gx / sigma).to(ctx.dtype), None, None, None, None
 
 
 @dataclass
@@ -540,7 +565,7 @@ def attribute(model: LoadedModel, basis: FeatureBasis, prompt_ids: Sequence[int]
 def check_token_ids(model: LoadedModel, prompt_ids: Sequence[int],
                     continuations: Sequence[Sequence[int]]) -> None:
     """Token ids must index the model's vocabulary and fit its context, before any work."""
-    vocab = basis_vocab(model)
+    vocab = vocab_size(model)
     if len(continuations) == 0:
         raise SampleMismatchError("no continuations to attribute")
     bad = [t for t in prompt_ids if not 0 <= int(t) < vocab]
@@ -559,7 +584,7 @@ def check_token_ids(model: LoadedModel, prompt_ids: Sequence[int],
                                       f"{model.max_context} tokens")
 
 
-def basis_vocab(model: LoadedModel) -> int:
+def vocab_size(model: LoadedModel) -> int:
     head = model.hf.get_output_embeddings()
     return int(head.weight.shape[0])
 
@@ -602,6 +627,18 @@ def read_samples(samples_path: str | Path) -> tuple[list[list[int]], pd.DataFram
     return conts, df
 
 
+def attribution_model_config(model_cfg: dict[str, Any], attribution_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The model config attribution loads with: ``attribution.dtype`` (default float32) overrides
+    the model's dtype, because half precision breaks completeness (relative errors ~3e-3 in
+    bfloat16 on the default model) and decorrelates the signatures from the exact ones; "model"
+    keeps the model's own dtype."""
+    dtype = attribution_cfg.get("dtype", "float32")
+    cfg = dict(model_cfg)
+    if dtype != "model":
+        cfg["dtype"] = dtype
+    return cfg
+
+
 def attribute_prompt(prompt_id: str, samples_path: str | Path, prompt_path: str | Path,
                      model_cfg: dict[str, Any], attribution_cfg: dict[str, Any],
                      out_signatures: str | Path, out_nodes: str | Path, out_completeness: str | Path,
@@ -622,7 +659,7 @@ def attribute_prompt(prompt_id: str, samples_path: str | Path, prompt_path: str 
                          "and no trained transcoder was given")
     conts, _ = read_samples(samples_path)
     prompt = io.read_json(prompt_path)
-    model = load_configured_model(model_cfg)
+    model = load_configured_model(attribution_model_config(model_cfg, attribution_cfg))
     prompt_ids = _check_prompt(model, prompt, prompt_id, model_cfg["name"], prompt_path)
     check_token_ids(model, prompt_ids, conts)
     basis = load_basis(basis_name, model, transcoder_dir=tc_dir)

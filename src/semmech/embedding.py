@@ -243,7 +243,7 @@ def embed_prompt_stage(prompt_id: str, samples_path: str | Path, prompt_path: st
         raise io.CorruptInputError(f"{samples_path}: sample_idx is not 0..N-1 in order")
     encoder = ContextualEncoder.from_name(
         embedding_cfg.get("model", DEFAULT_EMBEDDING_MODEL),
-        device=embedding_cfg.get("device", "cpu"),
+        device=embedding_cfg.get("device", "auto"),
         allow_download=bool(embedding_cfg.get("allow_download", False)))
     log.info("prompt %s: embedding %d continuations with %s (max %d tokens)",
              prompt_id, len(df), encoder.name, encoder.max_length)

@@ -23,6 +23,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import io
+from .report import top_feature_sets, top_features  # noqa: F401  (re-exported: lineage uses them)
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,9 @@ __all__ = [
     "FigureDataError", "METHOD_COLOURS", "save_figure",
     "rate_distortion", "gamma_sweep", "iteration_trace", "two_view_scatter",
     "cross_view_silhouette", "feature_lineage", "steering_response",
-    "umap_2d", "top_feature_sets", "lineage_table", "FIGURES", "build",
+    "umap_2d", "top_features", "top_feature_sets", "lineage_table", "sweep_data", "rate_distortion_data",
+    "history_data", "silhouette_data", "steering_data", "two_view_data", "lineage_data",
+    "FIGURES", "build",
 ]
 
 
@@ -97,6 +100,19 @@ def _new_figure(ncols: int, nrows: int = 1, width: float = 3.2, height: float = 
     return fig, axes
 
 
+def _panel_grid(n: int, max_cols: int, width: float, height: float,
+                **kw: Any) -> tuple[Figure, list[Any]]:
+    """n panels in rows of at most ``max_cols`` (unused cells removed), so wide sweeps stay
+    legible at paper width."""
+    ncols = max(1, min(n, max_cols))
+    nrows = math.ceil(n / ncols)
+    fig, axes = _new_figure(ncols, nrows, width=width, height=height, **kw)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.remove()
+    return fig, flat[:n]
+
+
 def _mean_se(values: pd.Series) -> tuple[float, float]:
     v = values.to_numpy(dtype=np.float64)
     v = v[np.isfinite(v)]
@@ -133,9 +149,9 @@ def rate_distortion(points: pd.DataFrame) -> Figure:
     _require(points, ["prompt_id", "method", "beta", "gamma", "H", "D_gamma"], "rate_distortion")
     gammas = sorted(points["gamma"].unique())
     methods = _method_order(points["method"].unique())
-    fig, axes = _new_figure(len(gammas), width=3.0, height=2.8)
+    fig, axes = _panel_grid(len(gammas), 3, width=3.0, height=2.6)
     for j, g in enumerate(gammas):
-        ax = axes[0, j]
+        ax = axes[j]
         sub = points[points["gamma"] == g]
         for i, m in enumerate(methods):
             sm = sub[sub["method"] == m]
@@ -143,22 +159,29 @@ def rate_distortion(points: pd.DataFrame) -> Figure:
                 continue
             agg = []
             for b, grp in sm.groupby("beta", sort=True):
-                h, _ = _mean_se(grp["H"])
+                h, _ = _mean_se(grp["H"].clip(lower=0.0).round(12))  # no -0.0 / 1e-16 rates
                 d, se = _mean_se(grp["D_gamma"])
                 agg.append((b, h, d, se))
             agg_a = np.array(agg, dtype=np.float64)
             ax.errorbar(agg_a[:, 1], agg_a[:, 2], yerr=agg_a[:, 3], marker="o", ms=4, lw=1.4,
                         capsize=2, color=_method_colour(m, i), label=m,
-                        ls="-" if m == "RD" else "--")
-            if m == "RD":
+                        ls="-" if m == "RD" else "--", zorder=3 if m == "RD" else 2)
+            if m == "RD":  # one label per distinct point: equal solutions share it
+                spots: dict[tuple[float, float], list[str]] = {}
                 for b, h, d, _ in agg:
-                    ax.annotate(f"β={b:g}", (h, d), textcoords="offset points", xytext=(4, 3),
-                                fontsize=7, color=_method_colour(m))
+                    spots.setdefault((round(h, 9), round(d, 9)), []).append(f"{b:g}")
+                for (h, d), bs in spots.items():
+                    ax.annotate("β=" + ", ".join(bs), (h, d), textcoords="offset points",
+                                xytext=(4, 3), fontsize=7, color=_method_colour(m))
+        lo, hi = ax.get_xlim()
+        if hi - lo < 1e-6:  # every partition has one cluster (H = 0): show a sane rate axis
+            ax.set_xlim(-0.05, 0.5)
         ax.set_title(f"γ = {g:g}")
         ax.set_xlabel("rate H(C) [nats]")
-        ax.set_ylabel("distortion $D_\\gamma$" if j == 0 else "")
+        ax.set_ylabel("distortion $D_\\gamma$" if j % 3 == 0 else "")
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(loc="best", frameon=False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
     fig.suptitle(f"Rate–distortion over β (mean over {points['prompt_id'].nunique()} prompts, "
                  "baselines rate-matched)")
     return fig
@@ -225,9 +248,9 @@ def iteration_trace(history: pd.DataFrame, gamma: float | None = None,
         raise FigureDataError(f"iteration_trace: no history rows at γ = {gamma} "
                               f"(have {sorted(history['gamma'].unique())})")
     betas = sorted(sub["beta"].unique())
-    fig, axes = _new_figure(len(betas), width=2.9, height=2.7)
+    fig, axes = _panel_grid(len(betas), 2, width=3.3, height=2.5)
     for j, b in enumerate(betas):
-        ax = axes[0, j]
+        ax = axes[j]
         h = sub[sub["beta"] == b].sort_values("step")
         ax.plot(h["step"], h["L"], color="#444444", lw=1.0, zorder=1)
         for kind, marker in KIND_MARKERS.items():
@@ -238,14 +261,19 @@ def iteration_trace(history: pd.DataFrame, gamma: float | None = None,
                                   "merge": "#e31a1c"}[kind])
         ax2 = ax.twinx()
         ax2.step(h["step"], h["K"], where="post", color="#999999", lw=0.9, ls=":", label="K")
-        ax2.set_ylabel("K" if j == len(betas) - 1 else "")
+        ax2.set_ylabel("K", color="#777777")
         ax2.yaxis.get_major_locator().set_params(integer=True)
         ax.set_title(f"β = {b:g}, γ = {float(gamma):g}")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("step")
-        ax.set_ylabel("objective L" if j == 0 else "")
+        ax.set_ylabel("objective L")
         ax.grid(alpha=0.3)
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    axes[0, 0].legend(handles, labels, frameon=False, fontsize=7)
+    kinds = {}
+    for ax in axes:
+        for hd, lb in zip(*ax.get_legend_handles_labels()):
+            kinds.setdefault(lb, hd)
+    fig.legend(list(kinds.values()), list(kinds), loc="outside lower center", ncols=len(kinds),
+               frameon=False)
     who = f" for prompt '{prompt_id}'" if prompt_id else ""
     fig.suptitle(f"Descent of $L = H + \\beta_e D_e + \\beta_a D_a${who} (grey dotted: K)")
     return fig
@@ -306,7 +334,7 @@ def two_view_scatter(coords: Mapping[str, np.ndarray], labelings: Mapping[str, n
             ax.set_xlabel("UMAP 1" if i == len(labelings) - 1 else "")
             ax.set_ylabel(f"coloured by {lname}" if j == 0 else "")
         n_groups = len(set(lab.tolist()) - {-1})
-        axes[i, -1].legend(title=f"{n_groups} clusters", frameon=False, fontsize=7,
+        axes[i, -1].legend(title=f"{n_groups} cluster{'' if n_groups == 1 else 's'}", frameon=False, fontsize=7,
                            loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=0.8)
     fig.suptitle(title or "Semantic vs mechanistic view")
     return fig
@@ -386,29 +414,10 @@ def cross_view_silhouette(sil: pd.DataFrame) -> Figure:
 # 6. Feature lineage across β
 
 
-def top_feature_sets(centres_raw: np.ndarray, feature_mask: np.ndarray, k: int) -> list[frozenset[int]]:
-    """For each cluster centre (rows, raw attribution units), the node indices of its k
-    feature nodes of largest |value| (error and token nodes never count as features)."""
-    centres_raw = np.atleast_2d(np.asarray(centres_raw, dtype=np.float64))
-    feature_mask = np.asarray(feature_mask, dtype=bool)
-    if centres_raw.shape[1] != feature_mask.shape[0]:
-        raise FigureDataError(f"top_feature_sets: centres have {centres_raw.shape[1]} nodes, "
-                              f"the node table {feature_mask.shape[0]}")
-    feat_idx = np.nonzero(feature_mask)[0]
-    if feat_idx.size == 0:
-        raise FigureDataError("top_feature_sets: the node table has no feature nodes")
-    k = min(int(k), feat_idx.size)
-    out = []
-    for row in centres_raw:
-        vals = np.abs(row[feat_idx])
-        # stable: ties broken by node index, so the sets are reproducible
-        order = np.lexsort((feat_idx, -vals))[:k]
-        out.append(frozenset(int(i) for i in feat_idx[order]))
-    return out
-
-
 def lineage_table(levels: Sequence[tuple[float, list[frozenset[int]], np.ndarray]]) -> pd.DataFrame:
-    """Jaccard of top-feature sets between clusters of consecutive β levels.
+    """Jaccard of top-feature sets between clusters of consecutive β levels (NaN where a set
+    is empty: a cluster that does not depart from the prompt-wide median, as a single
+    cluster never does, has no features to inherit or pass on).
 
     ``levels``: (β, top-feature set per cluster, cluster masses), in increasing β.
     Returns beta_from, beta_to, cluster_from, cluster_to, mass_from, mass_to, jaccard.
@@ -420,7 +429,7 @@ def lineage_table(levels: Sequence[tuple[float, list[frozenset[int]], np.ndarray
                 union = len(a | b)
                 rows.append({"beta_from": float(b0), "beta_to": float(b1), "cluster_from": i,
                              "cluster_to": j, "mass_from": float(m0[i]), "mass_to": float(m1[j]),
-                             "jaccard": len(a & b) / union if union else 0.0})
+                             "jaccard": len(a & b) / union if a and b else math.nan})
     return pd.DataFrame(rows, columns=["beta_from", "beta_to", "cluster_from", "cluster_to",
                                        "mass_from", "mass_to", "jaccard"])
 
@@ -436,24 +445,25 @@ def feature_lineage(lineage: pd.DataFrame, gamma: float | None = None,
     _require(lineage, ["beta_from", "beta_to", "cluster_from", "cluster_to", "jaccard"],
              "feature_lineage")
     pairs = sorted({(float(a), float(b)) for a, b in zip(lineage["beta_from"], lineage["beta_to"])})
-    fig, axes = _new_figure(len(pairs), width=2.8, height=2.8)
+    fig, axes = _panel_grid(len(pairs), 3, width=2.8, height=2.8)
     im = None
     for j, (b0, b1) in enumerate(pairs):
-        ax = axes[0, j]
+        ax = axes[j]
         part = lineage[(lineage["beta_from"] == b0) & (lineage["beta_to"] == b1)]
         mat = part.pivot(index="cluster_from", columns="cluster_to", values="jaccard").sort_index()
         mat = mat.reindex(sorted(mat.columns), axis=1)
-        im = ax.imshow(mat.to_numpy(), vmin=0.0, vmax=1.0, cmap="magma_r", aspect="auto")
+        cmap = matplotlib.colormaps["magma_r"].with_extremes(bad="#e0e0e0")
+        im = ax.imshow(mat.to_numpy(), vmin=0.0, vmax=1.0, cmap=cmap, aspect="auto")
         for (r, c), v in np.ndenumerate(mat.to_numpy()):
             if mat.size <= 64:
-                ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6.5,
-                        color="white" if v > 0.55 else "black")
+                ax.text(c, r, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
+                        fontsize=6.5, color="white" if v > 0.55 else "black")
         ax.set_xticks(range(mat.shape[1]), [str(c) for c in mat.columns])
         ax.set_yticks(range(mat.shape[0]), [str(r) for r in mat.index])
         ax.set_xlabel(f"cluster at β = {b1:g}")
         ax.set_ylabel(f"cluster at β = {b0:g}")
         ax.set_title(f"β {b0:g} → {b1:g}")
-    fig.colorbar(im, ax=axes[0, -1], label="Jaccard of top features", shrink=0.85)
+    fig.colorbar(im, ax=axes, label="Jaccard of top features", shrink=0.85)
     bits = [f"prompt '{prompt_id}'" if prompt_id else None,
             f"γ = {float(gamma):g}" if gamma is not None else None,
             f"top {top_k} features" if top_k else None]
@@ -593,11 +603,10 @@ def two_view_data(embeddings: str | Path, signatures: str | Path, clusters: str 
     The mechanistic view is the normalised signature ã = (a − H0)/s mapped under the L1
     metric (the metric of D_a); the semantic view is mapped under the Euclidean metric.
     """
-    from .report import config_index
+    from .report import config_index, read_signatures
 
     E = io.read_npz(embeddings, ["embeddings"])["embeddings"].astype(np.float64)
-    sig, _ = io.read_safetensors(signatures, ["signatures"])
-    A = sig["signatures"].double().numpy()
+    A = read_signatures(signatures)
     arr = io.read_npz(clusters, ["H0", "scale", "beta", "gamma"])
     config_index(arr, beta, gamma)  # a clear error when (β, γ) is not in the sweep
     At = (A - arr["H0"]) / float(arr["scale"])
@@ -622,8 +631,9 @@ def two_view_data(embeddings: str | Path, signatures: str | Path, clusters: str 
 
 
 def lineage_data(clusters: str | Path, nodes: str | Path, gamma: float, top_k: int) -> pd.DataFrame:
-    """Lineage table of one prompt at one γ: top-k feature sets of every cluster's median
-    signature (raw units H0 + s·μ^a) at each β, compared between consecutive β."""
+    """Lineage table of one prompt at one γ: top-k feature sets of every cluster's
+    mechanistic centre μ^a (see :func:`top_features`) at each β, compared between
+    consecutive β."""
     arr = io.read_npz(clusters, ["H0", "scale", "beta", "gamma", "K"])
     nod = io.read_parquet(nodes, ["node_idx", "kind"]).sort_values("node_idx")
     mask = nod["kind"].to_numpy() == "feature"
@@ -633,8 +643,8 @@ def lineage_data(clusters: str | Path, nodes: str | Path, gamma: float, top_k: i
                               f"(have {sorted(set(arr['gamma'].tolist()))})")
     levels = []
     for i in sorted(sel, key=lambda i: float(arr["beta"][i])):
-        raw = arr["H0"][None, :] + float(arr["scale"]) * arr[f"cfg{i:03d}_centres_a"]
-        levels.append((float(arr["beta"][i]), top_feature_sets(raw, mask, top_k),
+        levels.append((float(arr["beta"][i]),
+                       top_feature_sets(arr[f"cfg{i:03d}_centres_a"], mask, top_k),
                        arr[f"cfg{i:03d}_weights"]))
     if len(levels) < 2:
         raise FigureDataError(f"{clusters}: feature lineage needs at least two β levels at γ = {gamma:g}")

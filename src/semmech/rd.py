@@ -102,36 +102,44 @@ def weighted_median(X: np.ndarray, w: np.ndarray) -> np.ndarray:
     return weighted_median_rows(np.ascontiguousarray(X.T), w)
 
 
-def weighted_median_rows(XT: np.ndarray, w: np.ndarray, block: int = 16) -> np.ndarray:
+def weighted_median_rows(XT: np.ndarray, w: np.ndarray, block: int = 16,
+                         chunk_elems: int = 1 << 19) -> np.ndarray:
     """Row-wise lower weighted median of ``XT`` (d × n): the transposed layout keeps every
     sort contiguous, which is what makes this fast for d in the thousands.
 
     Vectorised: one argsort per row, then the crossing of half the weight is found on block
     sums first and inside the crossing block second (a searchsorted per row without a full
-    cumulative sum).
+    cumulative sum). Rows go in chunks of about ``chunk_elems`` values so that the
+    temporaries stay in cache and are reused; the result does not depend on the chunking.
     """
+    XT = np.asarray(XT, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
     d, n = XT.shape
     if n == 0 or not w.sum() > 0 or (w < 0).any():
         raise ValueError("weighted median needs at least one sample with positive weight "
                          "and no negative weights")
     if n == 1:
         return XT[:, 0].copy()
-    order = np.argsort(XT, axis=1)
+    out = np.empty(d)
+    step = max(1, chunk_elems // n)
     nb = -(-n // block)
-    if nb * block == n:
-        Wb = w[order].reshape(d, nb, block)
-    else:
-        Wb = np.zeros((d, nb * block))
-        Wb[:, :n] = w[order]
-        Wb = Wb.reshape(d, nb, block)
-    cum_blocks = np.cumsum(Wb.sum(2), axis=1)  # d × nb
-    half = 0.5 * cum_blocks[:, -1]
-    jb = np.minimum(np.count_nonzero(cum_blocks < half[:, None], axis=1), nb - 1)
-    rows = np.arange(d)
-    before = np.where(jb > 0, cum_blocks[rows, np.maximum(jb - 1, 0)], 0.0)
-    inner = np.cumsum(Wb[rows, jb], axis=1) + before[:, None]  # d × block
-    k = np.minimum(jb * block + np.count_nonzero(inner < half[:, None], axis=1), n - 1)
-    return XT[rows, order[rows, k]]
+    Wb = np.zeros((min(step, d), nb * block))  # padded weights in sorted order, reused
+    for r0 in range(0, d, step):
+        X = XT[r0:r0 + step]
+        m = X.shape[0]
+        order = np.argsort(X, axis=1)
+        W = Wb[:m]
+        np.take(w, order, out=W[:, :n])
+        W3 = W.reshape(m, nb, block)
+        cum_blocks = np.cumsum(W3.sum(2), axis=1)  # m × nb
+        half = 0.5 * cum_blocks[:, -1]
+        jb = np.minimum(np.count_nonzero(cum_blocks < half[:, None], axis=1), nb - 1)
+        rows = np.arange(m)
+        before = np.where(jb > 0, cum_blocks[rows, np.maximum(jb - 1, 0)], 0.0)
+        inner = np.cumsum(W3[rows, jb], axis=1) + before[:, None]  # m × block
+        k = np.minimum(jb * block + np.count_nonzero(inner < half[:, None], axis=1), n - 1)
+        out[r0:r0 + m] = X[rows, order[rows, k]]
+    return out
 
 
 def binary_entropy(alpha: float) -> float:

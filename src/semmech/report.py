@@ -8,7 +8,6 @@ disk, inside the Snakemake report's iframe, and in headless browsers without err
 from __future__ import annotations
 
 import html
-import json
 import logging
 import os
 import shutil
@@ -24,8 +23,10 @@ from . import io
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ReportDataError", "PaperBuildError", "display_token", "config_index", "summarise_prompt",
-    "summarise_prompt_files", "render_browser", "write_browser", "build_paper",
+    "ReportDataError", "PaperBuildError", "display_token", "read_signatures", "top_features",
+    "top_feature_sets", "config_index",
+    "summarise_prompt", "summarise_prompt_files", "render_browser", "write_browser",
+    "result_macros", "build_paper", "PAPER_SOURCES",
 ]
 
 
@@ -41,6 +42,54 @@ def display_token(token: str) -> str:
     """A BPE / SentencePiece token as text: the space markers become spaces."""
     return (str(token).replace("\u0120", " ").replace("\u2581", " ").replace("\u010a", "\\n")
             .replace("\n", "\\n"))
+
+
+def read_signatures(path: str | Path) -> np.ndarray:
+    """The "signatures" matrix of attribution/{p}.safetensors as float64, read through numpy
+    (importing torch would dominate the run time of these small jobs)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            if "signatures" not in fh.keys():
+                raise io.CorruptInputError(f"{path}: missing tensors ['signatures']")
+            return np.asarray(fh.get_tensor("signatures"), dtype=np.float64)
+    except io.CorruptInputError:
+        raise
+    except Exception as exc:
+        raise io.CorruptInputError(f"{path}: cannot read safetensors ({exc})") from exc
+
+
+def top_features(centres: np.ndarray, feature_mask: np.ndarray, k: int) -> list[np.ndarray]:
+    """For each cluster centre (rows), the node indices of its k feature nodes of largest
+    |value|, largest first (ties broken by node index, so the result is reproducible).
+
+    Centres are the mechanistic centres μ^a in the normalised space RD clusters in: the
+    cluster's median signature relative to the prompt-wide median H0, in units of s. So a
+    cluster's top features are the ones that set it apart; entries that are exactly 0 (no
+    departure from H0, e.g. everywhere for a single cluster) are never top features. Error
+    and token nodes never count as features.
+    """
+    centres = np.atleast_2d(np.asarray(centres, dtype=np.float64))
+    feature_mask = np.asarray(feature_mask, dtype=bool)
+    if centres.shape[1] != feature_mask.shape[0]:
+        raise ReportDataError(f"top_features: centres have {centres.shape[1]} nodes, "
+                              f"the node table {feature_mask.shape[0]}")
+    feat_idx = np.nonzero(feature_mask)[0]
+    if feat_idx.size == 0:
+        raise ReportDataError("top_features: the node table has no feature nodes")
+    out = []
+    for row in centres:
+        vals = np.abs(row[feat_idx])
+        order = np.lexsort((feat_idx, -vals))[: int(k)]
+        order = order[vals[order] > 0]
+        out.append(feat_idx[order])
+    return out
+
+
+def top_feature_sets(centres: np.ndarray, feature_mask: np.ndarray, k: int) -> list[frozenset[int]]:
+    """:func:`top_features` as sets (for Jaccard similarities)."""
+    return [frozenset(int(i) for i in idx) for idx in top_features(centres, feature_mask, k)]
 
 
 def config_index(arrays: Mapping[str, np.ndarray], beta: float, gamma: float) -> int:
@@ -63,9 +112,12 @@ def summarise_prompt(prompt_id: str, prompt_text: str, samples: pd.DataFrame,
     """Everything a reader needs about one prompt's clusters at the given (β, γ) pairs.
 
     Per cluster: mass P̄_c, its members sorted by joint distortion to the cluster's centres
-    (β_e‖e − μ^e‖² + β_a‖ã − μ^a‖₁: the first ones are the representatives, and the first
-    is the RD steering source), and its top feature nodes by |median attribution| in raw
-    units (H0 + s·μ^a), with layer, prefix position and prefix token.
+    (β_e‖e − μ^e‖² + β_a‖ã − μ^a‖₁: the first ones are the representatives; the first is
+    the member METHOD §7 takes as RD's steering source), and its top feature nodes: those
+    whose median attribution departs most from the prompt-wide median H0 (largest |μ^a|,
+    see :func:`top_features`), with layer, prefix position, prefix token, the median value
+    H0 + s·μ^a and the departure s·μ^a. The prompt's own top features (largest |H0|) come
+    once per prompt, as ``median_features``.
     """
     samples = samples.sort_values("sample_idx").reset_index(drop=True)
     N = len(samples)
@@ -88,7 +140,10 @@ def summarise_prompt(prompt_id: str, prompt_text: str, samples: pd.DataFrame,
                               f"signatures {signatures.shape}")
     A_tilde = (signatures - H0) / scale
     nodes = nodes.sort_values("node_idx").reset_index(drop=True)
-    feat = np.nonzero(nodes["kind"].to_numpy() == "feature")[0]
+    if not np.array_equal(nodes["node_idx"].to_numpy(), np.arange(len(nodes))):
+        raise ReportDataError(f"prompt {prompt_id!r}: node_idx must be 0..{len(nodes) - 1} "
+                              "(column j of the signatures is node j)")
+    feat_mask = nodes["kind"].to_numpy() == "feature"
     P = samples["weight"].to_numpy(np.float64)
     texts = samples["text"].astype(str).tolist()
     out_cfgs = []
@@ -114,27 +169,34 @@ def summarise_prompt(prompt_id: str, prompt_text: str, samples: pd.DataFrame,
             row = sweep[np.isclose(sweep["beta"], float(beta)) & np.isclose(sweep["gamma"], float(gamma))]
             if len(row):
                 cfg.update({k: float(row.iloc[0][k]) for k in ("L", "H", "D_e", "D_a") if k in row})
+        tops = top_features(ca, feat_mask, n_features)
         for c in range(K):
             idx = np.nonzero(y == c)[0]
             order = idx[np.lexsort((idx, dist[idx]))]
-            raw = H0 + scale * ca[c]
-            fv = raw[feat]
-            top = feat[np.lexsort((feat, -np.abs(fv)))][: int(n_features)]
             cfg["clusters"].append({
                 "cluster": c, "mass": float(mass[c]), "n_members": int(idx.size),
                 "weight_sum": float(P[idx].sum()),
                 "members": [{"sample_idx": int(n), "text": texts[n], "weight": float(P[n]),
                              "distance": float(dist[n])} for n in order],
-                "features": [{"node_idx": int(j), "layer": int(nodes.at[j, "layer"]),
-                              "position": int(nodes.at[j, "position"]),
-                              "feature": int(nodes.at[j, "feature"]),
-                              "token": display_token(nodes.at[j, "token_str"]),
-                              "value": float(raw[j])} for j in top],
+                "features": [_feature(nodes, j, H0[j] + scale * ca[c, j], scale * ca[c, j])
+                             for j in tops[c]],
             })
         out_cfgs.append(cfg)
+    median_top = top_features(H0[None, :], feat_mask, n_features)[0]
     return {"prompt_id": prompt_id, "text": prompt_text, "n_continuations": N,
-            "total_weight": float(P.sum()), "n_feature_nodes": int(feat.size),
-            "n_nodes": int(len(nodes)), "configs": out_cfgs}
+            "total_weight": float(P.sum()), "n_feature_nodes": int(feat_mask.sum()),
+            "n_nodes": int(len(nodes)),
+            "median_features": [_feature(nodes, j, H0[j], 0.0) for j in median_top],
+            "configs": out_cfgs}
+
+
+def _feature(nodes: pd.DataFrame, j: int, value: float, deviation: float) -> dict[str, Any]:
+    """A feature node as the browser and tables show it: where it sits (layer, prefix position
+    and token), its median attribution and that median's departure from the prompt's H0."""
+    return {"node_idx": int(j), "layer": int(nodes.at[j, "layer"]),
+            "position": int(nodes.at[j, "position"]), "feature": int(nodes.at[j, "feature"]),
+            "token": display_token(nodes.at[j, "token_str"]), "value": float(value),
+            "deviation": float(deviation)}
 
 
 def summarise_prompt_files(prompt_id: str, samples: str | Path, prompt_json: str | Path,
@@ -151,12 +213,12 @@ def summarise_prompt_files(prompt_id: str, samples: str | Path, prompt_json: str
     lab = io.read_parquet(labels, ["beta", "gamma", "sample_idx", "label"])
     arr = io.read_npz(clusters, ["H0", "scale", "beta", "gamma"])
     nod = io.read_parquet(nodes, ["node_idx", "kind", "layer", "position", "feature", "token_str"])
-    sig, _ = io.read_safetensors(signatures, ["signatures"])
+    sig = read_signatures(signatures)
     emb = io.read_npz(embeddings, ["embeddings"])["embeddings"]
     sw = io.read_parquet(sweep) if sweep else None
     prompt = io.read_json(prompt_json)
     summary = summarise_prompt(prompt_id, prompt.get("text", ""), s, lab, arr, nod,
-                               sig["signatures"].double().numpy(), emb, configs,
+                               sig, emb, configs,
                                n_features=max(n_features, n_browser_features), sweep=sw)
     summary["model"] = prompt.get("model")
     io.write_json(summary, out_json)
@@ -182,7 +244,8 @@ section.prompt{background:#fff;border:1px solid #ddd;border-radius:6px;padding:1
 section.prompt h2{margin:4px 0;font-size:17px} .ptext{font-style:italic;color:#444;margin:2px 0 8px}
 .config h3{font-size:14px;margin:10px 0 6px;color:#333}
 details.cluster{border-left:4px solid #1b7837;margin:6px 0;padding:2px 10px;background:#f6faf6}
-details.cluster summary{cursor:pointer;font-weight:600;font-size:13px;padding:4px 0}
+details.cluster summary,details.median summary{cursor:pointer;font-weight:600;font-size:13px;padding:4px 0}
+details.median{margin:4px 0 8px;font-size:13px}
 .cols{display:flex;gap:16px;flex-wrap:wrap}.cols>div{flex:1;min-width:320px}
 table{border-collapse:collapse;font-size:12px;width:100%} th,td{border-bottom:1px solid #e3e3e3;padding:2px 6px;text-align:left;vertical-align:top}
 th{background:#eef3ee} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
@@ -220,11 +283,9 @@ def _cluster_html(cl: Mapping[str, Any], n_representatives: int) -> str:
     for k, m in enumerate(cl["members"]):
         rows.append(f'<tr class="{"rep" if k < n_representatives else ""}"><td>{_e(m["text"])}</td>'
                     f'<td class="num">{m["weight"]:.4f}</td><td class="num">{m["distance"]:.3f}</td></tr>')
-    feats = []
-    for f in cl["features"]:
-        feats.append(f'<tr><td class="num">{f["layer"]}</td><td class="num">{f["position"]}</td>'
-                     f'<td><code>&quot;{_e(f["token"])}&quot;</code></td><td class="num">{f["feature"]}</td>'
-                     f'<td class="num">{f["value"]:+.4g}</td></tr>')
+    feats = _features_html(cl["features"],
+                           "no distinctive features: the cluster's median signature is the "
+                           "prompt's median (as for a single cluster)")
     return (
         f'<details class="cluster" open data-cluster="{cl["cluster"]}"><summary>Cluster {cl["cluster"]}'
         f' &middot; mass {cl["mass"]:.3f} &middot; {cl["n_members"]} continuation'
@@ -232,9 +293,21 @@ def _cluster_html(cl: Mapping[str, Any], n_representatives: int) -> str:
         f'<div><table class="continuations"><thead><tr><th>continuation (closest to the centres first; '
         f'highlighted: representatives)</th><th>P<sub>n</sub></th><th>distortion</th></tr></thead>'
         f'<tbody>{"".join(rows)}</tbody></table></div>'
-        f'<div><table class="features"><thead><tr><th>layer</th><th>pos</th><th>prefix token</th>'
-        f'<th>feature</th><th>median attr.</th></tr></thead><tbody>{"".join(feats)}</tbody></table></div>'
-        f'</div></details>')
+        f'<div>{feats}</div></div></details>')
+
+
+def _features_html(features: Sequence[Mapping[str, Any]], empty: str, deviation: bool = True) -> str:
+    if not features:
+        return f'<p class="meta">{_e(empty)}</p>'
+    rows = "".join(
+        f'<tr><td class="num">{f["layer"]}</td><td class="num">{f["position"]}</td>'
+        f'<td><code>&quot;{_e(f["token"])}&quot;</code></td><td class="num">{f["feature"]}</td>'
+        f'<td class="num">{f["value"]:+.4g}</td>'
+        + (f'<td class="num">{f["deviation"]:+.4g}</td>' if deviation else "") + "</tr>"
+        for f in features)
+    head = ("<tr><th>layer</th><th>pos</th><th>prefix token</th><th>feature</th>"
+            "<th>median attr.</th>" + ("<th>vs prompt median</th>" if deviation else "") + "</tr>")
+    return f'<table class="features"><thead>{head}</thead><tbody>{rows}</tbody></table>'
 
 
 def render_browser(summaries: Sequence[Mapping[str, Any]], run: str = "",
@@ -264,7 +337,11 @@ def render_browser(summaries: Sequence[Mapping[str, Any]], run: str = "",
                     f'<p class="meta">{s["n_continuations"]} distinct continuations &middot; '
                     f'{s.get("n_feature_nodes", "?")} feature nodes of {s.get("n_nodes", "?")} nodes'
                     f'{" &middot; model " + _e(s["model"]) if s.get("model") else ""}</p>'
-                    + "".join(cfgs) + "</section>")
+                    '<details class="median"><summary>Prompt-wide median signature H0: top '
+                    'features</summary>'
+                    + _features_html(s.get("median_features", []), "no feature nodes",
+                                     deviation=False)
+                    + "</details>" + "".join(cfgs) + "</section>")
     title = f"semmech cluster browser{' — run ' + run if run else ''}"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -273,7 +350,8 @@ def render_browser(summaries: Sequence[Mapping[str, Any]], run: str = "",
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>{_e(title)}</h1><p>{len(summaries)} prompts. Each cluster lists its "
         "continuations (closest to the cluster's semantic and mechanistic centres first) and its "
-        "top feature nodes by median attribution.</p></header><main>"
+        "top feature nodes: those whose median attribution departs most from the prompt-wide "
+        "median.</p></header><main>"
         f'<nav><input id="filter" type="search" placeholder="filter prompts and continuations" '
         f'aria-label="filter"><ul id="prompt-index">{"".join(nav)}</ul></nav>'
         f'<div class="content">{"".join(body)}</div></main>'
@@ -291,30 +369,78 @@ def write_browser(summary_paths: Sequence[str | Path], out_html: str | Path, run
 # The paper
 
 
+def result_macros(run_dir: str | Path) -> dict[str, str]:
+    """Headline numbers quoted in the paper's text, read from the run's aggregate CSVs:
+    RD's win and tie rates at matched rate (Table 1) and the steering correlations (Table 2)."""
+    run_dir = Path(run_dir)
+    comp = _read_csv(run_dir / "tables/clustering_comparison.csv",
+                     ["method", "n_settings", "rd_win", "rd_tie"])
+    rd = comp[comp["method"] == "RD"]
+    if rd.empty:
+        raise PaperBuildError(f"{run_dir}/tables/clustering_comparison.csv has no RD row")
+    rd = rd.iloc[0]
+    steer = _read_csv(run_dir / "tables/steering_comparison.csv",
+                      ["method", "budget", "pearson_mean", "spearman_mean"])
+    parts = []
+    for method, grp in steer.groupby("method", sort=False):
+        vals = ", ".join(f"{r.pearson_mean:.2f} / {r.spearman_mean:.2f} at B = {int(r.budget)}"
+                         for r in grp.itertuples(index=False))
+        parts.append(f"{method} {vals}")
+    return {"RDWinPercent": f"{100 * float(rd['rd_win']):.0f}",
+            "RDTiePercent": f"{100 * float(rd['rd_tie']):.0f}",
+            "NSettings": str(int(rd["n_settings"])), "SteeringSummary": "; ".join(parts)}
+
+
+def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path)
+    except Exception as exc:
+        raise PaperBuildError(f"{path}: cannot read ({exc}); run the workflow first") from exc
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise PaperBuildError(f"{path}: missing columns {missing}")
+    return df
+
+
+PAPER_SOURCES = ("main.tex", "references.bib", "sections")
+
+
 def build_paper(run_dir: str | Path, paper_dir: str | Path, out_pdf: str | Path,
                 macros: Mapping[str, Any] | None = None,
                 aliases: Mapping[str, str] | None = None, latexmk: str = "latexmk",
                 log_path: str | Path | None = None, timeout: int = 600) -> Path:
-    """Copy the run's tables (.tex) and figures (.pdf) into ``paper/build/generated`` and
-    compile ``paper/main.tex`` with latexmk into ``out_pdf``.
+    """Assemble a self-contained LaTeX project in ``out_pdf``'s directory and compile it.
 
-    The manuscript reads everything from ``build/generated/`` (``\\graphicspath`` and
-    ``\\input``), so pointing ``run_dir`` at another run rebuilds the paper for that run.
-    ``macros`` become ``\\newcommand``s in ``generated/run.tex`` (run facts quoted in the text);
-    ``aliases`` map extra names under ``generated/tables/`` to run files (e.g. the example
-    prompt's cluster summary), so the manuscript never spells a prompt id in a file name.
+    The project is the manuscript's sources (``paper/main.tex``, ``sections/``,
+    ``references.bib``) plus ``generated/``: the run's tables (.tex) and figures (.pdf) and
+    ``run.tex``, whose ``\\newcommand``s hold run facts (``macros``) and the headline numbers
+    of :func:`result_macros`. ``aliases`` add names under ``generated/tables/`` for run files
+    (e.g. the example prompt's cluster summary), so the manuscript never spells a prompt id.
+    Pointing ``run_dir`` at another run rebuilds the paper for that run; the build directory
+    can be recompiled by hand with ``latexmk -pdf main.tex``.
     """
+    from .tables import latex_escape
+
     exe = shutil.which(latexmk)
     if exe is None:
         raise PaperBuildError(
-            f"'{latexmk}' was not found on PATH, so paper/build/main.pdf cannot be built. "
-            "Install LaTeX (Debian: apt-get install -y --no-install-recommends latexmk "
-            "texlive-latex-base texlive-latex-recommended texlive-latex-extra) and re-run. "
-            "The figures and tables under results/<run>/ are complete without it.")
+            f"'{latexmk}' was not found on PATH, so {out_pdf} cannot be built. Install LaTeX "
+            "(Debian: apt-get install -y --no-install-recommends latexmk texlive-latex-base "
+            "texlive-latex-recommended texlive-latex-extra) and re-run. The figures and tables "
+            "under results/<run>/ are complete without it.")
     run_dir, paper_dir, out_pdf = Path(run_dir), Path(paper_dir), Path(out_pdf)
-    if not (paper_dir / "main.tex").is_file():
-        raise PaperBuildError(f"{paper_dir}/main.tex not found")
-    build = paper_dir / "build"
+    missing = [n for n in PAPER_SOURCES if not (paper_dir / n).exists()]
+    if missing:
+        raise PaperBuildError(f"{paper_dir}: manuscript sources {missing} not found")
+    build = out_pdf.parent
+    build.mkdir(parents=True, exist_ok=True)
+    if build.resolve() == paper_dir.resolve():
+        raise PaperBuildError("the paper must be built in its own directory (e.g. paper/build/)")
+    shutil.copyfile(paper_dir / "main.tex", build / "main.tex")
+    shutil.copyfile(paper_dir / "references.bib", build / "references.bib")
+    if (build / "sections").exists():
+        shutil.rmtree(build / "sections")
+    shutil.copytree(paper_dir / "sections", build / "sections")
     gen = build / "generated"
     if gen.exists():
         shutil.rmtree(gen)
@@ -338,17 +464,14 @@ def build_paper(run_dir: str | Path, paper_dir: str | Path, out_pdf: str | Path,
         raise PaperBuildError(f"{run_dir}: found {n_tab} tables and {n_fig} figures; run the "
                               "workflow first (the paper only typesets its outputs)")
     lines = ["% generated by semmech.report.build_paper from " + run_dir.as_posix()]
-    for name, value in sorted((macros or {}).items()):
+    for name, value in sorted({**result_macros(run_dir), **(macros or {})}.items()):
         if not name.isalpha():
             raise PaperBuildError(f"macro name {name!r} must be letters only")
-        from .tables import latex_escape
         lines.append(f"\\newcommand{{\\{name}}}{{{latex_escape(value)}}}")
     (gen / "run.tex").write_text("\n".join(lines) + "\n")
     env = dict(os.environ, SOURCE_DATE_EPOCH="0", FORCE_SOURCE_DATE="1")
-    cmd = [exe, "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error",
-           "-outdir=build", "main.tex"]
-    proc = subprocess.run(cmd, cwd=paper_dir, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    cmd = [exe, "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error", "main.tex"]
+    proc = subprocess.run(cmd, cwd=build, env=env, capture_output=True, text=True, timeout=timeout)
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         Path(log_path).write_text(proc.stdout + proc.stderr)

@@ -27,8 +27,9 @@ from . import io
 __all__ = [
     "TableDataError", "Column", "latex_escape", "format_value", "latex_tabular", "auto_columns",
     "write_table", "write_clustering_comparison", "steering_comparison",
-    "STEERING_COLUMNS", "steering_columns", "write_steering_comparison",
+    "STEERING_COLUMNS", "steering_columns", "steering_tex_frame", "write_steering_comparison",
     "cluster_summary_table", "cluster_summary_columns", "write_cluster_summary",
+    "render_tables_html", "write_tables_page",
 ]
 
 
@@ -50,21 +51,27 @@ class Column:
     align: str = "r"
 
 
+# Every replacement typesets in OT1 Computer Modern with vector (Type 1) fonts; \$ would not.
 _LATEX_SPECIALS = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"$\$$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
     "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
 }
 
 
+_LATIN_LETTERS = set("àáâãäåçèéêëìíîïñòóôõöùúûüýÿÀÁÂÃÄÅÇÈÉÊËÌÍÎÏÑÒÓÔÕÖÙÚÛÜÝßæøÆØœŒ")
+
+
 def latex_escape(text: Any) -> str:
-    """Escape LaTeX specials; drop characters a default pdflatex set-up cannot typeset."""
+    """Escape LaTeX specials; replace characters a plain pdflatex set-up (OT1 Computer Modern,
+    utf8 input) cannot typeset by '?', so any continuation text compiles."""
     s = str(text)
     s = s.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
     s = s.replace("\u2013", "-").replace("\u2014", "--").replace("\u2212", "-")
+    # Other characters (CJK, emoji, symbols, BPE markers) have no glyph in OT1 Computer Modern.
+    s = "".join(ch if (" " <= ch <= "~" or ch in _LATIN_LETTERS) else ("?" if ch.isprintable() else " ")
+                for ch in s)
     s = "".join(_LATEX_SPECIALS.get(ch, ch) for ch in s)
-    # Non-Latin-1 characters (CJK, emoji, BPE markers) have no glyph in the default fonts.
-    s = "".join(ch if ord(ch) < 256 else "?" for ch in s)
     return re.sub(r"\s+", " ", s).strip()
 
 
@@ -106,9 +113,10 @@ def auto_columns(df: pd.DataFrame, digits: int = 3) -> list[Column]:
 
 def latex_tabular(df: pd.DataFrame, columns: Sequence[Column] | None = None,
                   col_spec: str | None = None, group_by: str | None = None,
-                  env: str = "tabular") -> str:
+                  env: str = "tabular", caption: str | None = None) -> str:
     """A booktabs ``tabular`` (or ``longtable``, which breaks across pages and repeats its
-    header) of ``df``; ``group_by`` puts a \\midrule where its value changes."""
+    header) of ``df``; ``group_by`` puts a \\midrule where its value changes. A ``caption``
+    (LaTeX) is only allowed for a longtable, which cannot sit in a table float."""
     if env not in ("tabular", "longtable"):
         raise TableDataError(f"latex_tabular: env must be tabular or longtable, got {env!r}")
     columns = list(columns) if columns is not None else auto_columns(df)
@@ -116,8 +124,13 @@ def latex_tabular(df: pd.DataFrame, columns: Sequence[Column] | None = None,
     if missing:
         raise TableDataError(f"latex_tabular: missing columns {missing}")
     spec = col_spec or "".join(c.align for c in columns)
-    lines = [f"\\begin{{{env}}}{{{spec}}}", r"\toprule",
-             " & ".join(c.header for c in columns) + r" \\", r"\midrule"]
+    if caption is not None and env != "longtable":
+        raise TableDataError("latex_tabular: only a longtable carries its own caption")
+    lines = [f"\\begin{{{env}}}{{{spec}}}"]
+    if caption is not None:
+        lines.append(f"\\caption{{{caption}}}\\\\")
+    lines += [r"\toprule",
+              " & ".join(c.header for c in columns) + r" \\", r"\midrule"]
     if env == "longtable":
         lines.append(r"\endhead")
     prev = None
@@ -265,7 +278,8 @@ def cluster_summary_table(summary: Mapping[str, Any], n_representatives: int = 3
 
     ``summary``: the dict of :func:`semmech.report.summarise_prompt`. Representatives are
     the members closest to their cluster's centres under the joint distortion; features
-    are the cluster's top feature nodes by |median attribution| (raw units).
+    are the nodes whose median attribution in the cluster departs most from the prompt's
+    median, with that departure (empty for a cluster that does not depart, e.g. K = 1).
     """
     rows = []
     for cfg in summary["configs"]:
@@ -284,9 +298,10 @@ def cluster_summary_table(summary: Mapping[str, Any], n_representatives: int = 3
 
 
 def _feature_label(f: Mapping[str, Any]) -> str:
-    """'L5 p3 "Mercury" f812 (+0.041)': layer, prefix position, prefix token, feature, value."""
+    """'L5 p3 " Mercury" f812 (+0.041)': layer, prefix position, prefix token, feature index
+    and the departure of the cluster's median attribution from the prompt's median."""
     return (f"L{int(f['layer'])} p{int(f['position'])} \"{f['token']}\" f{int(f['feature'])} "
-            f"({float(f['value']):+.3g})")
+            f"({float(f['deviation']):+.3g})")
 
 
 def cluster_summary_columns(n_representatives: int = 3) -> list[Column]:
@@ -294,9 +309,10 @@ def cluster_summary_columns(n_representatives: int = 3) -> list[Column]:
     cols = [Column("cfg", r"$\beta$/$\gamma$", None, "l"), Column("cluster", "$c$", "{:d}"),
             Column("mass", r"$\bar P_c$", "{:.3f}"), Column("n_members", "$n$", "{:d}"),
             Column("representatives", "representative continuations", lambda v: v,
-                   f"p{{{rep_w}}}"),
-            Column("features", "top features (layer, position, prefix token, feature, value)",
-                   lambda v: v, "p{5.6cm}")]
+                   f">{{\\raggedright\\arraybackslash}}p{{{rep_w}}}"),
+            Column("features", "top features (layer, position, prefix token, feature, departure "
+                   "from the prompt's median)",
+                   lambda v: v, r">{\raggedright\arraybackslash}p{5.6cm}")]
     return cols
 
 
@@ -323,8 +339,12 @@ def write_cluster_summary(summary: Mapping[str, Any], csv_path: str | Path,
                        for f in cl["features"][:n_features]])
             for cfg in summary["configs"] for cl in cfg["clusters"]],
     })
+    caption = (f"Clusters of prompt \\texttt{{{latex_escape(summary['prompt_id'])}}} "
+               f"({latex_escape(_clip(summary.get('text', ''), 80))}): mass, representative "
+               "continuations (closest to the cluster's centres) and the features whose median "
+               "attribution departs most from the prompt's median.")
     io.write_text(latex_tabular(tex, cluster_summary_columns(n_representatives), group_by="cfg",
-                                env="longtable"), tex_path)
+                                env="longtable", caption=caption), tex_path)
     return df
 
 

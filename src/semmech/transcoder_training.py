@@ -1,9 +1,9 @@
 """Train small per-layer transcoders on the model's own activations, so the ``transcoder``
 basis can be tried on a CPU without downloading one.
 
-Corpus: the model samples continuations of the configured prompts (chat template as in
-sampling); the MLP input/output pairs at every non-padding position ≥ 1 (the prompt positions
-of each prompt only once) are the training data. Position 0 is left out: its activations are
+Corpus: the model's own text, i.e. the sampled continuations of the configured prompts (the
+sample tables); the MLP input/output pairs at every position ≥ 1 (each prompt's own positions
+only once) are the training data. Position 0 is left out: its activations are
 outliers that a small transcoder would spend its capacity on, and attribution excludes it.
 
 Each layer's transcoder is a ReLU encoder/decoder (``bases.LayerTranscoder``) trained with Adam
@@ -23,9 +23,11 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .bases import LayerTranscoder, ModelLayout, envoy, write_transcoder_file
-from .models import LoadedModel, format_prompt
+from .models import LoadedModel
 
 log = logging.getLogger(__name__)
+
+LAYERS_PER_PASS = 8
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,6 @@ class TranscoderTrainingSettings:
     l1_coefficient: float = 1e-3
     learning_rate: float = 1e-3
     batch_tokens: int = 512
-    max_new_tokens: int = 64
-    generate_batch: int = 32
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> "TranscoderTrainingSettings":
@@ -48,41 +48,28 @@ class TranscoderTrainingSettings:
         return cls(**kw)
 
 
-def generate_corpus(model: LoadedModel, prompt_ids: Sequence[Sequence[int]], n_tokens: int, seed: int,
-                    max_new_tokens: int = 64, batch: int = 32) -> list[tuple[list[int], int]]:
-    """Sequences sampled from the model itself: (token ids, first position to use).
+def corpus_from_samples(prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[Sequence[int]]],
+                        n_tokens: int) -> list[tuple[list[int], int]]:
+    """(token ids, first position to use) for every sampled continuation: the model's own text.
 
-    Rows cycle through the prompts; each prompt's own positions are used once (first row),
-    later rows start at their last prompt token. Stops once ``n_tokens`` positions are collected.
+    Each prompt's own positions 1..M-1 are used once (with its first continuation); later rows
+    of the same prompt start at their first continuation position, so no activation repeats.
+    Rows are taken in order until ``n_tokens`` positions are collected.
     """
-    if not prompt_ids:
-        raise ValueError("transcoder training needs at least one prompt")
-    torch.manual_seed(seed)
-    eos = model.eos_token_ids
     out: list[tuple[list[int], int]] = []
-    used_prompt: set[int] = set()
-    total, k = 0, 0
-    while total < n_tokens:
-        p = k % len(prompt_ids)
-        k += 1
-        ids = torch.tensor([list(prompt_ids[p])] * batch, device=model.device)
-        with torch.no_grad():
-            gen = model.hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                    top_p=0.95, top_k=0, temperature=1.0, max_new_tokens=max_new_tokens,
-                                    pad_token_id=model.tokenizer.pad_token_id)
-        M = len(prompt_ids[p])
-        for row in gen.tolist():
-            new = row[M:]
-            cut = next((i for i, t in enumerate(new) if t in eos), len(new))
-            seq = row[:M + cut]
-            start = 1 if p not in used_prompt else M - 1
-            used_prompt.add(p)
-            if len(seq) - start <= 0:
-                continue
-            out.append((seq, start))
-            total += len(seq) - start
+    total = 0
+    for prompt, conts in zip(prompts, continuations):
+        M = len(prompt)
+        for k, cont in enumerate(conts):
             if total >= n_tokens:
-                break
+                return out
+            seq = list(prompt) + list(cont)
+            start = 1 if k == 0 else M
+            if len(seq) > start:
+                out.append((seq, start))
+                total += len(seq) - start
+    if not out:
+        raise ValueError("transcoder training found no tokens in the samples")
     return out
 
 
@@ -168,6 +155,7 @@ def train_layer(X: torch.Tensor, Y: torch.Tensor, settings: TranscoderTrainingSe
 
 
 def train_transcoders(model: LoadedModel, prompt_ids: Sequence[Sequence[int]],
+                      continuations: Sequence[Sequence[Sequence[int]]],
                       settings: TranscoderTrainingSettings, seed: int, out_dir: str | Path,
                       progress: Callable[[int], None] | None = None,
                       layout: ModelLayout | None = None) -> dict[int, dict[str, float]]:
@@ -182,24 +170,31 @@ def train_transcoders(model: LoadedModel, prompt_ids: Sequence[Sequence[int]],
                          f"{layout.n_layers} layers (0..{layout.n_layers - 1})")
     if len(set(layers)) != len(layers):
         raise ValueError(f"transcoder_training.layers has duplicates: {layers}")
-    corpus = generate_corpus(model, prompt_ids, settings.n_tokens, derive_seed(seed, "corpus"),
-                             settings.max_new_tokens, settings.generate_batch)
-    acts = collect_activations(model, layout, corpus, layers, settings.n_tokens)
+    corpus = corpus_from_samples(prompt_ids, continuations, settings.n_tokens)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stats = {}
-    for l in layers:
-        X, Y = acts[l]
-        tc, st = train_layer(X, Y, settings, derive_seed(seed, "layer", l), progress)
-        write_transcoder_file(tc, out_dir / f"layer_{l}.safetensors", l, model.name)
-        stats[l] = st
-        log.info("layer %d: FVU %.3f, L0 %.1f, dead %.2f", l, st["fvu"], st["l0"], st["dead_fraction"])
+    # Activations of a few layers at a time bound memory (2 · n_tokens · d_model floats a layer).
+    for start in range(0, len(layers), LAYERS_PER_PASS):
+        group = layers[start:start + LAYERS_PER_PASS]
+        acts = collect_activations(model, layout, corpus, group, settings.n_tokens)
+        for l in group:
+            X, Y = acts.pop(l)
+            if len(X) < settings.n_tokens and start == 0 and l == group[0]:
+                log.warning("only %d tokens in the samples (transcoder_training.n_tokens is %d)",
+                            len(X), settings.n_tokens)
+            tc, st = train_layer(X, Y, settings, derive_seed(seed, "layer", l), progress)
+            write_transcoder_file(tc, out_dir / f"layer_{l}.safetensors", l, model.name)
+            stats[l] = st
+            log.info("layer %d: FVU %.3f, L0 %.1f, dead %.2f", l, st["fvu"], st["l0"], st["dead_fraction"])
     return stats
 
 
-def train_transcoder(prompts_path: str | Path, model_cfg: dict[str, Any], training_cfg: dict[str, Any],
-                     seed: int, out_dir: str | Path) -> None:
-    """Workflow stage: train transcoders for ``transcoder_training.layers`` into ``out_dir``.
+def train_transcoder(samples: Sequence[str | Path], prompt_files: Sequence[str | Path],
+                     model_cfg: dict[str, Any], training_cfg: dict[str, Any], seed: int,
+                     out_dir: str | Path) -> None:
+    """Workflow stage: train transcoders for ``transcoder_training.layers`` (empty: all layers)
+    on the sample tables, into ``out_dir``.
 
     Writes into a temporary sibling directory and renames it, so a killed job leaves no
     half-trained directory behind.
@@ -209,20 +204,32 @@ def train_transcoder(prompts_path: str | Path, model_cfg: dict[str, Any], traini
     from tqdm.auto import tqdm
 
     from . import io
-    from .prompts import read_prompts
+    from .attribution import check_token_ids, read_samples
     from .stages import load_configured_model
 
+    if len(samples) != len(prompt_files):
+        raise ValueError("one prompt file per sample table is needed")
     settings = TranscoderTrainingSettings.from_config(training_cfg)
-    prompts = read_prompts(prompts_path)
     model = load_configured_model(model_cfg)
-    ids = [format_prompt(model.tokenizer, p.text, model_cfg["chat_template"])[1] for p in prompts]
+    prompts, conts = [], []
+    for table, pfile in zip(samples, prompt_files):
+        meta = io.read_json(pfile)
+        if meta.get("model") != model_cfg["name"]:
+            raise ValueError(f"{pfile}: samples were made with model {meta.get('model')!r}, "
+                             f"not the configured {model_cfg['name']!r}")
+        rows, _ = read_samples(table)
+        ids = [int(i) for i in meta["prompt_token_ids"]]
+        check_token_ids(model, ids, rows)
+        prompts.append(ids)
+        conts.append(rows)
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     layout = ModelLayout.discover(model)
     n_layers = len(settings.layers) or layout.n_layers
     with tqdm(total=n_layers * settings.steps, desc="train transcoder", unit="step") as bar:
-        stats = train_transcoders(model, ids, settings, seed, tmp, progress=bar.update, layout=layout)
+        stats = train_transcoders(model, prompts, conts, settings, seed, tmp, progress=bar.update,
+                                  layout=layout)
     io.write_json({"model": model_cfg["name"], "seed": seed, "settings": settings.__dict__,
                    "layers": {str(l): s for l, s in stats.items()}}, tmp / "training.json")
     shutil.rmtree(out_dir, ignore_errors=True)

@@ -44,7 +44,7 @@ rule cluster:
         labels=f"{RESULTS}/clusters/{{prompt}}.labels.parquet",
         history=f"{RESULTS}/clusters/{{prompt}}.history.parquet",
         npz=f"{RESULTS}/clusters/{{prompt}}.npz",
-        runtime=f"{RESULTS}/clusters/{{prompt}}.runtime.json",
+        runtime=f"{BENCH}/cluster/{{prompt}}.runtime.json",
     params:
         clustering=config["clustering"],
     conda:

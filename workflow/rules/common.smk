@@ -82,8 +82,23 @@ def prompt_seed(prompt, *keys):
 
 def stage_targets():
     """Every stage's per-prompt outputs and the aggregates (what the manifest hashes)."""
-    targets = expand(f"{RESULTS}/samples/{{prompt}}.{{ext}}", prompt=PROMPT_IDS,
-                     ext=["parquet", "prompt.json"])
+    per_prompt = [
+        "samples/{prompt}.parquet", "samples/{prompt}.prompt.json",
+        "attribution/{prompt}.safetensors", "attribution/{prompt}.nodes.parquet",
+        "attribution/{prompt}.completeness.json",
+        "embeddings/{prompt}.npz",
+        "clusters/{prompt}.sweep.parquet", "clusters/{prompt}.labels.parquet",
+        "clusters/{prompt}.history.parquet", "clusters/{prompt}.npz",
+        "baselines/{prompt}.parquet", "baselines/{prompt}.labels.parquet",
+        "baselines/{prompt}.silhouette.parquet",
+    ]
+    aggregates = [
+        "tables/clustering_comparison.csv", "tables/clustering_comparison.tex",
+        "tables/cross_view_silhouette.csv",
+    ]
+    targets = [f"{RESULTS}/{t}" for t in aggregates]
+    for t in per_prompt:
+        targets += expand(f"{RESULTS}/{t}", prompt=PROMPT_IDS)
     return targets
 
 

@@ -1,24 +1,27 @@
-# The manuscript: paper/build/main.pdf from paper/main.tex and this run's tables and figures.
+# The manuscript: paper/build/main.pdf from paper/ and this run's tables and figures.
 # A separate target (`snakemake paper`); the default reproduction stops at figures and tables.
 # Needs latexmk and a TeX distribution on PATH; the rule fails with instructions when absent.
+
+PAPER_SRC = Path(workflow.basedir) / "paper"
 
 
 rule paper:
     """Typeset the reproduction's manuscript with latexmk from the run's figures and tables."""
     input:
-        main="paper/main.tex",
-        sections=sorted(str(p) for p in Path("paper/sections").glob("*.tex")),
-        bib="paper/references.bib",
+        main=PAPER_SRC / "main.tex",
+        sections=sorted(PAPER_SRC.glob("sections/*.tex")),
+        bib=PAPER_SRC / "references.bib",
         figures=expand(f"{FIGURES}/{{name}}.pdf", name=FIGURE_NAMES),
-        tables=[f"{TABLES}/clustering_comparison.tex", f"{TABLES}/steering_comparison.tex",
+        tables=[f"{TABLES}/clustering_comparison.tex", f"{TABLES}/clustering_comparison.csv",
+                f"{TABLES}/steering_comparison.tex", f"{TABLES}/steering_comparison.csv",
                 f"{TABLES}/cluster_summary/{EXAMPLE_PROMPT}.tex"],
     output:
         "paper/build/main.pdf",
     params:
-        run_dir=RESULTS,
+        run_dir=lambda wc, input: str(Path(input.figures[0]).parents[1]),
         latexmk=config["paper"]["latexmk"],
         aliases={"example_cluster_summary.tex": f"tables/cluster_summary/{EXAMPLE_PROMPT}.tex"},
-        macros=lambda wc: {
+        macros={
             "RunName": RUN, "ModelName": config["model"]["name"],
             "EmbeddingModel": config["embedding"]["model"], "NPrompts": len(PROMPT_IDS),
             "NContinuations": config["sampling"]["n_continuations"],

@@ -95,13 +95,3 @@ rule tables_page:
         runtime=5,
     script:
         "../scripts/tables_page.py"
-
-
-def report_targets():
-    """Figures, tables, summaries and the browser: what the default run builds and the
-    manifest hashes (the paper PDF is a separate target)."""
-    return (expand(f"{FIGURES}/{{name}}.{{ext}}", name=FIGURE_NAMES, ext=["png", "pdf"])
-            + [f"{RESULTS}/report/tables.html", f"{RESULTS}/report/cluster_browser.html"]
-            + expand(f"{TABLES}/cluster_summary/{{prompt}}.{{ext}}", prompt=PROMPT_IDS,
-                     ext=["csv", "tex"])
-            + per_prompt(f"{RESULTS}/summaries/{{prompt}}.json"))

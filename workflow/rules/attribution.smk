@@ -1,0 +1,95 @@
+# Attribution signatures (METHOD §3): one linearised nnsight-traced pass per batch of
+# continuations. With `attribution.basis: transcoder` and no `attribution.transcoder_dir`, a
+# small transcoder is first trained on the model's own sampled text (rule train_transcoder).
+
+import json
+from pathlib import Path
+
+# Where the transcoder basis is read from: the configured directory, or the trained one.
+TRANSCODER_DIR = (
+    (config["attribution"]["transcoder_dir"] or f"{RESULTS}/transcoder")
+    if config["attribution"]["basis"] == "transcoder"
+    else None
+)
+# Hidden size and layer count for resource estimates (the default model's before preparation).
+_MODEL_CONFIG = (
+    json.loads((Path(MODEL_SOURCE) / "config.json").read_text())
+    if (Path(MODEL_SOURCE) / "config.json").is_file()
+    else {"hidden_size": 576, "num_hidden_layers": 30}
+)
+_TEXT_CONFIG = _MODEL_CONFIG.get("text_config", _MODEL_CONFIG)
+MODEL_HIDDEN = int(_TEXT_CONFIG.get("hidden_size", _TEXT_CONFIG.get("n_embd", 1024)))
+# Attribution runs in float32 unless `attribution.dtype` says otherwise: half-precision models
+# are loaded a second time at twice the width.
+ATTRIBUTION_UPCAST_MB = (
+    int(1.5 * model_params_billion() * 1e3 * 2)
+    if config["attribution"].get("dtype", "float32") == "float32"
+    and gpu_count()
+    and config["model"]["dtype"] != "float32"
+    else 0
+)
+TRANSCODER_LAYERS = len(config["transcoder_training"]["layers"]) or int(
+    _TEXT_CONFIG.get("num_hidden_layers", _TEXT_CONFIG.get("n_layer", 24))
+)
+
+
+rule attribute:
+    """Attribution signature of every continuation of one prompt (linearised, traced with nnsight)."""
+    input:
+        MODEL_READY,
+        samples=f"{RESULTS}/samples/{{prompt}}.parquet",
+        prompt=f"{RESULTS}/samples/{{prompt}}.prompt.json",
+        transcoder=[TRANSCODER_DIR] if TRANSCODER_DIR else [],
+    output:
+        signatures=f"{RESULTS}/attribution/{{prompt}}.safetensors",
+        nodes=f"{RESULTS}/attribution/{{prompt}}.nodes.parquet",
+        completeness=f"{RESULTS}/attribution/{{prompt}}.completeness.json",
+    params:
+        model=config["model"],
+        attribution=config["attribution"],
+        transcoder_dir=TRANSCODER_DIR,
+    conda:
+        "../../envs/model.yaml"
+    log:
+        f"{LOGS}/attribute/{{prompt}}.log",
+    benchmark:
+        f"{BENCH}/attribute/{{prompt}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wc: model_mem_mb(config["attribution"]["batch_size"], per_item_mb=160)
+        + ATTRIBUTION_UPCAST_MB,
+        runtime=lambda wc: 5 + config["sampling"]["n_continuations"] // 16,
+        gpu=gpu_count(),
+    script:
+        "../scripts/attribute.py"
+
+
+rule train_transcoder:
+    """Train small per-layer transcoders on the model's own sampled continuations."""
+    input:
+        MODEL_READY,
+        samples=expand(f"{RESULTS}/samples/{{prompt}}.parquet", prompt=PROMPT_IDS),
+        prompts=expand(f"{RESULTS}/samples/{{prompt}}.prompt.json", prompt=PROMPT_IDS),
+    output:
+        directory(f"{RESULTS}/transcoder"),
+    params:
+        model=config["model"],
+        training=config["transcoder_training"],
+        seed=derive_seed(config["seed"], "transcoder"),
+    conda:
+        "../../envs/model.yaml"
+    log:
+        f"{LOGS}/train_transcoder.log",
+    benchmark:
+        f"{BENCH}/train_transcoder.tsv"
+    threads: 2
+    resources:
+        # 8 layers' (input, output) activations at a time, float32, plus the model.
+        mem_mb=lambda wc: model_mem_mb(0)
+        + int(16 * 8 * config["transcoder_training"]["n_tokens"] * MODEL_HIDDEN / 1e6)
+        + int(24 * config["transcoder_training"]["n_features"] * MODEL_HIDDEN / 1e6),
+        runtime=lambda wc: 10
+        + TRANSCODER_LAYERS * max(1, config["transcoder_training"]["steps"] // 150),
+        gpu=gpu_count(),
+    script:
+        "../scripts/train_transcoder.py"
