@@ -143,6 +143,7 @@ def main(n_prompts: int = 12, reps: int = 6, threads: int = 2, batch: int = 8) -
             if rep:
                 times[name].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"per-batch medians: {med}", file=sys.stderr, flush=True)
 
     # 2. Peak memory, each path in a fresh process.
     ctx = mp.get_context("spawn")
@@ -153,6 +154,7 @@ def main(n_prompts: int = 12, reps: int = 6, threads: int = 2, batch: int = 8) -
         proc.start()
         m, base, peak = queue.get()
         proc.join()
+        print(f"memory {m}: {base:.0f} -> {peak:.0f} MB", file=sys.stderr, flush=True)
         peaks[m] = {"peak_rss_mb": round(peak, 1), "rss_before_mb": round(base, 1),
                     "peak_increase_mb": round(peak - base, 1)}
 
@@ -165,6 +167,7 @@ def main(n_prompts: int = 12, reps: int = 6, threads: int = 2, batch: int = 8) -
                         batch_size=batch)
         per_prompt.append(time.perf_counter() - t)
         errors.append(res.max_rel_error)
+        print(f"prompt {k}: {per_prompt[-1]:.1f} s", file=sys.stderr, flush=True)
     total = sum(per_prompt)
     result = {
         "benchmark": "attribution",

@@ -60,3 +60,13 @@ def default_model(default_model_dir):
     from semmech.models import load_model
 
     return load_model("default", device="cpu", dtype="float32", resources_dir=REPO)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, default_model_dir):
+    """One full smoke reproduction (every stage, real default model), shared by all tests."""
+    wd = tmp_path_factory.mktemp("smoke")
+    cfg = write_config(wd / "cfg.yaml", prompts=str(REPO / "config" / "prompts_smoke.yaml"))
+    proc = run_snakemake(wd, "--cores", "all", "--configfile", str(cfg))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return wd, cfg

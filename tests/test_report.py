@@ -263,7 +263,12 @@ def test_browser_escapes_text():
              "features": [{"node_idx": 0, "layer": 1, "position": 2, "feature": 3, "token": "<",
                            "value": 0.5, "deviation": 0.1}]}]}]}
     page = render_browser([s])
-    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script>alert" not in page
+    two = dict(s, configs=[dict(s["configs"][0], clusters=[dict(
+        s["configs"][0]["clusters"][0], n_members=3,
+        members=[dict(s["configs"][0]["clusters"][0]["members"][0], text=t) for t in "xyz"])])])
+    capped = render_browser([two], max_members=2)
+    assert capped.count("<tr class=") == 2 and "and 1 more (farther from the centres)" in capped and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "a &lt;b&gt; &amp; c" in page
     with pytest.raises(ReportDataError, match="duplicate prompt ids"):
         render_browser([s, s])
@@ -333,12 +338,9 @@ def test_browser_opens_in_chromium_without_errors(run_dir, chromium, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def smoke_report(tmp_path_factory, default_model_dir):
-    """A full smoke reproduction followed by `snakemake --report`."""
-    wd = tmp_path_factory.mktemp("report-smoke")
-    cfg = write_config(wd / "cfg.yaml", prompts=str(REPO / "config" / "prompts_smoke.yaml"))
-    proc = run_snakemake(wd, "--cores", "all", "--configfile", str(cfg))
-    assert proc.returncode == 0, proc.stderr[-4000:]
+def smoke_report(smoke_run):
+    """The shared full smoke reproduction followed by `snakemake --report`."""
+    wd, cfg = smoke_run
     report = wd / "results" / "report.html"
     proc = run_snakemake(wd, "--configfile", str(cfg), "--report", str(report))
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -347,7 +349,8 @@ def smoke_report(tmp_path_factory, default_model_dir):
 
 def _report_results(page: str) -> dict:
     """The `results` object that the Snakemake report embeds (path -> record)."""
-    start = page.index("var results = ") + len("var results = ")
+    anchor = page.index('<script id="results">')
+    start = page.index("var results = ", anchor) + len("var results = ")
     obj, _ = json.JSONDecoder().raw_decode(page[start:])
     return obj
 

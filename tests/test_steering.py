@@ -533,3 +533,29 @@ def test_aggregate_has_a_row_for_every_method_and_budget(tmp_path):
     again = st.aggregate_steering_stage(paths, {"budgets": [5, 10], "bootstrap": 200}, 0,
                                         tmp_path / "u.csv", tmp_path / "u.tex")
     pd.testing.assert_frame_equal(table, again)
+
+
+def test_a_node_that_cannot_reach_the_continuation_is_flat(llama, toy_files):
+    """A last-layer node at a non-final prefix position writes to a residual stream that no
+    measured logit reads: its curve is within the rounding floor, so it has no correlation and
+    moves no member; the random control never draws such dead nodes."""
+    inp = _inputs(toy_files)
+    last = llama.hf.config.num_hidden_layers - 1
+    M = len(inp.prompt_ids)
+    dead = inp.feature_cols[((inp.nodes["layer"] == last) & (inp.nodes["position"] < M - 1)
+                             ).to_numpy()[inp.feature_cols]]
+    assert dead.size >= 2
+    assert (inp.signatures[:, dead] == 0).all()  # attribution agrees: no path to the target
+    settings = SteeringSettings(configs=((1.0, 0.5),), budgets=(2,))
+    sources, parts, _ = st.plan_sources(inp, settings, seed=5)
+    for s in sources:
+        if s.method == "Random":
+            assert (inp.signatures[:, s.columns] != 0).any(axis=0).all()
+    flat = Source("Random", 2, 1.0, 0.5, 0, "RD", dead[:2], np.array([1.0, -1.0]), -1)
+    live = next(s for s in sources if s.method == "RD" and s.cluster == 0)
+    res = st.steer_sources(llama, load_basis("mlp_neurons", llama), inp, [live, flat], parts, settings, 5)
+    m = res.metrics.set_index("method")
+    assert math.isnan(m.loc["Random", "pearson"]) and math.isnan(m.loc["Random", "spearman"])
+    assert m.loc["Random", "frac_moved"] == 0.0
+    assert abs(m.loc["Random", "effect"]) <= 1e-5 and res.noise_floor < 1e-5
+    assert np.isfinite(m.loc["RD", "pearson"]) and abs(m.loc["RD", "effect"]) > 1e-3

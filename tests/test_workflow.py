@@ -18,16 +18,6 @@ def _smoke_config(workdir: Path, **overrides) -> Path:
                         **overrides)
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, default_model_dir):
-    """One full smoke reproduction, shared by the checks below."""
-    wd = tmp_path_factory.mktemp("smoke")
-    cfg = _smoke_config(wd)
-    proc = run_snakemake(wd, "--cores", "all", "--configfile", str(cfg))
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return wd, cfg
-
-
 def _planned_jobs(proc) -> dict[str, int]:
     """Parse the job-count table that `snakemake -n` prints."""
     counts = {}

@@ -569,8 +569,9 @@ def silhouette_data(paths: Sequence[str | Path]) -> pd.DataFrame:
                                   "score_view": view,
                                   "silhouette": df[f"silhouette_{view}"].astype(np.float64)}))
     out = pd.concat(rows, ignore_index=True)
+    out = out[np.isfinite(out["silhouette"])]  # undefined, e.g. K = N (every point alone)
     if out.empty:
-        raise FigureDataError("silhouettes: no partitions with K >= 2")
+        raise FigureDataError("silhouettes: no partitions with 2 <= K < N")
     return out
 
 

@@ -278,11 +278,15 @@ def _anchor(pid: str) -> str:
     return f"prompt-{pid}"
 
 
-def _cluster_html(cl: Mapping[str, Any], n_representatives: int) -> str:
+def _cluster_html(cl: Mapping[str, Any], n_representatives: int, max_members: int | None) -> str:
     rows = []
-    for k, m in enumerate(cl["members"]):
+    shown = cl["members"] if max_members is None else cl["members"][:max_members]
+    for k, m in enumerate(shown):
         rows.append(f'<tr class="{"rep" if k < n_representatives else ""}"><td>{_e(m["text"])}</td>'
                     f'<td class="num">{m["weight"]:.4f}</td><td class="num">{m["distance"]:.3f}</td></tr>')
+    if len(shown) < len(cl["members"]):
+        rows.append(f'<tr><td colspan="3" class="meta">and {len(cl["members"]) - len(shown)} more '
+                    "(farther from the centres)</td></tr>")
     feats = _features_html(cl["features"],
                            "no distinctive features: the cluster's median signature is the "
                            "prompt's median (as for a single cluster)")
@@ -311,8 +315,10 @@ def _features_html(features: Sequence[Mapping[str, Any]], empty: str, deviation:
 
 
 def render_browser(summaries: Sequence[Mapping[str, Any]], run: str = "",
-                   n_representatives: int = 3) -> str:
-    """The cluster browser: an index of every prompt, then each prompt's clusters."""
+                   n_representatives: int = 3, max_members: int | None = None) -> str:
+    """The cluster browser: an index of every prompt, then each prompt's clusters, each
+    listing up to ``max_members`` continuations (closest first; None: all), so that the page
+    stays light at paper scale (hundreds of prompts, hundreds of continuations each)."""
     if not summaries:
         raise ReportDataError("cluster browser: no prompt summaries")
     ids = [s["prompt_id"] for s in summaries]
@@ -330,7 +336,8 @@ def render_browser(summaries: Sequence[Mapping[str, Any]], run: str = "",
             cfgs.append(f'<div class="config" data-beta="{c["beta"]:g}" data-gamma="{c["gamma"]:g}">'
                         f'<h3>&beta; = {c["beta"]:g}, &gamma; = {c["gamma"]:g}: K = {c["K"]}'
                         f'{" &middot; " + stats if stats else ""}</h3>'
-                        + "".join(_cluster_html(cl, n_representatives) for cl in c["clusters"])
+                        + "".join(_cluster_html(cl, n_representatives, max_members)
+                                  for cl in c["clusters"])
                         + "</div>")
         body.append(f'<section class="prompt" id="{_e(_anchor(pid))}" data-prompt-id="{_e(pid)}">'
                     f'<h2>{_e(pid)}</h2><p class="ptext">{_e(s.get("text", ""))}</p>'
@@ -359,10 +366,10 @@ def render_browser(summaries: Sequence[Mapping[str, Any]], run: str = "",
 
 
 def write_browser(summary_paths: Sequence[str | Path], out_html: str | Path, run: str = "",
-                  n_representatives: int = 3) -> None:
+                  n_representatives: int = 3, max_members: int | None = None) -> None:
     """Workflow stage: the cluster browser from the per-prompt summary JSON files."""
     summaries = [io.read_json(p) for p in summary_paths]
-    io.write_text(render_browser(summaries, run, n_representatives), out_html)
+    io.write_text(render_browser(summaries, run, n_representatives, max_members), out_html)
 
 
 # ======================================================================================

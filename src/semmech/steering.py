@@ -10,7 +10,8 @@ Methods differ only in the source:
 * ``KM-Sem``: the P-weighted coordinate median of ã over a K-means cluster of the semantic
   view (K = RD's K, the partition of the baselines stage);
 * ``Single``: one seeded random member of the RD cluster;
-* ``Random``: B random feature nodes with random signs (measured on the RD cluster).
+* ``Random``: B random live feature nodes (non-zero attribution to some continuation) with
+  random signs, measured on the RD cluster's held-out members.
 
 Source vectors are read in raw attribution units by default (``source_space: raw``): a
 node's raw value is its attribution to the continuation's mean demeaned logit, so
@@ -69,6 +70,8 @@ __all__ = [
 ]
 
 METHODS = ("RD", "KM-Sem", "Single", "Random")
+# Δ within this multiple of the measured batch-composition rounding counts as no change.
+NOISE_FACTOR = 2.0
 SELECTIONS = ("full", "positive", "negative")
 SOURCE_SPACES = ("raw", "normalised")
 CURVE_COLUMNS = ["prompt_id", "method", "budget", "beta", "gamma", "source_cluster",
@@ -285,8 +288,16 @@ def plan_sources(inp: PromptInputs, settings: SteeringSettings, seed: int
 
     A cluster with fewer than 2 members has no held-out member to measure: it is skipped
     (neither steered nor measured) and reported, not fatal.
+
+    The random control draws from the *live* feature nodes, those with a non-zero attribution
+    to some continuation: a node whose column is 0 everywhere cannot reach the measured
+    logits at all (e.g. a last-layer node at a non-final prefix position writes to a residual
+    stream nothing reads), so drawing it would make the control trivially flat.
     """
     feats = inp.feature_cols
+    live = feats[np.any(inp.signatures[:, feats] != 0, axis=0)]
+    if live.size < max(settings.budgets):
+        live = feats  # too few live nodes for the budget: draw from all feature nodes
     if max(settings.budgets) > feats.size:
         raise SteeringInputError(
             f"prompt {inp.prompt_id!r}: steering budget B={max(settings.budgets)} exceeds the "
@@ -319,7 +330,7 @@ def plan_sources(inp: PromptInputs, settings: SteeringSettings, seed: int
                 cols, signs = top_nodes(vec[single], feats, B, settings.selection)
                 sources.append(Source("Single", B, beta, gamma, c, "RD", cols, signs, single))
                 rng_r = np.random.default_rng(derive_seed(seed, "random", beta, gamma, c, B))
-                cols, signs = random_nodes(feats, B, rng_r)
+                cols, signs = random_nodes(live, B, rng_r)
                 # Measured on exactly RD's held-out members, so the control is paired with RD.
                 sources.append(Source("Random", B, beta, gamma, c, "RD", cols, signs, rd_member))
         for c, members in _cluster_members(km).items():
@@ -554,13 +565,21 @@ class SteeringResult:
     stats: MeasureStats
     sources: list[Source] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    noise_floor: float = 0.0
 
 
 def steer_sources(model: Any, basis: Any, inp: PromptInputs, sources: Sequence[Source],
                   partitions: Mapping[tuple[str, float, float], np.ndarray],
                   settings: SteeringSettings, seed: int) -> SteeringResult:
     """Measure every source at every ε through :func:`steered_targets` (one call for all
-    methods), then reduce to the curves and per-cluster metrics of the steering contract."""
+    methods), then reduce to the curves and per-cluster metrics of the steering contract.
+
+    Rows of different batches differ by rounding (~1e-7 relative in float32, far more in
+    bfloat16), so the ε = 0 reference is not bit-identical to a steered row at zero effect.
+    The floor is measured, not assumed: a zero-scale intervention on real nodes, batched apart
+    from the reference. A member whose change is within ``NOISE_FACTOR`` × that floor has not
+    moved, and an own-cluster curve entirely within it has no correlation (NaN).
+    """
     rank = np.random.default_rng(derive_seed(seed, "measured")).permutation(inp.n)
     eps_nz = settings.nonzero_epsilons
     interventions: list[Intervention] = [Intervention()]  # 0: the shared ε = 0 reference
@@ -582,12 +601,23 @@ def steer_sources(model: Any, basis: Any, inp: PromptInputs, sources: Sequence[S
             wanted.update((ids[e], int(n)) for n in everyone)
         wanted.update((0, int(n)) for n in everyone)
         plans.append((s, meas, ids))
+    # The rounding floor: real nodes at scale 0 measured in other batches than the reference
+    # (last, so in another prefix chunk too). Its Δ is pure batch-composition rounding.
+    null = -1
+    if plans:
+        keys = tuple(inp.node_keys(plans[0][0].columns))
+        null = len(interventions)
+        interventions.append(Intervention(keys, (0.0,) * len(keys)))
+        wanted.update((null, n) for i, n in list(wanted) if i == 0)
     pairs = np.array(sorted(wanted), dtype=np.int64).reshape(-1, 2)
     log.info("prompt %s: %d sources, %d interventions, %d (intervention, continuation) rows",
              inp.prompt_id, len(sources), len(interventions), len(pairs))
     values, stats = steered_targets(model, basis, inp.prompt_ids, inp.continuations, interventions,
                                     pairs, batch_size=settings.batch_size)
     table = {(int(i), int(n)): float(v) for (i, n), v in zip(pairs, values)}
+    refs = [n for i, n in table if i == 0]
+    noise = max((abs(table[(null, n)] - table[(0, n)]) for n in refs), default=0.0)
+    floor = NOISE_FACTOR * noise
     curves, metrics = [], []
     P = np.asarray(inp.weights, dtype=np.float64)
     for s, meas, ids in plans:
@@ -604,7 +634,8 @@ def steer_sources(model: Any, basis: Any, inp: PromptInputs, sources: Sequence[S
                     change = np.array([table[(ids[e], int(n))] for n in members]) - ref
                 delta = float(change.mean())
                 sem = float(change.std(ddof=1) / math.sqrt(change.size)) if change.size > 1 else math.nan
-                frac = math.nan if e == 0.0 else float(np.mean(np.sign(change) == np.sign(e)))
+                moved = (np.sign(change) == np.sign(e)) & (np.abs(change) > floor)
+                frac = math.nan if e == 0.0 else float(np.mean(moved))
                 deltas.append(delta)
                 fracs.append(frac)
                 curves.append({"prompt_id": inp.prompt_id, "method": s.method, "budget": s.budget,
@@ -618,20 +649,23 @@ def steer_sources(model: Any, basis: Any, inp: PromptInputs, sources: Sequence[S
         if own_curve is None:  # the source's own cluster had no measurable member
             continue
         deltas, fracs, n_own = own_curve
+        # A curve within the rounding floor shows no effect: its correlation is undefined.
+        flat = max(abs(d) for d in deltas) <= floor
         others = [v for k, v in effects.items() if k != s.cluster and math.isfinite(v)]
         max_other = max(others) if others else math.nan
         metrics.append({"prompt_id": inp.prompt_id, "method": s.method, "budget": s.budget,
                         "beta": s.beta, "gamma": s.gamma, "cluster": s.cluster,
                         "mass": float(P[labels == s.cluster].sum() / P.sum()),
                         "n_heldout": int(n_own),
-                        "pearson": pearson(settings.epsilons, deltas),
-                        "spearman": spearman(settings.epsilons, deltas),
+                        "pearson": math.nan if flat else pearson(settings.epsilons, deltas),
+                        "spearman": math.nan if flat else spearman(settings.epsilons, deltas),
                         "frac_moved": float(np.nanmean([f for f in fracs if math.isfinite(f)]))
                         if any(math.isfinite(f) for f in fracs) else math.nan,
                         "specificity": effects[s.cluster] - max_other if others else math.nan,
                         "effect": effects[s.cluster], "max_other_effect": max_other,
                         "n_nodes": int(s.columns.size), "source_member": int(s.source_member)})
-    return SteeringResult(_curves_frame(curves), _metrics_frame(metrics), stats, list(sources))
+    return SteeringResult(_curves_frame(curves), _metrics_frame(metrics), stats, list(sources),
+                          noise_floor=floor)
 
 
 def _curves_frame(rows: list[dict]) -> pd.DataFrame:
@@ -862,7 +896,7 @@ def steer_prompt_stage(prompt_id: str, samples_path: Any, prompt_path: Any, sign
     io.write_parquet(result.metrics, out_metrics)
     io.write_parquet(_generations_frame(gen_rows), out_generations)
     io.write_json({"prompt_id": prompt_id, "basis": basis_name, **st.as_dict(),
-                   "sources": counts, "skipped": skipped,
+                   "sources": counts, "skipped": skipped, "noise_floor": result.noise_floor,
                    "naive_forwards": int(st.rows),
                    "seconds": {"load": t_load - t0, "measure": t_measure - t_load,
                                "generate": t_gen - t_measure, "total": t_gen - t0}}, out_stats)

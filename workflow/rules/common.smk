@@ -38,6 +38,25 @@ MODEL_READY = (
     [f"{MODEL_SOURCE}/config.json"] if config["model"]["name"] == DEFAULT_MODEL else []
 )
 
+# Cheap aggregation over prompts runs on the submitting host under a cluster executor; every
+# per-prompt job (and the model preparation) is a cluster job.
+localrules:
+    all,
+    aggregate_clustering,
+    aggregate_steering,
+    figure_rate_distortion,
+    figure_gamma_sweep,
+    figure_iteration_trace,
+    figure_two_view_scatter,
+    figure_cross_view_silhouette,
+    figure_feature_lineage,
+    figure_steering_response,
+    cluster_browser,
+    tables_page,
+    manifest,
+    paper,
+
+
 wildcard_constraints:
     prompt="|".join(PROMPT_IDS) if PROMPT_IDS else "[A-Za-z0-9_-]+",
 
@@ -91,15 +110,18 @@ def stage_targets():
         "clusters/{prompt}.history.parquet", "clusters/{prompt}.npz",
         "baselines/{prompt}.parquet", "baselines/{prompt}.labels.parquet",
         "baselines/{prompt}.silhouette.parquet",
+        "steering/{prompt}.curves.parquet", "steering/{prompt}.metrics.parquet",
+        "steering/{prompt}.generations.parquet", "steering/{prompt}.stats.json",
     ]
     aggregates = [
         "tables/clustering_comparison.csv", "tables/clustering_comparison.tex",
         "tables/cross_view_silhouette.csv",
+        "tables/steering_comparison.csv", "tables/steering_comparison.tex",
     ]
     targets = [f"{RESULTS}/{t}" for t in aggregates]
     for t in per_prompt:
         targets += expand(f"{RESULTS}/{t}", prompt=PROMPT_IDS)
-    return targets
+    return targets + report_targets()
 
 
 def all_targets():

@@ -51,6 +51,7 @@ rule cluster_browser:
     params:
         run=RUN,
         n_representatives=FIG_CFG["n_representatives"],
+        max_members=FIG_CFG["browser_continuations"],
     conda:
         "../../envs/figures.yaml"
     log:
