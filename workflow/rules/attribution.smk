@@ -11,14 +11,6 @@ TRANSCODER_DIR = (
     if config["attribution"]["basis"] == "transcoder"
     else None
 )
-# Hidden size and layer count for resource estimates (the default model's before preparation).
-_MODEL_CONFIG = (
-    json.loads((Path(MODEL_SOURCE) / "config.json").read_text())
-    if (Path(MODEL_SOURCE) / "config.json").is_file()
-    else {"hidden_size": 576, "num_hidden_layers": 30}
-)
-_TEXT_CONFIG = _MODEL_CONFIG.get("text_config", _MODEL_CONFIG)
-MODEL_HIDDEN = int(_TEXT_CONFIG.get("hidden_size", _TEXT_CONFIG.get("n_embd", 1024)))
 # Attribution runs in float32 unless `attribution.dtype` says otherwise: half-precision models
 # are loaded a second time at twice the width.
 ATTRIBUTION_UPCAST_MB = (
@@ -28,9 +20,8 @@ ATTRIBUTION_UPCAST_MB = (
     and config["model"]["dtype"] != "float32"
     else 0
 )
-TRANSCODER_LAYERS = len(config["transcoder_training"]["layers"]) or int(
-    _TEXT_CONFIG.get("num_hidden_layers", _TEXT_CONFIG.get("n_layer", 24))
-)
+# Layer count for the transcoder-training resource estimate.
+TRANSCODER_LAYERS = len(config["transcoder_training"]["layers"]) or MODEL_LAYERS
 
 
 rule attribute:
@@ -56,7 +47,7 @@ rule attribute:
         f"{BENCH}/attribute/{{prompt}}.tsv"
     threads: 1
     resources:
-        mem_mb=lambda wc: model_mem_mb(config["attribution"]["batch_size"], per_item_mb=160)
+        mem_mb=lambda wc: model_mem_mb(config["attribution"]["batch_size"], per_item_mb=80)
         + ATTRIBUTION_UPCAST_MB,
         runtime=lambda wc: 5 + config["sampling"]["n_continuations"] // 16,
         gpu=gpu_count(),

@@ -61,21 +61,30 @@ wildcard_constraints:
     prompt="|".join(PROMPT_IDS) if PROMPT_IDS else "[A-Za-z0-9_-]+",
 
 
+def model_text_config():
+    """The model's (text) config.json when it is on disk; {} before the default is prepared or
+    for a hub model not yet cached. Used only to size job resources."""
+    cfg_file = Path(MODEL_SOURCE) / "config.json"
+    if not cfg_file.is_file():
+        return {}
+    c = json.loads(cfg_file.read_text())
+    return c.get("text_config", c)
+
+
+MODEL_CONFIG = model_text_config()
+MODEL_HIDDEN = int(MODEL_CONFIG.get("hidden_size", MODEL_CONFIG.get("n_embd", 1024)))
+MODEL_LAYERS = int(MODEL_CONFIG.get("num_hidden_layers", MODEL_CONFIG.get("n_layer", 24)))
+
+
 def model_params_billion():
-    """Parameter count of the configured model, from its config.json when it is on disk."""
+    """Parameter count of the configured model (config hint, else estimated from config.json)."""
     hint = config["resources"]["model_params_billion"]
     if hint != "auto":
         return float(hint)
-    cfg_file = Path(MODEL_SOURCE) / "config.json"
-    if not cfg_file.is_file():
-        return 0.15  # the default model before its preparation
-    c = json.loads(cfg_file.read_text())
-    text = c.get("text_config", c)
-    h = text.get("hidden_size", text.get("n_embd", 1024))
-    n_layers = text.get("num_hidden_layers", text.get("n_layer", 24))
-    inter = text.get("intermediate_size", text.get("n_inner") or 4 * h)
-    vocab = text.get("vocab_size", 50000)
-    return (vocab * h * 2 + n_layers * (4 * h * h + 3 * h * inter)) / 1e9
+    h = MODEL_HIDDEN
+    inter = MODEL_CONFIG.get("intermediate_size", MODEL_CONFIG.get("n_inner") or 4 * h)
+    vocab = MODEL_CONFIG.get("vocab_size", 50000)
+    return (vocab * h * 2 + MODEL_LAYERS * (4 * h * h + 3 * h * inter)) / 1e9
 
 
 def model_mem_mb(batch_size, per_item_mb=16):
