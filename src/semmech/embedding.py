@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from . import io
+from .models import cached_hub_dir
 
 log = logging.getLogger("semmech")
 
@@ -83,13 +84,7 @@ def resolve_embedding_source(name: str, allow_download: bool = False) -> str:
         return str(_transformer_subdir(path))
     if allow_download:
         return name
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        hit = try_to_load_from_cache(name, "config.json")
-    except Exception:  # malformed repo ids raise validation errors
-        hit = None
-    if not isinstance(hit, str):
+    if cached_hub_dir(name) is None:
         raise EmbeddingModelNotFoundError(
             f"embedding model {name!r} is not a local directory and is not in the offline "
             "Hugging Face cache. Point embedding.model at a local copy (a directory with "

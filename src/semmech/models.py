@@ -103,18 +103,23 @@ def check_model_available(name: str, allow_download: bool = False) -> None:
         return
     if allow_download:
         return
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        hit = try_to_load_from_cache(name, "config.json")
-    except Exception:  # malformed repo ids raise validation errors
-        hit = None
-    if not isinstance(hit, str):
+    if cached_hub_dir(name) is None:
         raise ModelNotFoundError(
             f"model {name!r} is not a local directory and is not in the offline Hugging Face cache. "
             "Point model.name at a local copy (a directory with config.json, tokenizer and weights, "
             "e.g. made with `huggingface-cli download {name} --local-dir DIR` on a machine with hub "
             "access), or set model.allow_download: true where the hub is reachable.")
+
+
+def cached_hub_dir(name: str) -> Path | None:
+    """The offline Hugging Face cache snapshot of a hub id (by its config.json), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        hit = try_to_load_from_cache(name, "config.json")
+    except Exception:  # malformed repo ids raise validation errors
+        return None
+    return Path(hit).parent if isinstance(hit, str) else None
 
 
 def prepare_gguf_model(gguf_file: str | Path, out_dir: str | Path) -> Path:
@@ -246,10 +251,7 @@ def model_weights_sha256(name: str, resources_dir: str | Path = ".") -> str:
     """The weight hash of a configured model: its local directory or its cached hub snapshot."""
     source = Path(model_source(name, resources_dir))
     if not source.is_dir():
-        from huggingface_hub import try_to_load_from_cache
-
-        hit = try_to_load_from_cache(name, "config.json")
-        if not isinstance(hit, str):
+        source = cached_hub_dir(name)
+        if source is None:
             return "unavailable"
-        source = Path(hit).parent
     return weights_sha256(source)
