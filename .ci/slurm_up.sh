@@ -21,7 +21,7 @@
 #     nested `srun` with SLURM_CONF stripped from its environment. We symlink it into STATE_DIR and
 #     slurm_down.sh removes the symlink. An existing regular file there is never touched.
 #   * No cgroups/systemd: proctrack/linuxproc, task/none, no accounting (status via squeue, so
-#     MinJobAge=300 keeps finished jobs visible to `squeue --states=all`).
+#     MinJobAge=3600 keeps finished jobs visible to `squeue --states=all`).
 #   * The daemons are started with -f on the real file, so they find gres.conf beside it.
 #   * EnforcePartLimits=ALL: a job asking for more CPUs/memory/GPUs than the node has is rejected
 #     by sbatch (Snakemake reports the rule as failed) instead of pending forever.
@@ -152,7 +152,7 @@ DefMemPerCPU=256
 ReturnToService=2
 # Keep finished jobs visible to 'squeue --states=all' for 5 min: the executor plugin's squeue
 # status query needs MinJobAge >= 3 x slurm-init-seconds-before-status-checks.
-MinJobAge=300
+MinJobAge=3600
 # Reject at submission (instead of pending forever) a job that asks for more than the node has.
 EnforcePartLimits=ALL
 SlurmctldTimeout=30

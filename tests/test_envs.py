@@ -64,3 +64,24 @@ def test_post_deploy_scripts_install_semmech():
         script = env_file.with_suffix(".post-deploy.sh")
         assert script.is_file(), f"{script.name} missing"
         assert "pip install --no-deps -e ." in script.read_text()
+
+
+def test_safetensors_bytes_do_not_depend_on_the_process(tmp_path):
+    """safetensors orders its header from a hash map; semmech.io writes a canonical header."""
+    import subprocess
+    import sys
+
+    code = ("import torch, sys; from semmech.io import write_safetensors; "
+            "write_safetensors({'b': torch.arange(6.).view(2, 3), 'a': torch.ones(4)}, sys.argv[1], "
+            "metadata={f'k{i}': str(i) for i in range(12)})")
+    outs = []
+    for i in range(3):
+        out = tmp_path / f"{i}.safetensors"
+        subprocess.run([sys.executable, "-c", code, str(out)], check=True,
+                       env={"PYTHONHASHSEED": str(i), "PATH": "/usr/bin:/bin"})
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+    from semmech.io import read_safetensors
+
+    tensors, meta = read_safetensors(tmp_path / "0.safetensors")
+    assert meta["k11"] == "11" and tensors["b"].shape == (2, 3)

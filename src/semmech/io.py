@@ -106,12 +106,21 @@ def read_npz(path: str | os.PathLike, required: list[str] | None = None) -> dict
 
 def write_safetensors(tensors: Mapping[str, Any], path: str | os.PathLike,
                       metadata: Mapping[str, str] | None = None) -> None:
-    """Save torch tensors atomically (contiguous copies, as safetensors requires)."""
-    from safetensors.torch import save_file
+    """Save torch tensors atomically, with a canonical header so that equal content gives equal bytes.
 
+    safetensors writes its JSON header from a hash map, so key order (metadata and tensor
+    entries) varies between processes; the header is re-serialised with sorted keys. Tensor
+    data and offsets are untouched.
+    """
+    from safetensors.torch import save
+
+    raw = save({k: v.contiguous() for k, v in tensors.items()},
+               metadata=dict(metadata) if metadata else None)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the format pads the header to 8-byte alignment
     with atomic_path(path, suffix=".safetensors") as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
-                  metadata=dict(metadata) if metadata else None)
+        tmp.write_bytes(len(header).to_bytes(8, "little") + header + raw[8 + n:])
 
 
 def read_safetensors(path: str | os.PathLike, required: list[str] | None = None):

@@ -120,7 +120,7 @@ def stage_targets():
         "baselines/{prompt}.parquet", "baselines/{prompt}.labels.parquet",
         "baselines/{prompt}.silhouette.parquet",
         "steering/{prompt}.curves.parquet", "steering/{prompt}.metrics.parquet",
-        "steering/{prompt}.generations.parquet", "steering/{prompt}.stats.json",
+        "steering/{prompt}.generations.parquet",
     ]
     aggregates = [
         "tables/clustering_comparison.csv", "tables/clustering_comparison.tex",

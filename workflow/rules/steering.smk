@@ -35,7 +35,7 @@ rule steer:
         curves=f"{RESULTS}/steering/{{prompt}}.curves.parquet",
         metrics=f"{RESULTS}/steering/{{prompt}}.metrics.parquet",
         generations=f"{RESULTS}/steering/{{prompt}}.generations.parquet",
-        stats=f"{RESULTS}/steering/{{prompt}}.stats.json",
+        stats=f"{BENCH}/steer/{{prompt}}.stats.json",
     params:
         model=config["model"],
         attribution=config["attribution"],
