@@ -431,7 +431,8 @@ def attribute_batch(model: LoadedModel, basis: FeatureBasis, nodes: NodeSet,
     fmask = mask.float()
 
     # Per (row, position) contribution of every node, summed over node kinds.
-    per_pos = (store["embed"].detach().float() * g_embed.float()).sum(-1)  # tokens
+    tok_contrib = (store["embed"].detach().float() * g_embed.float()).sum(-1)  # [B, S]
+    per_pos = tok_contrib
     feat_contrib: dict[int, torch.Tensor] = {}
     for l in feat_layers:
         c = store["alpha"][l].detach().float() * g_alpha[l].float()
@@ -456,8 +457,8 @@ def attribute_batch(model: LoadedModel, basis: FeatureBasis, nodes: NodeSet,
         cols.append(feat_contrib[l][rows, p, f])
     for l in nodes.error_layers:
         cols.append(err_contrib[l][rows, P])
-    cols.append((store["embed"].detach().float() * g_embed.float()).sum(-1)[rows, P])
-    signatures = torch.cat(cols, dim=1) if cols else torch.zeros(B, 0)
+    cols.append(tok_contrib[rows, P])
+    signatures = torch.cat(cols, dim=1)
 
     seq_len = mask.sum(-1)
     idx = torch.arange(S, device=ids.device)[None, :]
