@@ -557,15 +557,13 @@ class LayerTranscoder:
 def read_transcoder_file(path: str | Path, d_model: int | None = None,
                          layer: int | None = None) -> LayerTranscoder:
     """Read and validate one ``layer_<l>.safetensors`` file (see the module docstring)."""
-    from safetensors import safe_open
+    from .io import CorruptInputError, read_safetensors
 
     path = Path(path)
     try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except Exception as exc:
-        raise TranscoderFormatError(f"{path}: cannot read safetensors ({exc})") from exc
+        tensors, meta = read_safetensors(path)
+    except CorruptInputError as exc:
+        raise TranscoderFormatError(str(exc)) from exc
     missing = [k for k in REQUIRED_TRANSCODER_TENSORS if k not in tensors]
     if missing:
         raise TranscoderFormatError(
