@@ -8,6 +8,7 @@ benchmarks/sampling.json. Run from the repository root: python benchmarks/bench_
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import sys
@@ -56,6 +57,7 @@ def main(reps: int = 5) -> dict:
     df = sample_continuations(model, "bench", prompt_ids, settings, seed=0)
     full = time.perf_counter() - t
     med = {k: statistics.median(v) for k, v in times.items()}
+    load = os.getloadavg()
     result = {
         "benchmark": "sampling",
         "model": "default (SmolLM2-135M-Instruct, float32, CPU)",
@@ -64,11 +66,14 @@ def main(reps: int = 5) -> dict:
         "reps": reps,
         "seconds_per_batch_nnsight": med["nnsight"],
         "seconds_per_batch_plain_generate": med["plain"],
+        "seconds_per_batch_all": times,
         "nnsight_overhead_ratio": med["nnsight"] / med["plain"],
+        "nnsight_overhead_ratio_per_rep": [a / b for a, b in zip(times["nnsight"], times["plain"])],
         "target_overhead_ratio_max": 1.15,
         "distinct_continuations": len(df),
         "seconds_for_64_distinct": full,
         "distinct_continuations_per_second": len(df) / full,
+        "load_average_1_5_15_after": load,
         "python": sys.version.split()[0], "torch": torch.__version__, "machine": platform.machine(),
     }
     OUT.write_text(json.dumps(result, indent=2) + "\n")
