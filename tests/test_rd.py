@@ -12,8 +12,9 @@ from sklearn.metrics import adjusted_rand_score
 
 from semmech import io
 from semmech.rd import (RDInputError, RDWorkspace, RateDistortionClustering, binary_entropy,
-                        make_two_view_data, normalise_mechanistic, partition_cost, rd_sweep,
-                        sweep_arrays, weighted_median)
+                        argsort_rows, make_two_view_data, normalise_mechanistic, partition_cost,
+                        rd_sweep, sweep_arrays, weighted_median, weighted_median_rows,
+                        weighted_median_sorted)
 
 # Planted data whose two views carry comparable split gains, so a single β shows all three
 # regimes as γ moves (checked by test_planted_gains_are_balanced).
@@ -51,6 +52,56 @@ def test_weighted_median_is_the_l1_minimiser(n):
     cost = lambda c, j: float(w @ np.abs(X[:, j] - c))
     for j in range(X.shape[1]):
         assert cost(m[j], j) <= min(cost(c, j) for c in X[:, j]) + 1e-12
+
+
+@pytest.mark.parametrize("n", [1, 2, 17, 200])
+def test_sorted_walk_and_selection_give_the_reference_median_of_any_member_set(n):
+    """The two kernels behind the centres: a walk along a shared row order (weights zero
+    outside the member set) and a selection among the members only."""
+    rng = np.random.default_rng(100 + n)
+    X = rng.standard_normal((n, 12))
+    X[:, :4] = np.round(X[:, :4])  # ties
+    XT = np.ascontiguousarray(X.T)
+    order = argsort_rows(XT)
+    for trial in range(5):
+        members = np.sort(rng.choice(n, size=max(1, n // (trial + 1)), replace=False))
+        w = rng.random(members.size)
+        w[: members.size // 4] = 0.0
+        if not w.sum() > 0:
+            w[-1] = 1.0
+        ref = _reference_median(X[members], w)
+        w_full = np.zeros(n)
+        w_full[members] = w
+        np.testing.assert_array_equal(weighted_median_sorted(XT, order, w_full), ref)
+        np.testing.assert_array_equal(weighted_median_rows(XT, w, members), ref)
+
+
+def test_medians_do_not_depend_on_the_thread_count():
+    import torch
+
+    rng = np.random.default_rng(5)
+    XT = rng.standard_normal((300, 80))
+    w = rng.random(80)
+    order = argsort_rows(XT)
+    before = torch.get_num_threads()
+    try:
+        out = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out.append((weighted_median_rows(XT, w), weighted_median_sorted(XT, order, w)))
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(out[0][0], out[0][1])
+
+
+def test_workspace_normalisation_equals_the_direct_one(planted):
+    ws = RDWorkspace(planted["E"], planted["A"], planted["P"])
+    direct = normalise_mechanistic(planted["A"], planted["P"])
+    np.testing.assert_array_equal(ws.norm.H0, direct.H0)
+    assert ws.norm.scale == direct.scale
+    np.testing.assert_array_equal(ws.At, direct.A_tilde)
 
 
 def test_weighted_median_rejects_zero_total_weight():

@@ -52,6 +52,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Sequence
 
+import numba
 import numpy as np
 import pandas as pd
 import torch
@@ -67,6 +68,8 @@ __all__ = [
     "RDSweepResult",
     "weighted_median",
     "weighted_median_rows",
+    "weighted_median_sorted",
+    "argsort_rows",
     "normalise_mechanistic",
     "validate_views",
     "partition_cost",
@@ -102,44 +105,139 @@ def weighted_median(X: np.ndarray, w: np.ndarray) -> np.ndarray:
     return weighted_median_rows(np.ascontiguousarray(X.T), w)
 
 
-def weighted_median_rows(XT: np.ndarray, w: np.ndarray, block: int = 16,
-                         chunk_elems: int = 1 << 19) -> np.ndarray:
-    """Row-wise lower weighted median of ``XT`` (d × n): the transposed layout keeps every
-    sort contiguous, which is what makes this fast for d in the thousands.
+def weighted_median_rows(XT: np.ndarray, w: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise lower weighted median of ``XT`` (d × n), over the columns ``idx`` if given
+    (weights ``w`` then belong to those columns), without copying the selected columns.
 
-    Vectorised: one argsort per row, then the crossing of half the weight is found on block
-    sums first and inside the crossing block second (a searchsorted per row without a full
-    cumulative sum). Rows go in chunks of about ``chunk_elems`` values so that the
-    temporaries stay in cache and are reused; the result does not depend on the chunking.
+    Linear expected time per row: a weighted quickselect (three-way partition around a
+    median-of-three pivot, descending into the side where half the weight is crossed), in
+    parallel over rows. Rows are independent, so the result does not depend on the number
+    of threads. The transposed layout keeps every row contiguous.
     """
     XT = np.asarray(XT, dtype=np.float64)
-    w = np.asarray(w, dtype=np.float64)
-    d, n = XT.shape
-    if n == 0 or not w.sum() > 0 or (w < 0).any():
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    cols = (np.arange(XT.shape[1], dtype=np.int64) if idx is None
+            else np.ascontiguousarray(idx, dtype=np.int64))
+    if cols.shape != w.shape:
+        raise ValueError(f"weighted median: {cols.shape[0]} columns but {w.shape[0]} weights")
+    if cols.size == 0 or not w.sum() > 0 or (w < 0).any():
         raise ValueError("weighted median needs at least one sample with positive weight "
                          "and no negative weights")
-    if n == 1:
-        return XT[:, 0].copy()
-    out = np.empty(d)
-    step = max(1, chunk_elems // n)
-    nb = -(-n // block)
-    Wb = np.zeros((min(step, d), nb * block))  # padded weights in sorted order, reused
-    for r0 in range(0, d, step):
-        X = XT[r0:r0 + step]
-        m = X.shape[0]
-        order = np.argsort(X, axis=1)
-        W = Wb[:m]
-        np.take(w, order, out=W[:, :n])
-        W3 = W.reshape(m, nb, block)
-        cum_blocks = np.cumsum(W3.sum(2), axis=1)  # m × nb
-        half = 0.5 * cum_blocks[:, -1]
-        jb = np.minimum(np.count_nonzero(cum_blocks < half[:, None], axis=1), nb - 1)
-        rows = np.arange(m)
-        before = np.where(jb > 0, cum_blocks[rows, np.maximum(jb - 1, 0)], 0.0)
-        inner = np.cumsum(W3[rows, jb], axis=1) + before[:, None]  # m × block
-        k = np.minimum(jb * block + np.count_nonzero(inner < half[:, None], axis=1), n - 1)
-        out[r0:r0 + m] = X[rows, order[rows, k]]
+    out = np.empty(XT.shape[0])
+    with _numba_threads():
+        _weighted_median_kernel(XT, cols, w, out)
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _weighted_select(v: np.ndarray, u: np.ndarray, half: float) -> float:  # pragma: no cover
+    """Smallest value x of ``v`` with Σ_{v_i ≤ x} u_i ≥ half; ``v`` and ``u`` are scratch."""
+    lo, hi, acc = 0, v.shape[0], 0.0
+    while hi - lo > 1:
+        a, b, c = v[lo], v[(lo + hi) // 2], v[hi - 1]
+        p = max(min(a, b), min(max(a, b), c))
+        lt, i, gt = lo, lo, hi
+        wl = we = 0.0
+        while i < gt:  # three-way partition of [lo, hi) around p
+            x = v[i]
+            if x < p:
+                v[i], v[lt] = v[lt], x
+                u[i], u[lt] = u[lt], u[i]
+                wl += u[lt]
+                lt += 1
+                i += 1
+            elif x > p:
+                gt -= 1
+                v[i], v[gt] = v[gt], x
+                u[i], u[gt] = u[gt], u[i]
+            else:
+                we += u[i]
+                i += 1
+        if lt > lo and acc + wl >= half:
+            hi = lt
+        elif acc + wl + we >= half or gt == hi:
+            return p
+        else:
+            acc += wl + we
+            lo = gt
+    return v[lo]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _weighted_median_kernel(XT: np.ndarray, cols: np.ndarray, w: np.ndarray,
+                            out: np.ndarray) -> None:  # pragma: no cover
+    m = cols.shape[0]
+    d = XT.shape[0]
+    half = 0.5 * w.sum()
+    block = 64  # rows per task: scratch is allocated once per block, not per row
+    for b in numba.prange((d + block - 1) // block):
+        v = np.empty(m)
+        u = np.empty(m)
+        for r in range(b * block, min(d, (b + 1) * block)):
+            for i in range(m):
+                v[i] = XT[r, cols[i]]
+                u[i] = w[i]
+            out[r] = _weighted_select(v, u, half)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _sorted_median_kernel(XT: np.ndarray, order: np.ndarray, w: np.ndarray, half: float,
+                          out: np.ndarray) -> None:  # pragma: no cover
+    n = order.shape[1]
+    for r in numba.prange(XT.shape[0]):
+        o = order[r]
+        acc = 0.0
+        k = 0
+        while k < n - 1:
+            acc += w[o[k]]
+            if acc >= half:
+                break
+            k += 1
+        out[r] = XT[r, o[k]]
+
+
+def argsort_rows(XT: np.ndarray, chunk_elems: int = 1 << 22) -> np.ndarray:
+    """Per-row ascending order of ``XT`` (d × n) as int32, sorted in chunks of rows so the
+    int64 temporaries stay small. Computed once per prompt: every later median is a walk."""
+    d, n = XT.shape
+    order = np.empty((d, n), dtype=np.int32)
+    step = max(1, chunk_elems // max(n, 1))
+    for r0 in range(0, d, step):
+        order[r0:r0 + step] = np.argsort(XT[r0:r0 + step], axis=1)
+    return order
+
+
+def weighted_median_sorted(XT: np.ndarray, order: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Row-wise lower weighted median of ``XT`` (d × N) given its row order
+    (:func:`argsort_rows`) and weights ``w`` over all N columns (zero for non-members).
+
+    One walk along each row's sorted order until half the weight is reached: O(N) per row
+    with no data-dependent branches to mispredict, so a centre of any member set costs one
+    light pass once the order is known.
+    """
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    if w.shape != (XT.shape[1],) or order.shape != XT.shape:
+        raise ValueError(f"weighted median: XT {XT.shape}, order {order.shape}, w {w.shape}")
+    total = w.sum()
+    if not total > 0 or (w < 0).any():
+        raise ValueError("weighted median needs at least one sample with positive weight "
+                         "and no negative weights")
+    out = np.empty(XT.shape[0])
+    with _numba_threads():
+        _sorted_median_kernel(XT, order, w, 0.5 * total, out)
+    return out
+
+
+class _numba_threads:
+    """Run numba's parallel loops on as many threads as torch may use (Snakemake's
+    ``threads:`` reaches both through :func:`semmech.logs.job_logging`)."""
+
+    def __enter__(self) -> None:
+        self._old = numba.get_num_threads()
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+
+    def __exit__(self, *exc: Any) -> None:
+        numba.set_num_threads(self._old)
 
 
 def binary_entropy(alpha: float) -> float:
@@ -222,13 +320,15 @@ def validate_views(E: Any, A: Any, sample_weight: Any = None, name: str | None =
     return E, A, P
 
 
-def normalise_mechanistic(A: np.ndarray, P: np.ndarray) -> Normalisation:
+def normalise_mechanistic(A: np.ndarray, P: np.ndarray, H0: np.ndarray | None = None
+                          ) -> Normalisation:
     """H0 = P-weighted coordinate-wise median, s = sqrt(mean_n ||a_n − H0||²) (METHOD §5).
 
     The scale puts D_a on a per-prefix footing, so one β grid serves every prompt. When all
     signatures are identical s would be 0; it is then set to 1 (ã is 0 either way).
+    ``H0`` may be passed when the caller already has that median (the workspace does).
     """
-    H0 = weighted_median(A, P)
+    H0 = weighted_median(A, P) if H0 is None else H0
     dev = A - H0
     s = float(np.sqrt(np.mean(np.einsum("nd,nd->n", dev, dev))))
     if not (s > 0 and np.isfinite(s)):
@@ -319,10 +419,16 @@ class RDWorkspace:
                  normalize_semantic_centres: bool = False, cache_mb: float = 256.0):
         E, A, P = validate_views(E, A, sample_weight, name)
         self.name = name
-        self.norm = normalise_mechanistic(A, P)
+        # ã is a per-coordinate increasing map of a, so one row order serves H0 and every
+        # centre; medians then walk contiguous rows of the transposed layout.
+        AT = np.ascontiguousarray(A.T)
+        self.order = argsort_rows(AT)
+        H0 = weighted_median_sorted(AT, self.order, P / P.sum())
+        del AT
+        self.norm = normalise_mechanistic(A, P, H0=H0)
         self.E = E
         self.At = self.norm.A_tilde
-        self.AtT = np.ascontiguousarray(self.At.T)  # medians sort along contiguous rows
+        self.AtT = np.ascontiguousarray(self.At.T)
         self.P = P
         self.w = P / P.sum()
         self.normalize_semantic_centres = bool(normalize_semantic_centres)
@@ -349,8 +455,12 @@ class RDWorkspace:
             nrm = np.linalg.norm(mu_e)
             if nrm > 0:
                 mu_e = mu_e / nrm
-        XT = self.AtT if idx.size == self.n_samples else np.take(self.AtT, idx, axis=1)
-        mu_a = weighted_median_rows(XT, w)
+        if 64 * idx.size >= self.n_samples:  # walk the shared order
+            w_full = np.zeros(self.n_samples)
+            w_full[idx] = w
+            mu_a = weighted_median_sorted(self.AtT, self.order, w_full)
+        else:  # few members: select among them only
+            mu_a = weighted_median_rows(self.AtT, w, idx)
         c = _Centre(key, mu_e, mu_a, m)
         self._store(self._centres, key, c)
         return c
