@@ -262,3 +262,31 @@ def test_stage_names_prompt_with_nan(tmp_path):
         cluster_prompt_stage("nanny", s, e, a, {"betas": [1.0], "gammas": [0.5]},
                              c["sweep.parquet"], c["labels.parquet"], c["history.parquet"],
                              c["npz"], c["runtime.json"])
+
+
+def test_umap_with_numba_disk_cache_gives_the_same_map_in_a_fresh_process(tmp_path):
+    """The first process compiles UMAP's numba functions and stores them; the second loads
+    them from disk. Both maps must be bit-identical, and the cache must have been written."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, numpy as np\n"
+        "from semmech.numba_cache import load_umap, enable_caching\n"
+        "umap = load_umap()\n"
+        "assert enable_caching() == 0  # every umap/pynndescent dispatcher is already cached\n"
+        "X = np.random.default_rng(0).standard_normal((40, 16))\n"
+        "Y = umap.UMAP(metric='cosine', random_state=0, n_jobs=1, n_neighbors=8).fit_transform(X)\n"
+        "np.save(sys.argv[1], Y)\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    maps = []
+    for i in range(2):
+        out = tmp_path / f"map{i}.npy"
+        proc = subprocess.run([sys.executable, "-c", script, str(out)], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        maps.append(np.load(out))
+        if i == 0:
+            assert any((tmp_path / "cache").rglob("*.nbi")), "no numba cache index was written"
+    np.testing.assert_array_equal(maps[0], maps[1])

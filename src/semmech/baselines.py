@@ -80,7 +80,9 @@ def umap_hdbscan(X: np.ndarray, metric: str, seed: int, umap_cfg: Mapping[str, A
     if n < MIN_DENSITY_SAMPLES or np.all(X == X[0]):
         return np.zeros(n, dtype=np.int64)
     import hdbscan
-    import umap
+    from .numba_cache import load_umap
+
+    umap = load_umap()
 
     up = adapt_umap_params(n, umap_cfg)
     with warnings.catch_warnings():

@@ -360,7 +360,9 @@ def umap_2d(X: np.ndarray, metric: str = "euclidean", seed: int = 0, n_neighbors
         k = min(2, u.shape[1])
         out[:, :k] = u[:, :k] * s[:k]
         return out
-    import umap
+    from .numba_cache import load_umap
+
+    umap = load_umap()
 
     reducer = umap.UMAP(n_components=2, n_neighbors=max(2, min(int(n_neighbors), n - 1)),
                         min_dist=float(min_dist), metric=metric, random_state=int(seed),
