@@ -7,7 +7,7 @@
 #   bash .ci/slurm_check.sh --configfile config/smoke.yaml \
 #        [--fail-configfile tests/data/slurm_fail.yaml [--fail-rule sample]] [--allow-local 'all'] \
 #        [--gpu-rules 'sample attribute steer steer_generate' | --gpu-rules none] \
-#        [--compare-exclude 'logs/**' ...] [--results-dir results] [--reference DIR] \
+#        [--compare-exclude 'logs/**' ...] [--results-dir results] [--reference DIR [--reference-wait S]] \
 #        [--fresh resources ...] [--profile profiles/slurm-ci] [--timeout 240] [--fail-timeout 180] \
 #        [--poll SECONDS] [--serial] [--keep] \
 #        [-- extra snakemake args, passed to every run]
@@ -30,7 +30,10 @@
 #      no job may). A non-empty LIST gives the test node fake GPUs (SEMMECH_SLURM_FAKE_GPUS,
 #      default 2) so such jobs schedule; the config must then request GPUs while computing on CPU.
 #   4. compare <results-dir> byte for byte with a local `snakemake --cores all` run of the same
-#      config (or with --reference DIR, an existing results dir), ignoring --compare-exclude globs.
+#      config (or with --reference DIR, the results dir of such a run), ignoring --compare-exclude
+#      globs. With --reference-wait S, DIR may still be in the making (e.g. by a test suite running
+#      alongside): the comparison waits up to S s for DIR to appear, and gives up at once if
+#      DIR.failed appears instead. DIR must appear complete (written elsewhere, then renamed).
 #      Globs are fnmatch patterns on the path relative to <results-dir>, where `*` also matches
 #      `/`; a pattern also matches below any directory level, so 'logs/**' ignores
 #      results/smoke/logs/... too. Default when none is given: 'logs/**' 'benchmarks/**'.
@@ -53,7 +56,7 @@ usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
 die() { echo "slurm_check: error: $*" >&2; exit 2; }
 log() { echo "slurm_check: $*" >&2; }
 
-CONFIGFILE="" FAIL_CONFIGFILE="" FAIL_RULE="" RESULTS_DIR=results REFERENCE="" ALLOW_LOCAL=all
+CONFIGFILE="" FAIL_CONFIGFILE="" FAIL_RULE="" RESULTS_DIR=results REFERENCE="" REFERENCE_WAIT=0 ALLOW_LOCAL=all
 PROFILE="$REPO_DIR/profiles/slurm-ci" TIMEOUT=240 FAIL_TIMEOUT=180 SERIAL=0 KEEP=0
 EXCLUDES=() EXTRA=() FRESH=() GPU_RULES="" CHECK_GPU=0 POLL=()
 while [[ $# -gt 0 ]]; do
@@ -67,6 +70,7 @@ while [[ $# -gt 0 ]]; do
     --results-dir) RESULTS_DIR=$2; shift 2 ;;
     --fresh) FRESH+=("${2%%/*}"); shift 2 ;;
     --reference) REFERENCE=$2; shift 2 ;;
+    --reference-wait) REFERENCE_WAIT=$2; shift 2 ;;
     --profile) PROFILE=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
     --fail-timeout) FAIL_TIMEOUT=$2; shift 2 ;;
@@ -81,7 +85,9 @@ done
 [[ -n $CONFIGFILE ]] || die "--configfile is required"
 [[ -f $CONFIGFILE ]] || die "configfile '$CONFIGFILE' not found (relative to $(pwd))"
 [[ -z $FAIL_CONFIGFILE || -f $FAIL_CONFIGFILE ]] || die "fail configfile '$FAIL_CONFIGFILE' not found"
-[[ -z $REFERENCE || -d $REFERENCE ]] || die "reference dir '$REFERENCE' not found"
+[[ $REFERENCE_WAIT =~ ^[0-9]+$ ]] || die "--reference-wait takes whole seconds"
+[[ $REFERENCE_WAIT -eq 0 || -n $REFERENCE ]] || die "--reference-wait needs --reference"
+[[ -z $REFERENCE || $REFERENCE_WAIT -gt 0 || -d $REFERENCE ]] || die "reference dir '$REFERENCE' not found"
 [[ -d $PROFILE ]] || die "profile dir '$PROFILE' not found"
 [[ $RESULTS_DIR != /* && $RESULTS_DIR != *..* ]] || die "--results-dir must be relative to the workflow dir"
 [[ ${#EXCLUDES[@]} -gt 0 ]] || EXCLUDES=('logs/**' 'benchmarks/**')
@@ -89,7 +95,7 @@ done
 
 WORKDIR=$(pwd)
 PROFILE=$(cd "$PROFILE" && pwd)
-[[ -n $REFERENCE ]] && REFERENCE=$(cd "$REFERENCE" && pwd)
+[[ -n $REFERENCE && $REFERENCE != /* ]] && REFERENCE=$(pwd)/$REFERENCE
 # Jobs inherit this environment (sbatch --export=ALL), so put the workflow's venv first on PATH.
 if [[ -x $WORKDIR/.venv/bin/snakemake && ${VIRTUAL_ENV:-} != "$WORKDIR/.venv" ]]; then
   export VIRTUAL_ENV=$WORKDIR/.venv PATH=$WORKDIR/.venv/bin:$PATH
@@ -172,6 +178,14 @@ fi
 for p in "${pids[@]}"; do wait "$p" || true; done
 # Finished jobs stay in slurmctld for MinJobAge (300 s), with their state, comment and GPU request.
 scontrol -o show job >"$SCRATCH/jobs.out" 2>&1 || true
+if [[ -n $REFERENCE && ! -d $REFERENCE ]]; then
+  log "waiting up to $REFERENCE_WAIT s for the reference results $REFERENCE"
+  waited=0
+  while [[ ! -d $REFERENCE && ! -e $REFERENCE.failed && $waited -lt $REFERENCE_WAIT ]]; do
+    sleep 2; waited=$((waited + 2))
+  done
+  [[ -d $REFERENCE ]] || { log "FAIL: reference results $REFERENCE never appeared"; exit 1; }
+fi
 
 # --- 3.-5. checks ----------------------------------------------------------------------------------
 status=0
