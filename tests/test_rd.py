@@ -89,6 +89,8 @@ def test_medians_do_not_depend_on_the_thread_count():
         for threads in (1, 2):
             torch.set_num_threads(threads)
             out.append((weighted_median_rows(XT, w), weighted_median_sorted(XT, order, w)))
+            # numba and torch share libgomp: a median must not change torch's thread count
+            assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
     for a, b in zip(*out):

@@ -230,14 +230,20 @@ def weighted_median_sorted(XT: np.ndarray, order: np.ndarray, w: np.ndarray) -> 
 
 class _numba_threads:
     """Run numba's parallel loops on as many threads as torch may use (Snakemake's
-    ``threads:`` reaches both through :func:`semmech.logs.job_logging`)."""
+    ``threads:`` reaches both through :func:`semmech.logs.job_logging`).
+
+    numba's OpenMP layer and torch share one libgomp, so numba.set_num_threads also changes
+    torch's thread count; torch's is restored on exit (else a one-thread job would run torch
+    on every core after its first median)."""
 
     def __enter__(self) -> None:
+        self._torch = torch.get_num_threads()
         self._old = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(max(1, min(self._torch, numba.config.NUMBA_NUM_THREADS)))
 
     def __exit__(self, *exc: Any) -> None:
         numba.set_num_threads(self._old)
+        torch.set_num_threads(self._torch)
 
 
 def binary_entropy(alpha: float) -> float:

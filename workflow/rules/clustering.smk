@@ -9,6 +9,15 @@ from semmech.config import derive_seed
 CLUSTERING_MEM_MB = lambda wc, input: int(
     1500 + 10 * input.size_mb + config["clustering"].get("cache_mb", 256))
 
+# Runtimes (minutes) grow with the sample count: the RD sweep costs about 0.1 s per (beta, gamma)
+# configuration per 500 continuations on one core (benchmarks/rd.json), UMAP and HDBSCAN about
+# N log N; both with a wide margin for slower nodes and larger attribution signatures.
+N_CONT = config["sampling"]["n_continuations"]
+N_RD_CONFIGS = len(config["clustering"]["betas"]) * len(config["clustering"]["gammas"])
+CLUSTER_RUNTIME = 5 + N_RD_CONFIGS * N_CONT // 1000
+BASELINES_RUNTIME = 10 + N_CONT // 25
+EMBED_RUNTIME = 5 + N_CONT // 100
+
 
 rule embed:
     """Contextual embedding of every continuation, pooled over its own tokens."""
@@ -27,8 +36,8 @@ rule embed:
         f"{RESULTS}/benchmarks/embed/{{prompt}}.tsv"
     threads: 1
     resources:
-        mem_mb=2500,
-        runtime=15,
+        mem_mb=2000 + 4 * N_CONT,
+        runtime=EMBED_RUNTIME,
     script:
         "../scripts/embed.py"
 
@@ -56,7 +65,7 @@ rule cluster:
     threads: 1
     resources:
         mem_mb=CLUSTERING_MEM_MB,
-        runtime=30,
+        runtime=CLUSTER_RUNTIME,
     script:
         "../scripts/cluster.py"
 
@@ -86,7 +95,7 @@ rule baselines:
     threads: 1
     resources:
         mem_mb=CLUSTERING_MEM_MB,
-        runtime=30,
+        runtime=BASELINES_RUNTIME,
     script:
         "../scripts/baselines.py"
 
