@@ -61,7 +61,7 @@ class TreeMemory(threading.Thread):
     PSS counts shared pages (torch's libraries, the model file mapped by several jobs) once
     across processes; RSS counts them per process, an upper bound."""
 
-    def __init__(self, pid: int, interval: float = 0.25):
+    def __init__(self, pid: int, interval: float = 1.0):
         super().__init__(daemon=True)
         self.root = psutil.Process(pid)
         self.interval = interval
