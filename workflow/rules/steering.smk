@@ -3,7 +3,7 @@
 # then one aggregate rule writes the method comparison (the paper's Table 2).
 # Needs TRANSCODER_DIR from attribution.smk (include that first).
 
-from semmech.steering import check_steering_configs
+from semmech.steering_settings import check_steering_configs
 
 # A steered (beta, gamma) that the clustering sweep does not produce fails here, at start-up.
 check_steering_configs(config["steering"], config["clustering"])
