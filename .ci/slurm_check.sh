@@ -176,7 +176,7 @@ if [[ -n $FAIL_CONFIGFILE ]]; then
   launch run_sm fail "$FAIL_TIMEOUT" --profile "$PROFILE" "${POLL[@]}" --configfile "$FAIL_CONFIGFILE"
 fi
 for p in "${pids[@]}"; do wait "$p" || true; done
-# Finished jobs stay in slurmctld for MinJobAge (300 s), with their state, comment and GPU request.
+# Finished jobs stay in slurmctld for MinJobAge (slurm_up.sh), with their state, comment and GPU request.
 scontrol -o show job >"$SCRATCH/jobs.out" 2>&1 || true
 if [[ -n $REFERENCE && ! -d $REFERENCE ]]; then
   log "waiting up to $REFERENCE_WAIT s for the reference results $REFERENCE"

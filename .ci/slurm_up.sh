@@ -150,7 +150,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=256
 ReturnToService=2
-# Keep finished jobs visible to 'squeue --states=all' for 5 min: the executor plugin's squeue
+# Keep finished jobs visible to 'squeue --states=all' for an hour: the executor plugin's squeue
 # status query needs MinJobAge >= 3 x slurm-init-seconds-before-status-checks.
 MinJobAge=3600
 # Reject at submission (instead of pending forever) a job that asks for more than the node has.

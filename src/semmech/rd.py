@@ -120,13 +120,17 @@ def weighted_median_rows(XT: np.ndarray, w: np.ndarray, idx: np.ndarray | None =
             else np.ascontiguousarray(idx, dtype=np.int64))
     if cols.shape != w.shape:
         raise ValueError(f"weighted median: {cols.shape[0]} columns but {w.shape[0]} weights")
-    if cols.size == 0 or not w.sum() > 0 or (w < 0).any():
-        raise ValueError("weighted median needs at least one sample with positive weight "
-                         "and no negative weights")
+    _check_median_weights(w)
     out = np.empty(XT.shape[0])
     with _numba_threads():
         _weighted_median_kernel(XT, cols, w, out)
     return out
+
+
+def _check_median_weights(w: np.ndarray) -> None:
+    if w.size == 0 or not w.sum() > 0 or (w < 0).any():
+        raise ValueError("weighted median needs at least one sample with positive weight "
+                         "and no negative weights")
 
 
 @numba.njit(cache=True, nogil=True)
@@ -218,13 +222,10 @@ def weighted_median_sorted(XT: np.ndarray, order: np.ndarray, w: np.ndarray) -> 
     w = np.ascontiguousarray(w, dtype=np.float64)
     if w.shape != (XT.shape[1],) or order.shape != XT.shape:
         raise ValueError(f"weighted median: XT {XT.shape}, order {order.shape}, w {w.shape}")
-    total = w.sum()
-    if not total > 0 or (w < 0).any():
-        raise ValueError("weighted median needs at least one sample with positive weight "
-                         "and no negative weights")
+    _check_median_weights(w)
     out = np.empty(XT.shape[0])
     with _numba_threads():
-        _sorted_median_kernel(XT, order, w, 0.5 * total, out)
+        _sorted_median_kernel(XT, order, w, 0.5 * w.sum(), out)
     return out
 
 

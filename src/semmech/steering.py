@@ -47,7 +47,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -57,7 +56,7 @@ import torch
 from . import io
 from .config import derive_seed
 from .stats import pearson, slope, spearman
-from .steering_settings import (SELECTIONS, SOURCE_SPACES, SteeringInputError, SteeringSettings,
+from .steering_settings import (SELECTIONS, SteeringInputError, SteeringSettings,
                                 check_steering_configs)
 
 log = logging.getLogger("semmech")
