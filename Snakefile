@@ -2,6 +2,7 @@
 # -> baselines -> steering -> figures, tables, report and manifest.
 # This file only wires the rule modules together; the science lives in src/semmech/.
 
+
 configfile: "config/config.yaml"
 
 
@@ -22,6 +23,6 @@ include: "workflow/rules/manifest.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_targets(),
-    default_target: True

@@ -4,7 +4,7 @@
 # exit non-zero (no hang) naming the failing job's log.
 #
 # Usage (from the workflow's root, e.g. the repo root, as root; snakemake on PATH or in ./.venv):
-#   bash .ci/slurm_check.sh --configfile config/smoke.yaml \
+#   bash .ci/slurm_check.sh --configfile .test/config/config.yaml \
 #        [--fail-configfile tests/data/slurm_fail.yaml [--fail-rule sample]] [--allow-local 'all'] \
 #        [--gpu-rules 'sample attribute steer steer_generate' | --gpu-rules none] \
 #        [--compare-exclude 'logs/**' ...] [--results-dir results] [--reference DIR [--reference-wait S]] \

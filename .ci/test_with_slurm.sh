@@ -19,7 +19,7 @@ CI_TMP=$(mktemp -d /tmp/semmech-ci.XXXXXX)
 export SEMMECH_SMOKE_REFERENCE=$CI_TMP/smoke-results
 (
   rc=0
-  timeout -k 20 1500 bash .ci/slurm_check.sh --configfile config/smoke.yaml --gpu-rules none \
+  timeout -k 20 1500 bash .ci/slurm_check.sh --configfile .test/config/config.yaml --gpu-rules none \
     --allow-local "$LOCAL" --fail-configfile tests/data/slurm_fail.yaml --fail-rule sample \
     --reference "$SEMMECH_SMOKE_REFERENCE" --reference-wait 1200 \
     --compare-exclude 'logs/**' --compare-exclude 'benchmarks/**' --timeout 1200 || rc=$?

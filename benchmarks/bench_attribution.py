@@ -35,8 +35,8 @@ N_CONT, MIN_LEN, MAX_LEN = 64, 15, 20
 
 
 def _setup(threads: int, n_prompts: int):
-    from semmech.bases import load_basis
-    from semmech.models import format_prompt, load_model
+    from semmech.model.bases import load_basis
+    from semmech.model.loading import format_prompt, load_model
     from semmech.prompts import read_prompts
 
     warnings.filterwarnings("ignore")
@@ -110,7 +110,7 @@ class _PeakRSS:
 
 def _peak_child(mode: str, threads: int, batch: int, queue) -> None:
     """Peak resident memory of one mode, in its own process (after the model is loaded)."""
-    from semmech.attribution import attribute_batch, select_nodes
+    from semmech.views.attribution import attribute_batch, select_nodes
 
     model, basis, ids = _setup(threads, 1)
     conts = _continuations(0)[:batch]
@@ -125,7 +125,7 @@ def _peak_child(mode: str, threads: int, batch: int, queue) -> None:
 
 
 def main(n_prompts: int = 12, reps: int = 8, threads: int = 2, batch: int = 8) -> dict:
-    from semmech.attribution import attribute, attribute_batch, select_nodes
+    from semmech.views.attribution import attribute, attribute_batch, select_nodes
 
     import os
 

@@ -2,7 +2,7 @@
 
 Usage:  python benchmarks/bench_rd.py [--out benchmarks/rd.json] [--threads 1 2] [--quick]
 
-Measured on signature-like synthetic views (``semmech.rd.make_signature_like_data``: unit-norm
+Measured on signature-like synthetic views (``semmech.cluster.synthetic.make_signature_like_data``: unit-norm
 semantic vectors, low-rank heavy-tailed signatures, four modes) at d_e = 384, d_a = 5,000:
 
 - ``sweep``: the 20-configuration grid of METHOD §5 through ``rd_sweep`` (what the workflow
@@ -35,8 +35,11 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from semmech import io
-from semmech.rd import (RateDistortionClustering, RDWorkspace, _l1_dist, argsort_rows,
-                        make_signature_like_data, rd_sweep, weighted_median_sorted)
+from semmech.cluster.estimator import RateDistortionClustering, RDWorkspace
+from semmech.cluster.medians import argsort_rows, weighted_median_sorted
+from semmech.cluster.objective import l1_distances
+from semmech.cluster.sweep import rd_sweep
+from semmech.cluster.synthetic import make_signature_like_data
 
 BETAS = [0.5, 0.75, 1.0, 1.25]
 GAMMAS = [0.1, 0.3, 0.5, 0.7, 0.9]
@@ -97,7 +100,7 @@ def _primitives(d: dict, threads: int) -> dict:
         med = weighted_median_sorted(ws.AtT, ws.order, ws.w)
         t_med = time.process_time() - c0
         c0 = time.process_time()
-        _l1_dist(ws.At, np.stack([med] * 4))
+        l1_distances(ws.At, np.stack([med] * 4))
         t_l1 = time.process_time() - c0
     return {"n": n, "row_order_once_per_prompt_cpu_s": t_order, "median_cpu_s": t_med, "median_ns_per_Nd": 1e9 * t_med / (n * da),
             "l1_4_centres_cpu_s": t_l1, "l1_ns_per_Nd": 1e9 * t_l1 / (n * da)}

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import torch
 
-from semmech.models import format_prompt, load_model
-from semmech.sampling import (SamplingSettings, generate_batch, generation_inputs, sample_continuations,
-                              stop_token_mask)
+from semmech.model.loading import format_prompt, load_model
+from semmech.views.sampling import SamplingSettings, generate_batch, generation_inputs, sample_continuations, stop_token_mask
 
 OUT = Path(__file__).with_name("sampling.json")
 
@@ -38,7 +37,7 @@ def main(reps: int = 5) -> dict:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
     model = load_model("default", device="cpu", dtype="float32")
-    settings = SamplingSettings(n_continuations=64, max_new_tokens=20, batch_size=32)
+    settings = SamplingSettings.from_config(dict(n_continuations=64, max_new_tokens=20, batch_size=32))
     _, prompt_ids = format_prompt(model.tokenizer, "Who won the World Cup?", True)
     mask = stop_token_mask(model.tokenizer, settings.stop_chars)
     times = {"nnsight": [], "plain": []}

@@ -41,6 +41,12 @@ import yaml
 
 from semmech import io
 from semmech.config import derive_seed, validate_config
+from semmech.prompts import read_prompts
+from semmech.stages.attribution import run_attribute
+from semmech.stages.clustering import run_baselines, run_cluster
+from semmech.stages.embedding import run_embed
+from semmech.stages.sampling import run_sample
+from semmech.stages.steering import run_steer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,45 +65,48 @@ def _paths(run: Path, p: str) -> dict[str, str]:
 
 def build_inputs(run: Path, prompts: list[str], cfg: dict) -> None:
     """The upstream stages of the workflow, called directly (what the rules would run)."""
-    from semmech.attribution import attribute_prompt
-    from semmech.baselines import baselines_stage
-    from semmech.embedding import embed_prompt_stage
-    from semmech.prompts import read_prompts
-    from semmech.rd import cluster_prompt_stage
-    from semmech.stages import sample_prompt
-
     texts = {p.id: p.text for p in read_prompts(REPO / cfg["prompts"])}
     for p in prompts:
         f = _paths(run, p)
         if not Path(f["samples"]).exists():
-            sample_prompt(p, texts[p], cfg["model"], cfg["sampling"],
-                          derive_seed(cfg["seed"], p, "sample"), f["samples"], f["prompt"])
+            run_sample(prompt_id=p, text=texts[p], model_cfg=cfg["model"],
+                       sampling_cfg=cfg["sampling"], seed=derive_seed(cfg["seed"], p, "sample"),
+                       out_table=f["samples"], out_prompt=f["prompt"])
         if not Path(f["signatures"]).exists():
-            attribute_prompt(p, f["samples"], f["prompt"], cfg["model"], cfg["attribution"],
-                             f["signatures"], f["nodes"], f["completeness"])
+            run_attribute(prompt_id=p, samples=f["samples"], prompt=f["prompt"],
+                          model_cfg=cfg["model"], attribution_cfg=cfg["attribution"],
+                          transcoder_dir=None, out_signatures=f["signatures"],
+                          out_nodes=f["nodes"], out_completeness=f["completeness"])
         if not Path(f["embeddings"]).exists():
-            embed_prompt_stage(p, f["samples"], f["prompt"], cfg["embedding"], f["embeddings"])
+            run_embed(prompt_id=p, samples=f["samples"], prompt=f["prompt"],
+                      embedding_cfg=cfg["embedding"], out_npz=f["embeddings"])
         if not Path(f["clusters"]).exists():
-            cluster_prompt_stage(p, f["samples"], f["embeddings"], f["signatures"], cfg["clustering"],
-                                 f["sweep"], f["labels"], f["history"], f["clusters"], f["runtime"])
+            run_cluster(prompt_id=p, samples=f["samples"], embeddings=f["embeddings"],
+                        signatures=f["signatures"], clustering_cfg=cfg["clustering"],
+                        out_sweep=f["sweep"], out_labels=f["labels"], out_history=f["history"],
+                        out_npz=f["clusters"], out_runtime=f["runtime"])
         if not Path(f["baseline_labels"]).exists():
-            baselines_stage(p, f["samples"], f["embeddings"], f["signatures"], f["sweep"], f["labels"],
-                            f["clusters"], cfg["baselines"], derive_seed(cfg["seed"], p, "baselines"),
-                            f["baselines"], f["baseline_labels"], f["silhouette"])
+            run_baselines(prompt_id=p, samples=f["samples"], embeddings=f["embeddings"],
+                          signatures=f["signatures"], sweep=f["sweep"], labels=f["labels"],
+                          clusters=f["clusters"], baselines_cfg=cfg["baselines"],
+                          seed=derive_seed(cfg["seed"], p, "baselines"), out_table=f["baselines"],
+                          out_labels=f["baseline_labels"], out_silhouette=f["silhouette"])
 
 
 def time_stage(run: Path, p: str, cfg: dict, steering: dict, out_dir: Path) -> dict:
-    from semmech.steering import steer_prompt_stage
-
     f = _paths(run, p)
     out = {k: str(out_dir / f"{p}.{k}.{ext}") for k, ext in
            (("curves", "parquet"), ("metrics", "parquet"), ("generations", "parquet"), ("stats", "json"))}
     load0 = os.getloadavg()[0]
     t0, c0 = time.perf_counter(), time.process_time()
-    steer_prompt_stage(p, f["samples"], f["prompt"], f["signatures"], f["nodes"], f["embeddings"],
-                       f["clusters"], f["baseline_labels"], cfg["model"], cfg["attribution"], steering,
-                       cfg["sampling"], derive_seed(cfg["seed"], p, "steer"), out["curves"],
-                       out["metrics"], out["generations"], out["stats"])
+    run_steer(prompt_id=p, samples=f["samples"], prompt=f["prompt"], signatures=f["signatures"],
+              nodes=f["nodes"], embeddings=f["embeddings"], clusters=f["clusters"],
+              baseline_labels=f["baseline_labels"], model_cfg=cfg["model"],
+              attribution_cfg=cfg["attribution"], steering_cfg=steering,
+              sampling_cfg=cfg["sampling"], transcoder_dir=None,
+              seed=derive_seed(cfg["seed"], p, "steer"), out_curves=out["curves"],
+              out_metrics=out["metrics"], out_generations=out["generations"],
+              out_stats=out["stats"])
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     stats = io.read_json(out["stats"])
     samples = pd.read_parquet(f["samples"])

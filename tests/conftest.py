@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/tiny_models.py
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
-def write_config(path: Path, base: str | Path = REPO / "config" / "smoke.yaml", **overrides) -> Path:
+def write_config(path: Path, base: str | Path = REPO / ".test" / "config" / "config.yaml", **overrides) -> Path:
     """A config file based on ``base`` with top-level or dotted-key overrides."""
     cfg = yaml.safe_load(Path(base).read_text())
     for key, value in overrides.items():
@@ -47,7 +47,8 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path:
     """The prepared offline default model (prepared once if the workflow has not done it yet)."""
-    from semmech.models import DEFAULT_MODEL_DIR, default_gguf_file, prepare_gguf_model
+    from semmech.model.loading import prepare_gguf_model
+    from semmech.model.source import DEFAULT_MODEL_DIR, default_gguf_file
 
     out = REPO / DEFAULT_MODEL_DIR
     if not (out / "config.json").is_file():
@@ -57,7 +58,7 @@ def default_model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def default_model(default_model_dir):
-    from semmech.models import load_model
+    from semmech.model.loading import load_model
 
     return load_model("default", device="cpu", dtype="float32", resources_dir=REPO)
 
@@ -66,15 +67,17 @@ def default_model(default_model_dir):
 def smoke_run(tmp_path_factory, default_model_dir):
     """One full smoke reproduction (every stage, real default model), shared by all tests.
 
-    It runs config/smoke.yaml exactly as a user would (config/ linked into the scratch dir), so
+    It runs .test/config/config.yaml exactly as a user would (config/ and .test/ linked into the
+    scratch dir), so
     its results are the reference that CI's SLURM check compares with: when
     SEMMECH_SMOKE_REFERENCE names a path, the results dir is copied there before any test can
     touch it (complete or not at all: copied aside, then renamed; DIR.failed on failure).
     """
     wd = tmp_path_factory.mktemp("smoke")
     (wd / "config").symlink_to(REPO / "config")
-    cfg = wd / "config" / "smoke.yaml"
-    proc = run_snakemake(wd, "--cores", "all", "--configfile", "config/smoke.yaml")
+    (wd / ".test").symlink_to(REPO / ".test")
+    cfg = wd / ".test" / "config" / "config.yaml"
+    proc = run_snakemake(wd, "--cores", "all", "--configfile", ".test/config/config.yaml")
     dest = os.environ.get("SEMMECH_SMOKE_REFERENCE")
     if dest and proc.returncode != 0:
         Path(dest + ".failed").write_text(proc.stderr[-4000:])

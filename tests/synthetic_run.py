@@ -7,13 +7,20 @@ tables, browser and paper are tested on files in the real formats.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from semmech import io
+from semmech.cluster.grid import config_index
+from semmech.cluster.synthetic import make_two_view_data
+from semmech.config import section_defaults
+from semmech.report.tables import steering_comparison
+from semmech.stages.clustering import run_aggregate_clustering, run_baselines, run_cluster
+from semmech.stages.report import write_steering_comparison
 
 # The second prompt's text carries LaTeX and HTML specials and non-Latin text on purpose.
 PROMPTS = [("mercury", "What is Mercury?"),
@@ -102,10 +109,6 @@ def _steering(prompt_id: str, K: int, rng: np.random.Generator):
 def make_synthetic_run(run_dir: str | Path, prompts: Sequence[tuple[str, str]] = PROMPTS,
                        n_per_mode: int = 8, seed: int = 0) -> Path:
     """Write a complete synthetic results/<run>/ (minus figures, summaries and the manifest)."""
-    from semmech.baselines import aggregate_clustering_stage, baselines_stage
-    from semmech.rd import cluster_prompt_stage, make_two_view_data
-    from semmech.tables import steering_comparison, write_steering_comparison
-
     run = Path(run_dir)
     nodes = _nodes()
     all_metrics = []
@@ -120,8 +123,6 @@ def make_synthetic_run(run_dir: str | Path, prompts: Sequence[tuple[str, str]] =
                        "chat_template": False}, run / f"samples/{pid}.prompt.json")
         E = data["E"][order].astype(np.float32)
         A = data["A"][order].astype(np.float32)
-        import torch
-
         io.write_safetensors({"signatures": torch.from_numpy(np.ascontiguousarray(A))},
                              run / f"attribution/{pid}.safetensors",
                              metadata={"basis": "mlp_neurons", "model": "synthetic"})
@@ -131,31 +132,35 @@ def make_synthetic_run(run_dir: str | Path, prompts: Sequence[tuple[str, str]] =
         io.write_npz(run / f"embeddings/{pid}.npz", embeddings=E,
                      sample_idx=np.arange(E.shape[0], dtype=np.int64))
         c = run / "clusters"
-        cluster_prompt_stage(pid, run / f"samples/{pid}.parquet", run / f"embeddings/{pid}.npz",
-                             run / f"attribution/{pid}.safetensors",
-                             {"betas": BETAS, "gammas": GAMMAS}, c / f"{pid}.sweep.parquet",
-                             c / f"{pid}.labels.parquet", c / f"{pid}.history.parquet",
-                             c / f"{pid}.npz", c / f"{pid}.runtime.json")
+        views = dict(samples=run / f"samples/{pid}.parquet",
+                     embeddings=run / f"embeddings/{pid}.npz",
+                     signatures=run / f"attribution/{pid}.safetensors")
+        run_cluster(prompt_id=pid, **views,
+                    clustering_cfg=section_defaults("clustering",
+                                                    {"betas": BETAS, "gammas": GAMMAS}),
+                    out_sweep=c / f"{pid}.sweep.parquet", out_labels=c / f"{pid}.labels.parquet",
+                    out_history=c / f"{pid}.history.parquet", out_npz=c / f"{pid}.npz",
+                    out_runtime=c / f"{pid}.runtime.json")
         b = run / "baselines"
-        baselines_stage(pid, run / f"samples/{pid}.parquet", run / f"embeddings/{pid}.npz",
-                        run / f"attribution/{pid}.safetensors", c / f"{pid}.sweep.parquet",
-                        c / f"{pid}.labels.parquet", c / f"{pid}.npz",
-                        {"silhouette_k": [2, 3, 4, 5]}, seed + k, b / f"{pid}.parquet",
-                        b / f"{pid}.labels.parquet", b / f"{pid}.silhouette.parquet")
+        run_baselines(prompt_id=pid, **views, sweep=c / f"{pid}.sweep.parquet",
+                      labels=c / f"{pid}.labels.parquet", clusters=c / f"{pid}.npz",
+                      baselines_cfg=section_defaults("baselines", {"silhouette_k": [2, 3, 4, 5]}),
+                      seed=seed + k, out_table=b / f"{pid}.parquet",
+                      out_labels=b / f"{pid}.labels.parquet",
+                      out_silhouette=b / f"{pid}.silhouette.parquet")
         sweep = io.read_parquet(c / f"{pid}.sweep.parquet")
-        K = int(sweep[np.isclose(sweep["beta"], STEER_CONFIG[0])
-                      & np.isclose(sweep["gamma"], STEER_CONFIG[1])]["K"].iloc[0])
+        K = int(sweep["K"].iloc[config_index(sweep["beta"], sweep["gamma"], *STEER_CONFIG)])
         curves, metrics, gens = _steering(pid, max(K, 1), rng)
         io.write_parquet(curves, run / f"steering/{pid}.curves.parquet")
         io.write_parquet(metrics, run / f"steering/{pid}.metrics.parquet")
         io.write_parquet(gens, run / f"steering/{pid}.generations.parquet")
         all_metrics.append(metrics)
     ids = [p for p, _ in prompts]
-    aggregate_clustering_stage([run / f"baselines/{p}.parquet" for p in ids],
-                               [run / f"baselines/{p}.silhouette.parquet" for p in ids],
-                               run / "tables/clustering_comparison.csv",
-                               run / "tables/clustering_comparison.tex",
-                               run / "tables/cross_view_silhouette.csv")
+    run_aggregate_clustering(tables=[run / f"baselines/{p}.parquet" for p in ids],
+                             silhouettes=[run / f"baselines/{p}.silhouette.parquet" for p in ids],
+                             out_csv=run / "tables/clustering_comparison.csv",
+                             out_tex=run / "tables/clustering_comparison.tex",
+                             out_silhouette=run / "tables/cross_view_silhouette.csv")
     table = steering_comparison(pd.concat(all_metrics, ignore_index=True), n_boot=200, seed=seed)
     write_steering_comparison(table, run / "tables/steering_comparison.csv",
                               run / "tables/steering_comparison.tex")

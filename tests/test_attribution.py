@@ -12,9 +12,14 @@ import pytest
 import torch
 
 from semmech import io
-from semmech.attribution import (COMPLETENESS_TOLERANCE, NODE_COLUMNS, SampleMismatchError,
-                                 attribute, attribute_prompt, select_nodes)
-from semmech.bases import ModelLayout, load_basis, steer_nodes, write_transcoder_file
+from semmech.config import section_defaults
+from semmech.stages.attribution import run_attribute
+from semmech.io import SampleMismatchError
+from semmech.views.attribution import COMPLETENESS_TOLERANCE, NODE_COLUMNS, attribute, select_nodes
+from semmech.model.bases import load_basis
+from semmech.model.layout import ModelLayout
+from semmech.model.transcoders import write_transcoder_file
+from semmech.steer.intervention import steer_nodes
 from test_bases import random_transcoder
 from tiny_models import TINY_MODELS, tiny_llama
 
@@ -305,11 +310,11 @@ def test_selection_keeps_largest_activations(models):
 
 
 def test_attribution_runs_in_float32_unless_told_otherwise():
-    from semmech.attribution import attribution_model_config
+    from semmech.stages.attribution import attribution_model_config
 
     cfg = {"name": "default", "device": "cuda", "dtype": "bfloat16"}
-    assert attribution_model_config(cfg, {})["dtype"] == "float32"
-    assert attribution_model_config(cfg, {"dtype": "model"})["dtype"] == "bfloat16"
+    assert attribution_model_config(cfg, section_defaults("attribution", {}))["dtype"] == "float32"
+    assert attribution_model_config(cfg, section_defaults("attribution", {"dtype": "model"}))["dtype"] == "bfloat16"
     assert cfg["dtype"] == "bfloat16"  # the model config itself is left alone
 
 
@@ -341,7 +346,7 @@ def tiny_dir(tmp_path_factory):
 def _write_samples(tmp_path, model_dir, conts, prompt_ids=None, model_name=None):
     from transformers import AutoTokenizer
 
-    from semmech.models import format_prompt
+    from semmech.model.loading import format_prompt
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model_input, ids = format_prompt(tok, PROMPT, True)
@@ -359,10 +364,13 @@ def _run_stage(tmp_path, model_dir, attribution=None, transcoder_dir=None):
     cfg = {"name": str(model_dir), "device": "cpu", "dtype": "float32", "chat_template": True,
            "allow_download": False}
     out = tmp_path / "out"
-    return attribute_prompt("p", tmp_path / "p.parquet", tmp_path / "p.prompt.json", cfg,
-                            attribution or {"basis": "mlp_neurons", "max_feature_nodes": 30, "batch_size": 4},
-                            out / "p.safetensors", out / "p.nodes.parquet", out / "p.completeness.json",
-                            transcoder_dir=transcoder_dir)
+    attribution = section_defaults(
+        "attribution", attribution or {"basis": "mlp_neurons", "max_feature_nodes": 30, "batch_size": 4})
+    return run_attribute(prompt_id="p", samples=tmp_path / "p.parquet",
+                         prompt=tmp_path / "p.prompt.json", model_cfg=cfg, attribution_cfg=attribution,
+                         transcoder_dir=transcoder_dir, out_signatures=out / "p.safetensors",
+                         out_nodes=out / "p.nodes.parquet",
+                         out_completeness=out / "p.completeness.json")
 
 
 def test_stage_writes_the_contract_files(tmp_path, tiny_dir):
@@ -371,7 +379,7 @@ def test_stage_writes_the_contract_files(tmp_path, tiny_dir):
     _run_stage(tmp_path, tiny_dir)
     tensors, meta = io.read_safetensors(tmp_path / "out" / "p.safetensors", required=["signatures"])
     sig = tensors["signatures"]
-    assert sig.dtype == torch.float32 and sig.shape[0] == len(conts)
+    assert sig.dtype == np.float32 and sig.shape[0] == len(conts)
     assert meta["basis"] == "mlp_neurons" and meta["model"] == str(tiny_dir)
     nodes = io.read_parquet(tmp_path / "out" / "p.nodes.parquet", required=NODE_COLUMNS)
     assert len(nodes) == sig.shape[1]
@@ -383,13 +391,13 @@ def test_stage_writes_the_contract_files(tmp_path, tiny_dir):
     assert [r["sample_idx"] for r in diag["continuations"]] == list(range(len(conts)))
     assert {"target", "prefix_kept", "continuation", "constant", "bias", "prefix_dropped",
             "rel_error", "prefix_share"} <= set(diag["continuations"][0])
-    first = sig.clone()
-    _run_stage(tmp_path, tiny_dir)  # deterministic
-    assert torch.equal(io.read_safetensors(tmp_path / "out" / "p.safetensors")[0]["signatures"], first)
+    first = (tmp_path / "out" / "p.safetensors").read_bytes()
+    _run_stage(tmp_path, tiny_dir)  # deterministic, to the byte
+    assert (tmp_path / "out" / "p.safetensors").read_bytes() == first
 
 
 def test_stage_with_a_transcoder(tmp_path, tiny_dir):
-    from semmech.models import load_model
+    from semmech.model.loading import load_model
 
     conts = continuations(8, lengths=(2, 5, 3))
     _write_samples(tmp_path, tiny_dir, conts)
@@ -418,7 +426,8 @@ def test_stage_rejects_samples_from_another_tokenizer(tmp_path, tiny_dir):
     with pytest.raises(SampleMismatchError, match="vocabulary"):
         _run_stage(tmp_path, tiny_dir)
     _write_samples(tmp_path, tiny_dir, conts)
-    with pytest.raises(ValueError, match="max_feature_nodes must be at least 1"):
+    # The schema (the one place of config constraints) refuses it, naming the key and bound.
+    with pytest.raises(ValueError, match="attribution.max_feature_nodes: 0 is less than the minimum of 1"):
         _run_stage(tmp_path, tiny_dir, {"basis": "mlp_neurons", "max_feature_nodes": 0})
     with pytest.raises(ValueError, match="transcoder_dir"):
         _run_stage(tmp_path, tiny_dir, {"basis": "transcoder", "max_feature_nodes": 5})
@@ -434,10 +443,10 @@ REAL_PROMPTS = {"mercury": "What is Mercury?", "java": "What is Java known for?"
 
 @pytest.fixture(scope="module")
 def real_samples(default_model):
-    from semmech.models import format_prompt
-    from semmech.sampling import SamplingSettings, sample_continuations
+    from semmech.model.loading import format_prompt
+    from semmech.views.sampling import SamplingSettings, sample_continuations
 
-    settings = SamplingSettings(n_continuations=10, max_new_tokens=10, batch_size=10, patience=1)
+    settings = SamplingSettings.from_config(dict(n_continuations=10, max_new_tokens=10, batch_size=10, patience=1))
     out = {}
     for k, (pid, text) in enumerate(REAL_PROMPTS.items()):
         _, ids = format_prompt(default_model.tokenizer, text, True)

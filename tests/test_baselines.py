@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -10,16 +13,37 @@ import pytest
 import torch
 
 from semmech import io
-from semmech.baselines import (adapt_hdbscan_params, adapt_umap_params, aggregate_clustering_stage,
-                               baselines_stage, comparison_table, kmeans_labels, run_baselines,
-                               umap_hdbscan)
-from semmech.metrics import (ari, cross_view_silhouette, d_gamma, partition_entropy, rate_match,
-                             silhouette, win_rate)
-from semmech.rd import RDWorkspace, cluster_prompt_stage, make_two_view_data, rd_sweep
+from semmech.cluster.baselines import (
+    COMPARISON_ROWS,
+    adapt_hdbscan_params,
+    adapt_umap_params,
+    comparison_table,
+    kmeans_labels,
+    run_baselines,
+    umap_hdbscan,
+)
+from semmech.cluster.estimator import RDWorkspace
+from semmech.cluster.metrics import (
+    ari,
+    cross_view_silhouette,
+    d_gamma,
+    partition_entropy,
+    rate_match,
+    silhouette,
+    win_rate,
+)
+from semmech.cluster.sweep import rd_sweep
+from semmech.cluster.synthetic import make_two_view_data
+from semmech.config import section_defaults
+from semmech.report.tables import clustering_comparison_latex
+from semmech.stages import clustering as stage
 
 PLANTED = dict(n_per_mode=30, d_e=16, d_a=32, sem_sep=2.0, mech_sep=0.6, noise_a=0.3,
                mech_support=8, weights="lognormal")
 BETA = 4.0
+BASELINES = section_defaults("baselines")  # the schema's defaults, as a validated config has them
+UMAP, HDBSCAN = BASELINES["umap"], BASELINES["hdbscan"]
+ONE_CONFIG = section_defaults("clustering", {"betas": [1.0], "gammas": [0.5]})
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +98,7 @@ def test_silhouette_undefined_cases_are_nan():
 
 @pytest.mark.parametrize("n", [2, 3, 5, 8, 64, 1000])
 def test_umap_and_hdbscan_params_adapt_to_n(n):
-    up = adapt_umap_params(n, {"n_neighbors": 15, "n_components": 5})
+    up = adapt_umap_params(n, {"n_neighbors": 15, "n_components": 5, "min_dist": 0.0})
     assert 2 <= up["n_neighbors"] <= max(2, n - 1)
     assert 1 <= up["n_components"] <= max(1, n - 2)
     hp = adapt_hdbscan_params(n, {"min_cluster_size": 5, "min_samples": None})
@@ -87,22 +111,24 @@ def test_umap_and_hdbscan_params_adapt_to_n(n):
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
 def test_density_baseline_survives_tiny_n(n):
     rng = np.random.default_rng(n)
-    lab = umap_hdbscan(rng.standard_normal((n, 6)), "manhattan", seed=0)
+    lab = umap_hdbscan(rng.standard_normal((n, 6)), "manhattan", seed=0, umap_cfg=UMAP,
+                       hdbscan_cfg=HDBSCAN)
     assert lab.shape == (n,) and lab.dtype == np.int64
 
 
 def test_density_baseline_identical_points():
-    assert umap_hdbscan(np.ones((20, 3)), "euclidean", seed=0).tolist() == [0] * 20
+    assert umap_hdbscan(np.ones((20, 3)), "euclidean", seed=0, umap_cfg=UMAP,
+                        hdbscan_cfg=HDBSCAN).tolist() == [0] * 20
 
 
 def test_hdbscan_finds_only_its_own_view(planted):
-    sem = umap_hdbscan(planted["E"], "euclidean", seed=0)
-    mech = umap_hdbscan(planted["At"], "manhattan", seed=0)
+    sem = umap_hdbscan(planted["E"], "euclidean", 0, UMAP, HDBSCAN)
+    mech = umap_hdbscan(planted["At"], "manhattan", 0, UMAP, HDBSCAN)
     assert ari(planted["sem"], sem) >= 0.9
     assert ari(planted["mech"], mech) >= 0.9
     # neither single view sees the four joint modes
     assert ari(planted["mode"], sem) < 0.7 and ari(planted["mode"], mech) < 0.7
-    np.testing.assert_array_equal(sem, umap_hdbscan(planted["E"], "euclidean", seed=0))
+    np.testing.assert_array_equal(sem, umap_hdbscan(planted["E"], "euclidean", 0, UMAP, HDBSCAN))
 
 
 # ---- K-means, rate matching, silhouettes ------------------------------------------------
@@ -122,7 +148,8 @@ def compared(planted):
     rd_labels = {(b, g): grp.sort_values("sample_idx")["label"].to_numpy()
                  for (b, g), grp in sweep.labels.groupby(["beta", "gamma"])}
     res = run_baselines(E, planted["At"], P, sweep.table, rd_labels, seed=0, prompt_id="q",
-                        cfg={"kmeans": {"n_init": 4, "k_max": 6}, "silhouette_k": [2, 3, 4, 5]})
+                        cfg=section_defaults("baselines", {"kmeans": {"n_init": 4, "k_max": 6},
+                                                           "silhouette_k": [2, 3, 4, 5]}))
     return sweep, res
 
 
@@ -181,6 +208,36 @@ def test_comparison_table_shape(compared):
     assert t.loc[0, "rd_win"] + t.loc[0, "rd_tie"] > 0
 
 
+def _table1_latex_before_the_move(table: pd.DataFrame) -> str:
+    """Table 1's LaTeX exactly as the clustering stage wrote it before it went through
+    latex_tabular (the reference for the bytes of tables/clustering_comparison.tex)."""
+    lines = [r"\begin{tabular}{lrrrrrr}", r"\toprule",
+             r"Method & $\bar K$ & $H$ & $D_e$ & $D_a$ & $D_\gamma$ & RD lower \\", r"\midrule"]
+    for r in table.itertuples(index=False):
+        win = f"{100 * r.rd_win:.0f}\\%" if np.isfinite(r.rd_win) else "--"
+        lines.append(f"{r.method} & {r.K:.2f} & {r.H:.3f} & {r.D_e:.3f} & {r.D_a:.3f} & "
+                     f"{r.D_gamma:.3f} & {win} \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}", ""]
+    return "\n".join(lines)
+
+
+def test_table1_latex_bytes_are_unchanged(compared):
+    _, res = compared
+    table = comparison_table(res.comparison)
+    assert clustering_comparison_latex(table) == _table1_latex_before_the_move(table)
+    # every row label, a rate that rounds to zero from below, an undefined win rate, K = 1
+    edge = pd.DataFrame({"method": [label for _, _, label in COMPARISON_ROWS],
+                         "n_settings": 3, "K": [1.0, 2.5, 1.0, 3.0, 4.0, 1.0, 12.345],
+                         "H": [-1e-17, 0.6931, 0.0, 1.0986, 1.3863, -2e-16, 2.0],
+                         "D_e": [0.12345, 0.5, 1e-9, 0.25, 0.0, 0.9999, 1.0005],
+                         "D_a": [3.14159, 2.0, 0.1, 0.0005, 0.0015, 7.0, 0.001],
+                         "D_gamma": [1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625],
+                         "rd_win": [0.25, 1.0, 0.0, np.nan, 0.125, 0.995, 0.005],
+                         "rd_tie": 0.0})
+    assert clustering_comparison_latex(edge) == _table1_latex_before_the_move(edge)
+    assert "-0.000" in clustering_comparison_latex(edge)
+
+
 # ---- stages on files ----------------------------------------------------------------------
 
 
@@ -204,24 +261,36 @@ def _stage_paths(root, pid):
     return s, e, a, c, b
 
 
+def _cluster(pid, s, e, a, cfg, c):
+    return stage.run_cluster(prompt_id=pid, samples=s, embeddings=e, signatures=a,
+                             clustering_cfg=cfg, out_sweep=c["sweep.parquet"],
+                             out_labels=c["labels.parquet"], out_history=c["history.parquet"],
+                             out_npz=c["npz"], out_runtime=c["runtime.json"])
+
+
+def _baselines(pid, s, e, a, cfg, seed, c, b):
+    stage.run_baselines(prompt_id=pid, samples=s, embeddings=e, signatures=a,
+                        sweep=c["sweep.parquet"], labels=c["labels.parquet"], clusters=c["npz"],
+                        baselines_cfg=cfg, seed=seed, out_table=b["parquet"],
+                        out_labels=b["labels.parquet"], out_silhouette=b["silhouette.parquet"])
+
+
 def test_stages_end_to_end(tmp_path):
-    cfg_c = {"betas": [1.0, BETA], "gammas": [0.5], "max_rounds": 50, "tol": 1e-3}
-    cfg_b = {"kmeans": {"n_init": 3, "k_max": 5}, "silhouette_k": [2, 3]}
+    cfg_c = section_defaults("clustering", {"betas": [1.0, BETA], "gammas": [0.5],
+                                            "max_rounds": 50, "tol": 1e-3})
+    cfg_b = section_defaults("baselines", {"kmeans": {"n_init": 3, "k_max": 5},
+                                           "silhouette_k": [2, 3]})
     outs = []
     for pid, seed in (("p1", 1), ("p2", 2)):
         d = make_two_view_data(n_per_mode=8, d_e=8, d_a=12, sem_sep=2.0, mech_sep=0.6,
                                noise_a=0.3, mech_support=6, weights="lognormal", seed=seed)
         _write_inputs(tmp_path, pid, d)
         s, e, a, c, b = _stage_paths(tmp_path, pid)
-        cluster_prompt_stage(pid, s, e, a, cfg_c, c["sweep.parquet"], c["labels.parquet"],
-                             c["history.parquet"], c["npz"], c["runtime.json"])
-        baselines_stage(pid, s, e, a, c["sweep.parquet"], c["labels.parquet"], c["npz"], cfg_b,
-                        seed, b["parquet"], b["labels.parquet"], b["silhouette.parquet"])
+        _cluster(pid, s, e, a, cfg_c, c)
+        _baselines(pid, s, e, a, cfg_b, seed, c, b)
         first = {k: p.read_bytes() for k, p in {**c, **b}.items() if k != "runtime.json"}
-        cluster_prompt_stage(pid, s, e, a, cfg_c, c["sweep.parquet"], c["labels.parquet"],
-                             c["history.parquet"], c["npz"], c["runtime.json"])
-        baselines_stage(pid, s, e, a, c["sweep.parquet"], c["labels.parquet"], c["npz"], cfg_b,
-                        seed, b["parquet"], b["labels.parquet"], b["silhouette.parquet"])
+        _cluster(pid, s, e, a, cfg_c, c)
+        _baselines(pid, s, e, a, cfg_b, seed, c, b)
         for k, p in {**c, **b}.items():  # deterministic bytes (runtimes live apart)
             if k != "runtime.json":
                 assert p.read_bytes() == first[k], k
@@ -230,10 +299,11 @@ def test_stages_end_to_end(tmp_path):
         assert io.read_parquet(c["sweep.parquet"])["prompt_id"].unique().tolist() == [pid]
         outs.append(b)
     tables = tmp_path / "tables"
-    aggregate_clustering_stage([o["parquet"] for o in outs], [o["silhouette.parquet"] for o in outs],
-                               tables / "clustering_comparison.csv",
-                               tables / "clustering_comparison.tex",
-                               tables / "cross_view_silhouette.csv")
+    stage.run_aggregate_clustering(tables=[o["parquet"] for o in outs],
+                                   silhouettes=[o["silhouette.parquet"] for o in outs],
+                                   out_csv=tables / "clustering_comparison.csv",
+                                   out_tex=tables / "clustering_comparison.tex",
+                                   out_silhouette=tables / "cross_view_silhouette.csv")
     t = pd.read_csv(tables / "clustering_comparison.csv")
     assert t["method"].iloc[0] == "RD" and (t["n_settings"] == 4).all()
     tex = (tables / "clustering_comparison.tex").read_text()
@@ -247,9 +317,7 @@ def test_stage_rejects_row_mismatch(tmp_path):
     _write_inputs(tmp_path, "bad", d, n_rows=15)  # samples table has one row fewer
     s, e, a, c, _ = _stage_paths(tmp_path, "bad")
     with pytest.raises(io.CorruptInputError, match="expected 15 rows.*'bad'"):
-        cluster_prompt_stage("bad", s, e, a, {"betas": [1.0], "gammas": [0.5]},
-                             c["sweep.parquet"], c["labels.parquet"], c["history.parquet"],
-                             c["npz"], c["runtime.json"])
+        _cluster("bad", s, e, a, ONE_CONFIG, c)
     assert not c["sweep.parquet"].exists()
 
 
@@ -259,18 +327,12 @@ def test_stage_names_prompt_with_nan(tmp_path):
     _write_inputs(tmp_path, "nanny", d)
     s, e, a, c, _ = _stage_paths(tmp_path, "nanny")
     with pytest.raises(ValueError, match="NaN/inf.*'nanny'"):
-        cluster_prompt_stage("nanny", s, e, a, {"betas": [1.0], "gammas": [0.5]},
-                             c["sweep.parquet"], c["labels.parquet"], c["history.parquet"],
-                             c["npz"], c["runtime.json"])
+        _cluster("nanny", s, e, a, ONE_CONFIG, c)
 
 
 def test_umap_with_numba_disk_cache_gives_the_same_map_in_a_fresh_process(tmp_path):
     """The first process compiles UMAP's numba functions and stores them; the second loads
     them from disk. Both maps must be bit-identical, and the cache must have been written."""
-    import os
-    import subprocess
-    import sys
-
     script = (
         "import sys, numpy as np\n"
         "from semmech.numba_cache import load_umap, enable_caching\n"

@@ -3,21 +3,28 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semmech.config import ConfigError, derive_seed, load_config, validate_config
+from semmech.config import (
+    ConfigError,
+    config_reference,
+    derive_seed,
+    load_config,
+    section_defaults,
+    validate_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "smoke.yaml"])
-def test_shipped_configs_validate_and_get_defaults(name):
-    cfg = load_config(REPO / "config" / name)
+@pytest.mark.parametrize("path", ["config/config.yaml", ".test/config/config.yaml"])
+def test_shipped_configs_validate_and_get_defaults(path):
+    cfg = load_config(REPO / path)
     assert cfg["sampling"]["top_p"] == pytest.approx(0.9)
     assert cfg["model"]["device"] == "auto"
     assert cfg["clustering"]["betas"] == [0.5, 0.75, 1.0, 1.25]
 
 
 def _base():
-    return yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    return yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
 
 
 def test_unknown_key_is_rejected_with_its_name():
@@ -59,3 +66,36 @@ def test_derived_seeds_depend_only_on_their_keys():
     assert derive_seed(0, "a", "sample") == derive_seed(0, "a", "sample")
     assert derive_seed(0, "a", "sample") != derive_seed(1, "a", "sample")
     assert derive_seed(0, "a", "sample") != derive_seed(0, "b", "sample")
+
+
+def test_config_readme_is_the_generated_reference_and_documents_every_key():
+    """config/README.md is generated from the schema (`semmech config-reference`), and every
+    key of the schema carries a description, so the reference documents every key."""
+    assert (REPO / "config" / "README.md").read_text() == config_reference()
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    undocumented = []
+
+    def walk(sub, prefix):
+        for key, child in sub.get("properties", {}).items():
+            if not str(child.get("description", "")).strip():
+                undocumented.append(prefix + key)
+            walk(child, prefix + key + ".")
+
+    walk(schema, "")
+    assert undocumented == []
+    assert config_reference().count("\n| `") == sum(1 for _ in _keys(schema))
+
+
+def _keys(sub, prefix=""):
+    for key, child in sub.get("properties", {}).items():
+        yield prefix + key
+        yield from _keys(child, prefix + key + ".")
+
+
+def test_section_defaults_come_from_the_schema():
+    full = section_defaults("sampling", {"n_continuations": 3})
+    assert full["n_continuations"] == 3 and full["top_p"] == pytest.approx(0.9)
+    with pytest.raises(ConfigError, match="sampling.n_continuations"):
+        section_defaults("sampling", {"n_continuations": "many"})
+    assert load_config(REPO / "config" / "config.yaml")["steering"] == section_defaults(
+        "steering", load_config(REPO / "config" / "config.yaml")["steering"])

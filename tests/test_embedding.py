@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from semmech import io
-from semmech.embedding import (ContextualEncoder, EmbeddingModelNotFoundError, continuation_window,
-                               embed_prompt_stage, resolve_embedding_source)
+from semmech.config import section_defaults
+from semmech.stages.embedding import run_embed
+from semmech.views.embedding import ContextualEncoder, EmbeddingModelNotFoundError, continuation_window, resolve_embedding_source
 
 PREFIX = "Which city is the capital of France?"
 CONTS = [" Paris is the capital.", "Lyon, maybe?", " It is Paris!", "Paris", "I'm not sure — Marseille?"]
@@ -203,13 +204,15 @@ def test_stage_writes_embeddings(tmp_path):
     io.write_parquet(samples, tmp_path / "p1.parquet")
     io.write_json({"prompt_id": "p1", "text": PREFIX}, tmp_path / "p1.prompt.json")
     out = tmp_path / "emb" / "p1.npz"
-    embed_prompt_stage("p1", tmp_path / "p1.parquet", tmp_path / "p1.prompt.json",
-                       {"model": "default", "batch_size": 2}, out)
+    run_embed(prompt_id="p1", samples=tmp_path / "p1.parquet", prompt=tmp_path / "p1.prompt.json",
+              embedding_cfg=section_defaults("embedding", {"model": "default", "batch_size": 2}),
+              out_npz=out)
     z = io.read_npz(out, required=["embeddings", "sample_idx"])
     assert z["embeddings"].shape == (3, 384) and z["embeddings"].dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(z["embeddings"], axis=1), 1.0, atol=1e-5)
     assert z["sample_idx"].tolist() == [0, 1, 2]
     first = out.read_bytes()
-    embed_prompt_stage("p1", tmp_path / "p1.parquet", tmp_path / "p1.prompt.json",
-                       {"model": "default", "batch_size": 2}, out)
+    run_embed(prompt_id="p1", samples=tmp_path / "p1.parquet", prompt=tmp_path / "p1.prompt.json",
+              embedding_cfg=section_defaults("embedding", {"model": "default", "batch_size": 2}),
+              out_npz=out)
     assert out.read_bytes() == first  # deterministic on CPU

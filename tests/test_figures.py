@@ -9,9 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.collections import PathCollection, PolyCollection
+from matplotlib.container import BarContainer
 from matplotlib.image import AxesImage
 
-from semmech import figures as F
+from semmech.config import section_defaults
+from semmech.report import figures as F
+from semmech.report.summaries import top_feature_sets
+from semmech.stages.figures import run_figure, save_figure
 
 PROMPTS = ["a", "b", "c"]
 BETAS = [0.5, 1.0, 1.5]
@@ -115,10 +119,11 @@ def test_two_view_scatter_has_a_panel_per_view_and_labelling():
 
 def test_umap_2d_is_deterministic_and_handles_tiny_sets():
     X = np.random.default_rng(2).normal(size=(3, 5))
-    Y = F.umap_2d(X)
+    umap = section_defaults("figures")["umap"]
+    Y = F.umap_2d(X, "euclidean", 0, **umap)
     assert Y.shape == (3, 2) and np.isfinite(Y).all()
     with pytest.raises(F.FigureDataError, match="NaN"):
-        F.umap_2d(np.full((4, 2), np.nan))
+        F.umap_2d(np.full((4, 2), np.nan), "euclidean", 0, **umap)
 
 
 def test_cross_view_silhouette_bars_per_scored_view():
@@ -135,8 +140,6 @@ def test_cross_view_silhouette_bars_per_scored_view():
                                                    "clustered in both (RD)"]
     ax = fig.axes[0]
     assert len(ax.patches) == 2 * 4  # two scored views x four K
-    from matplotlib.container import BarContainer
-
     heights = {c.get_label(): [p.get_height() for p in c.patches] for c in ax.containers
                if isinstance(c, BarContainer)}
     assert heights["scored in semantic"] == [0.5] * 4
@@ -150,17 +153,17 @@ def test_feature_lineage_heatmaps_between_consecutive_betas():
     centres = {0.5: np.array([[5, 4, 3, 0, 0, 0, 0, 0, 9, 9.0]]),
                1.0: np.array([[5, 4, 3, 0, 0, 0, 0, 0, 9, 9.0], [0, 0, 0, 0, 0, 3, 4, 5, 9, 9.0]]),
                1.5: np.array([[5, 4, 0, 3, 0, 0, 0, 0, 9, 9.0], [0, 0, 0, 0, 0, 3, 4, 5, 9, 9.0]])}
-    levels = [(b, F.top_feature_sets(c, mask, 3), np.ones(len(c)) / len(c)) for b, c in centres.items()]
+    levels = [(b, top_feature_sets(c, mask, 3), np.ones(len(c)) / len(c)) for b, c in centres.items()]
     assert levels[0][1] == [frozenset({0, 1, 2})]
     table = F.lineage_table(levels)
     j = table.set_index(["beta_from", "cluster_from", "cluster_to"])["jaccard"]
     assert j[(0.5, 0, 0)] == 1.0 and j[(0.5, 0, 1)] == 0.0
     assert j[(1.0, 0, 0)] == pytest.approx(2 / 4) and j[(1.0, 1, 1)] == 1.0
     # zero entries are no features; two featureless clusters have no defined similarity
-    flat = F.lineage_table([(0.5, F.top_feature_sets(np.zeros((1, 10)), mask, 3), np.ones(1)),
-                            (1.0, F.top_feature_sets(np.zeros((1, 10)), mask, 3), np.ones(1))])
+    flat = F.lineage_table([(0.5, top_feature_sets(np.zeros((1, 10)), mask, 3), np.ones(1)),
+                            (1.0, top_feature_sets(np.zeros((1, 10)), mask, 3), np.ones(1))])
     assert flat["jaccard"].isna().all()
-    assert F.top_feature_sets(np.array([[0, 2.0, 0, 0, 0, 0, 0, 0, 9, 9]]), mask, 3) == [frozenset({1})]
+    assert top_feature_sets(np.array([[0, 2.0, 0, 0, 0, 0, 0, 0, 9, 9]]), mask, 3) == [frozenset({1})]
     fig = F.feature_lineage(table, gamma=0.5, prompt_id="a", top_k=3)
     images = [(ax, im) for ax in fig.axes for im in ax.images if isinstance(im, AxesImage)]
     assert len(images) == 2
@@ -197,14 +200,14 @@ def test_missing_columns_and_empty_frames_are_named():
     with pytest.raises(F.FigureDataError, match="no rows"):
         F.steering_response(pd.DataFrame(columns=["method", "budget", "epsilon", "delta", "unit"]))
     with pytest.raises(F.FigureDataError, match="unknown figure"):
-        F.build("nope", {}, {}, "x.png", "x.pdf")
+        run_figure(name="nope", inputs={}, params={}, png="x.png", pdf="x.pdf")
 
 
 def test_saved_png_and_pdf_are_nonempty_and_byte_identical(tmp_path, sweep):
     digests = []
     for rep in range(2):
         png, pdf = tmp_path / f"f{rep}.png", tmp_path / f"f{rep}.pdf"
-        F.save_figure(F.gamma_sweep(sweep), png, pdf, dpi=80)
+        save_figure(F.gamma_sweep(sweep), png, pdf, dpi=80)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
         assert b"CreationDate" not in pdf.read_bytes()
         digests.append((hashlib.sha256(png.read_bytes()).hexdigest(),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from semmech.models import (ModelNotFoundError, check_model_available, default_gguf_file,
-                            format_prompt, resolve_device_dtype, weights_sha256)
+from semmech.model.loading import format_prompt, resolve_device_dtype
+from semmech.model.source import ModelNotFoundError, check_model_available, default_gguf_file, weights_sha256
 
 
 def test_safetensors_copy_gives_the_gguf_models_logits(default_model, default_model_dir):

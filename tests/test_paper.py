@@ -13,12 +13,22 @@ import subprocess
 
 import pandas as pd
 import pytest
-
-from semmech import figures as F
-from semmech.report import PaperBuildError, build_paper, summarise_prompt_files
+from conftest import REPO
 from synthetic_run import BUDGETS, PROMPTS, STEER_CONFIG, make_synthetic_run
 
-from conftest import REPO
+from semmech.config import section_defaults
+from semmech.report.paper import PaperBuildError
+from semmech.report.tables import (
+    STEERING_COLUMNS,
+    Column,
+    format_value,
+    latex_escape,
+    latex_tabular,
+    steering_comparison,
+)
+from semmech.stages.figures import FIGURES, run_figure
+from semmech.stages.paper import run_paper
+from semmech.stages.report import run_cluster_summary
 
 LATEXMK = shutil.which("latexmk")
 PDFTOTEXT = shutil.which("pdftotext")
@@ -28,6 +38,8 @@ needs_tex = pytest.mark.skipif(
            "texlive-latex-base texlive-latex-recommended texlive-latex-extra poppler-utils)")
 IDS = [p for p, _ in PROMPTS]
 EXAMPLE = "java"
+FIG = section_defaults("figures")  # the schema's defaults, as the workflow passes them
+LATEXMK_NAME = section_defaults("paper")["latexmk"]
 NUM = re.compile(r"-?\d+(?:\.\d+)?")
 
 
@@ -60,15 +72,23 @@ def paper(tmp_path_factory):
         "steering_response": {"curves": P("steering/{p}.curves.parquet")},
     }
     for name, inp in inputs.items():
-        F.build(name, inp, {"prompt": EXAMPLE, "config": STEER_CONFIG, "top_k": 10, "dpi": 60},
-                run / f"figures/{name}.png", run / f"figures/{name}.pdf")
-    summarise_prompt_files(EXAMPLE, ex("samples/{p}.parquet"), ex("samples/{p}.prompt.json"),
-                           ex("clusters/{p}.labels.parquet"), ex("clusters/{p}.npz"),
-                           ex("attribution/{p}.nodes.parquet"), ex("attribution/{p}.safetensors"),
-                           ex("embeddings/{p}.npz"), [STEER_CONFIG], root / "summary.json",
-                           ex("tables/cluster_summary/{p}.csv"), ex("tables/cluster_summary/{p}.tex"))
-    pdf = build_paper(run, REPO / "paper", root / "build" / "main.pdf", macros=_macros(),
-                      aliases={"example_cluster_summary.tex": f"tables/cluster_summary/{EXAMPLE}.tex"})
+        run_figure(name=name, inputs=inp,
+                   params={"prompt": EXAMPLE, "config": STEER_CONFIG, "top_k": 10, "dpi": 60,
+                           "seed": 0, "umap": FIG["umap"]},
+                   png=run / f"figures/{name}.png", pdf=run / f"figures/{name}.pdf")
+    run_cluster_summary(prompt_id=EXAMPLE, samples=ex("samples/{p}.parquet"),
+                        prompt=ex("samples/{p}.prompt.json"), labels=ex("clusters/{p}.labels.parquet"),
+                        clusters=ex("clusters/{p}.npz"), sweep=ex("clusters/{p}.sweep.parquet"),
+                        nodes=ex("attribution/{p}.nodes.parquet"),
+                        signatures=ex("attribution/{p}.safetensors"),
+                        embeddings=ex("embeddings/{p}.npz"), configs=[STEER_CONFIG],
+                        n_representatives=FIG["n_representatives"], n_features=FIG["n_features"],
+                        n_browser_features=FIG["browser_features"], out_json=root / "summary.json",
+                        out_csv=ex("tables/cluster_summary/{p}.csv"),
+                        out_tex=ex("tables/cluster_summary/{p}.tex"))
+    pdf = run_paper(run_dir=run, main_tex=REPO / "paper" / "main.tex",
+                    out_pdf=root / "build" / "main.pdf", latexmk=LATEXMK_NAME, macros=_macros(),
+                    aliases={"example_cluster_summary.tex": f"tables/cluster_summary/{EXAMPLE}.tex"})
     text = subprocess.run([PDFTOTEXT, "-layout", str(pdf), "-"], capture_output=True, text=True,
                           check=True).stdout
     return run, pdf, text.replace("\u2212", "-")
@@ -93,7 +113,7 @@ def test_paper_compiles_with_every_figure_and_table(paper):
     pages = int(re.search(r"Pages:\s+(\d+)", subprocess.run(["pdfinfo", str(pdf)], capture_output=True,
                                                             text=True).stdout).group(1))
     assert pages >= 5
-    for n in range(1, len(F.FIGURES) + 1):
+    for n in range(1, len(FIGURES) + 1):
         assert f"Figure {n}:" in text
     for title in ("Rate–distortion over β", "γ sweep", "Cross-view silhouette",
                   "Feature lineage across β", "Steering response on held-out members"):
@@ -141,8 +161,8 @@ def test_typeset_tables_carry_the_numbers_of_the_results(paper):
 
 def test_missing_latexmk_is_named_with_the_fix(tmp_path):
     with pytest.raises(PaperBuildError, match="not found on PATH.*apt-get install"):
-        build_paper(tmp_path, REPO / "paper", tmp_path / "build" / "main.pdf",
-                    latexmk="semmech-no-such-latexmk")
+        run_paper(run_dir=tmp_path, main_tex=REPO / "paper" / "main.tex",
+                  out_pdf=tmp_path / "build" / "main.pdf", latexmk="semmech-no-such-latexmk")
 
 
 def test_paper_needs_the_run_outputs(tmp_path):
@@ -150,12 +170,11 @@ def test_paper_needs_the_run_outputs(tmp_path):
         pytest.skip("latexmk is not installed")
     (tmp_path / "run").mkdir()
     with pytest.raises(PaperBuildError, match="run the workflow first"):
-        build_paper(tmp_path / "run", REPO / "paper", tmp_path / "build" / "main.pdf")
+        run_paper(run_dir=tmp_path / "run", main_tex=REPO / "paper" / "main.tex",
+                  out_pdf=tmp_path / "build" / "main.pdf", latexmk=LATEXMK_NAME)
 
 
 def test_latex_cells_escape_text_and_round_numbers():
-    from semmech.tables import Column, format_value, latex_escape, latex_tabular
-
     assert latex_escape("50% of a_b & {c} #1 ~ ^ \\") == (
         r"50\% of a\_b \& \{c\} \#1 \textasciitilde{} \textasciicircum{} \textbackslash{}")
     assert latex_escape("naïve “quote” 日本 $5 «x»") == r'naïve "quote" ?? $\$$5 ?x?'
@@ -170,8 +189,6 @@ def test_latex_cells_escape_text_and_round_numbers():
 
 
 def test_steering_comparison_is_seeded_and_brackets_the_mean():
-    from semmech.tables import STEERING_COLUMNS, steering_comparison
-
     rng = __import__("numpy").random.default_rng(0)
     rows = [{"method": m, "budget": b, "pearson": float(rng.normal(mu, 0.2)),
              "spearman": float(rng.normal(mu, 0.2)), "frac_moved": 0.6, "specificity": 0.1}

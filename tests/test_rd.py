@@ -7,14 +7,26 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.metrics import adjusted_rand_score
 
 from semmech import io
-from semmech.rd import (RDInputError, RDWorkspace, RateDistortionClustering, binary_entropy,
-                        argsort_rows, make_two_view_data, normalise_mechanistic, partition_cost,
-                        rd_sweep, sweep_arrays, weighted_median, weighted_median_rows,
-                        weighted_median_sorted)
+from semmech.cluster.estimator import RateDistortionClustering, RDWorkspace, _State
+from semmech.cluster.medians import (
+    argsort_rows,
+    weighted_median,
+    weighted_median_rows,
+    weighted_median_sorted,
+)
+from semmech.cluster.objective import (
+    RDInputError,
+    binary_entropy,
+    normalise_mechanistic,
+    partition_cost,
+)
+from semmech.cluster.sweep import rd_sweep, sweep_arrays
+from semmech.cluster.synthetic import make_two_view_data
 
 # Planted data whose two views carry comparable split gains, so a single β shows all three
 # regimes as γ moves (checked by test_planted_gains_are_balanced).
@@ -77,8 +89,6 @@ def test_sorted_walk_and_selection_give_the_reference_median_of_any_member_set(n
 
 
 def test_medians_do_not_depend_on_the_thread_count():
-    import torch
-
     rng = np.random.default_rng(5)
     XT = rng.standard_normal((300, 80))
     w = rng.random(80)
@@ -172,8 +182,6 @@ def test_some_split_is_accepted_and_checked(planted):
 def test_merge_predicts_its_exact_delta(planted):
     """Force an over-split state (a mode cut in two at random) and check the merge test."""
     E, A, P = planted["E"], planted["A"], planted["P"]
-    from semmech.rd import _State
-
     ws = RDWorkspace(E, A, P)
     est = RateDistortionClustering(beta=1.0, gamma=0.5)
     labels = planted["mode"].copy()

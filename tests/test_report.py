@@ -19,19 +19,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from semmech import figures as F
-from semmech import io
-from semmech.report import (ReportDataError, render_browser, summarise_prompt,
-                            summarise_prompt_files, write_browser)
+import websocket
+from conftest import REPO, run_snakemake
 from synthetic_run import PROMPTS, STEER_CONFIG, make_synthetic_run
 
-from conftest import REPO, run_snakemake, write_config
+from semmech import io
+from semmech.cluster.grid import ConfigNotInSweepError
+from semmech.config import section_defaults
+from semmech.report.browser import render_browser
+from semmech.report.figures import rate_distortion_points
+from semmech.report.summaries import ReportDataError, summarise_prompt
+from semmech.stages.figures import BASELINE_COLUMNS, FIGURES, read_tables, run_figure
+from semmech.stages.report import run_cluster_browser, run_cluster_summary
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium)")
 IDS = [p for p, _ in PROMPTS]
+FIG_CFG = section_defaults("figures")  # the schema's defaults, as the workflow passes them
 
 
 # --------------------------------------------------------------------------------------
@@ -47,8 +52,6 @@ class Chromium:
              "--remote-debugging-port=0", "--remote-allow-origins=*"]
 
     def __init__(self, profile: Path, width: int = 1280, height: int = 900):
-        import websocket
-
         profile.mkdir(parents=True, exist_ok=True)
         self.log = open(profile / "chromium.log", "w")
         self.proc = subprocess.Popen([CHROMIUM, *self.FLAGS, f"--user-data-dir={profile}",
@@ -98,8 +101,6 @@ class Chromium:
 
     def settle(self, seconds: float) -> None:
         """Collect events (console messages, exceptions) for a while."""
-        import websocket
-
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             self.ws.settimeout(max(0.05, deadline - time.monotonic()))
@@ -171,16 +172,24 @@ def chromium(tmp_path):
 def run_dir(tmp_path_factory):
     run = make_synthetic_run(tmp_path_factory.mktemp("run") / "syn")
     for p in IDS:
-        summarise_prompt_files(p, run / f"samples/{p}.parquet", run / f"samples/{p}.prompt.json",
-                               run / f"clusters/{p}.labels.parquet", run / f"clusters/{p}.npz",
-                               run / f"attribution/{p}.nodes.parquet",
-                               run / f"attribution/{p}.safetensors", run / f"embeddings/{p}.npz",
-                               [STEER_CONFIG, [2.0, 0.3]], run / f"summaries/{p}.json",
-                               run / f"tables/cluster_summary/{p}.csv",
-                               run / f"tables/cluster_summary/{p}.tex",
-                               sweep=run / f"clusters/{p}.sweep.parquet")
-    write_browser([run / f"summaries/{p}.json" for p in IDS], run / "report/cluster_browser.html",
-                  run="syn")
+        run_cluster_summary(prompt_id=p, samples=run / f"samples/{p}.parquet",
+                            prompt=run / f"samples/{p}.prompt.json",
+                            labels=run / f"clusters/{p}.labels.parquet",
+                            clusters=run / f"clusters/{p}.npz",
+                            sweep=run / f"clusters/{p}.sweep.parquet",
+                            nodes=run / f"attribution/{p}.nodes.parquet",
+                            signatures=run / f"attribution/{p}.safetensors",
+                            embeddings=run / f"embeddings/{p}.npz",
+                            configs=[STEER_CONFIG, [2.0, 0.3]],
+                            n_representatives=FIG_CFG["n_representatives"],
+                            n_features=FIG_CFG["n_features"],
+                            n_browser_features=FIG_CFG["browser_features"],
+                            out_json=run / f"summaries/{p}.json",
+                            out_csv=run / f"tables/cluster_summary/{p}.csv",
+                            out_tex=run / f"tables/cluster_summary/{p}.tex")
+    run_cluster_browser(summaries=[run / f"summaries/{p}.json" for p in IDS], run="syn",
+                        n_representatives=FIG_CFG["n_representatives"], max_members=None,
+                        out_html=run / "report/cluster_browser.html")
     return run
 
 
@@ -237,11 +246,13 @@ def test_summary_orders_members_and_features(run_dir):
 def test_summary_rejects_a_configuration_off_the_grid(run_dir):
     p = "java"
     arr = io.read_npz(run_dir / f"clusters/{p}.npz")
-    with pytest.raises(ReportDataError, match=r"\(beta=3, gamma=0.5\) is not in the sweep"):
+    with pytest.raises(ConfigNotInSweepError,
+                       match=r"\(beta=3, gamma=0.5\) is not in the clustering sweep"):
         summarise_prompt(p, "x", io.read_parquet(run_dir / f"samples/{p}.parquet"),
                          io.read_parquet(run_dir / f"clusters/{p}.labels.parquet"), arr,
                          io.read_parquet(run_dir / f"attribution/{p}.nodes.parquet"),
-                         np.zeros((32, 54)), np.zeros((32, 16)), [[3.0, 0.5]])
+                         np.zeros((32, 54)), np.zeros((32, 16)), [[3.0, 0.5]],
+                         n_features=FIG_CFG["browser_features"])
 
 
 def test_browser_lists_every_prompt_and_loads_nothing_external(run_dir):
@@ -262,16 +273,16 @@ def test_browser_escapes_text():
              "members": [{"sample_idx": 0, "text": "a <b> & c", "weight": 1.0, "distance": 0.0}],
              "features": [{"node_idx": 0, "layer": 1, "position": 2, "feature": 3, "token": "<",
                            "value": 0.5, "deviation": 0.1}]}]}]}
-    page = render_browser([s])
+    page = render_browser([s], n_representatives=FIG_CFG["n_representatives"])
     assert "<script>alert" not in page
     two = dict(s, configs=[dict(s["configs"][0], clusters=[dict(
         s["configs"][0]["clusters"][0], n_members=3,
         members=[dict(s["configs"][0]["clusters"][0]["members"][0], text=t) for t in "xyz"])])])
-    capped = render_browser([two], max_members=2)
+    capped = render_browser([two], n_representatives=FIG_CFG["n_representatives"], max_members=2)
     assert capped.count("<tr class=") == 2 and "and 1 more (farther from the centres)" in capped and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "a &lt;b&gt; &amp; c" in page
     with pytest.raises(ReportDataError, match="duplicate prompt ids"):
-        render_browser([s, s])
+        render_browser([s, s], n_representatives=FIG_CFG["n_representatives"])
 
 
 def test_two_view_figure_from_run_files_is_reproducible(run_dir, tmp_path):
@@ -281,14 +292,16 @@ def test_two_view_figure_from_run_files_is_reproducible(run_dir, tmp_path):
                   clusters=run_dir / "clusters/mercury.npz",
                   labels=run_dir / "clusters/mercury.labels.parquet",
                   hdbscan=run_dir / "baselines/mercury.labels.parquet")
-    params = {"prompt": "mercury", "config": STEER_CONFIG, "seed": 3, "dpi": 60}
+    params = {"prompt": "mercury", "config": STEER_CONFIG, "seed": 3, "umap": FIG_CFG["umap"],
+              "dpi": 60}
     for rep in range(2):
-        F.build("two_view_scatter", inputs, params, tmp_path / f"{rep}.png", tmp_path / f"{rep}.pdf")
+        run_figure(name="two_view_scatter", inputs=inputs, params=params,
+                   png=tmp_path / f"{rep}.png", pdf=tmp_path / f"{rep}.pdf")
     assert (tmp_path / "0.png").read_bytes() == (tmp_path / "1.png").read_bytes()
     assert (tmp_path / "0.pdf").read_bytes() == (tmp_path / "1.pdf").read_bytes()
-    with pytest.raises(Exception, match="not in the sweep"):
-        F.build("two_view_scatter", inputs, {**params, "config": [9.0, 0.5]}, tmp_path / "x.png",
-                tmp_path / "x.pdf")
+    with pytest.raises(Exception, match="not in the clustering sweep"):
+        run_figure(name="two_view_scatter", inputs=inputs, params={**params, "config": [9.0, 0.5]},
+                   png=tmp_path / "x.png", pdf=tmp_path / "x.pdf")
 
 
 def test_every_figure_builds_from_run_files(run_dir, tmp_path):
@@ -304,10 +317,11 @@ def test_every_figure_builds_from_run_files(run_dir, tmp_path):
     }
     for name, inputs in cases.items():
         png = tmp_path / f"{name}.png"
-        F.build(name, inputs, {"prompt": "java", "config": STEER_CONFIG, "top_k": 10, "dpi": 60},
-                png, tmp_path / f"{name}.pdf")
+        run_figure(name=name, inputs=inputs,
+                   params={"prompt": "java", "config": STEER_CONFIG, "top_k": 10, "dpi": 60},
+                   png=png, pdf=tmp_path / f"{name}.pdf")
         assert png.stat().st_size > 2000, name
-    data = F.rate_distortion_data(cases["rate_distortion"]["baselines"])
+    data = rate_distortion_points(read_tables(cases["rate_distortion"]["baselines"], BASELINE_COLUMNS))
     assert sorted(data["method"].unique()) == ["KM-Att", "KM-Sem", "RD"]
     assert len(data) == 3 * len(IDS) * 9  # three methods x prompts x (beta, gamma) grid
 
@@ -360,7 +374,7 @@ def test_snakemake_report_holds_every_figure_and_the_browser(smoke_report):
     wd, report = smoke_report
     results = _report_results(report.read_text())
     names = {Path(p).name for p in results}
-    for fig in F.FIGURES:
+    for fig in FIGURES:
         assert f"{fig}.png" in names, fig
         rec = next(r for p, r in results.items() if Path(p).name == f"{fig}.png")
         assert rec["caption"].strip(), f"{fig} has no caption"

@@ -9,9 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from semmech import sampling
-from semmech.sampling import (PromptTooLongError, SamplingSettings, sample_continuations,
-                              stop_token_mask, truncate)
+from semmech.views import sampling
+from semmech.views.sampling import PromptTooLongError, SamplingSettings, sample_continuations, stop_token_mask, truncate
 from tiny_models import tiny_llama
 
 
@@ -33,7 +32,7 @@ def test_truncate_rules():
 
 
 def test_samples_are_distinct_stopped_and_weighted(tiny):
-    settings = SamplingSettings(n_continuations=12, max_new_tokens=6, batch_size=8, patience=3)
+    settings = SamplingSettings.from_config(dict(n_continuations=12, max_new_tokens=6, batch_size=8, patience=3))
     ids = _prompt_ids(tiny)
     df = sample_continuations(tiny, "p", ids, settings, seed=3)
     assert 1 <= len(df) <= 12
@@ -57,8 +56,8 @@ def test_samples_are_distinct_stopped_and_weighted(tiny):
 
 
 def test_weights_match_an_independent_forward_pass(tiny):
-    settings = SamplingSettings(n_continuations=6, max_new_tokens=5, batch_size=6,
-                                temperature=1.7, top_p=0.8)
+    settings = SamplingSettings.from_config(dict(n_continuations=6, max_new_tokens=5, batch_size=6,
+                                temperature=1.7, top_p=0.8))
     ids = _prompt_ids(tiny)
     df = sample_continuations(tiny, "p", ids, settings, seed=5)
     for row in df.itertuples():
@@ -79,7 +78,7 @@ def _parquet_bytes(df: pd.DataFrame) -> bytes:
 
 
 def test_same_seed_same_bytes_different_seed_different_samples(tiny):
-    settings = SamplingSettings(n_continuations=8, max_new_tokens=6, batch_size=8)
+    settings = SamplingSettings.from_config(dict(n_continuations=8, max_new_tokens=6, batch_size=8))
     ids = _prompt_ids(tiny)
     a = sample_continuations(tiny, "p", ids, settings, seed=11)
     b = sample_continuations(tiny, "p", ids, settings, seed=11)
@@ -103,7 +102,7 @@ def test_dedup_keeps_most_probable_sequence_and_stops_when_exhausted(tiny, monke
         return ids, lp
 
     monkeypatch.setattr(sampling, "generate_batch", scripted)
-    settings = SamplingSettings(n_continuations=10, max_new_tokens=2, batch_size=3, patience=2)
+    settings = SamplingSettings.from_config(dict(n_continuations=10, max_new_tokens=2, batch_size=3, patience=2))
     df = sample_continuations(tiny, "p", [1, 2], settings, seed=0)
     assert len(df) == 2
     assert calls["n"] == 3  # one productive batch, then `patience` fruitless ones
@@ -114,4 +113,4 @@ def test_dedup_keeps_most_probable_sequence_and_stops_when_exhausted(tiny, monke
 def test_prompt_longer_than_context_is_rejected(tiny):
     too_long = [1] * (tiny.max_context - 2)
     with pytest.raises(PromptTooLongError, match="exceeds the model's context"):
-        sample_continuations(tiny, "p", too_long, SamplingSettings(max_new_tokens=5), seed=0)
+        sample_continuations(tiny, "p", too_long, SamplingSettings.from_config(dict(max_new_tokens=5)), seed=0)

@@ -13,14 +13,22 @@ import pytest
 import torch
 
 from semmech import io
-from semmech import steering as st
-from semmech.attribution import attribute, select_nodes
-from semmech.bases import ModelLayout, load_basis
-from semmech.rd import normalise_mechanistic, weighted_median
+from semmech.config import section_defaults
+from semmech.cluster.medians import weighted_median
+from semmech.cluster.objective import normalise_mechanistic
+from semmech.model.bases import load_basis
+from semmech.model.layout import ModelLayout, logits_from_hidden
+from semmech.model.target import DemeanedLogit
+from semmech.stages import steering as steer_stage
 from semmech.stats import pearson, rankdata, slope, spearman
-from semmech.steering import (Intervention, Source, SteeringInputError, SteeringSettings,
-                              check_steering_configs, measured_members, random_nodes, steered_prefix,
-                              steered_targets, top_nodes)
+from semmech.steer import measure
+from semmech.steer.intervention import Intervention, steered_generate, steered_prefix
+from semmech.steer.measure import (CURVE_COLUMNS, METRIC_COLUMNS, metrics_frame, steer_sources,
+                                   steered_targets)
+from semmech.steer.settings import SteeringInputError, SteeringSettings, check_steering_configs
+from semmech.steer.sources import (METHODS, Source, measured_members, plan_sources, random_nodes,
+                                   top_nodes)
+from semmech.views.attribution import attribute, select_nodes
 from test_attribution import PROMPT, continuations, transcoder_basis, true_targets
 from tiny_models import TINY_MODELS, tiny_llama
 
@@ -165,10 +173,9 @@ def test_steered_generation_steers_the_prefix_step_only(llama):
     nodes = [(0, 3, 5), (1, 5, 7), (2, 6, 2)]
     signs = [1.0, -1.0, 1.0]
     cfg = {"max_new_tokens": 6, "top_p": 1e-9, "stop_chars": "\x00"}
-    got = st.steered_generate(llama, basis, prompt, nodes, signs, (-3.0, 0.0, 3.0), 2, cfg, seed=1)
+    got = steered_generate(llama, basis, prompt, nodes, signs, (-3.0, 0.0, 3.0), 2, cfg, seed=1)
     assert [(e, i) for e, i, *_ in got] == [(-3.0, 0), (-3.0, 1), (0.0, 0), (0.0, 1), (3.0, 0), (3.0, 1)]
-    unembed = st._unembed(llama, basis)
-    from semmech.bases import logits_from_hidden
+    unembed = DemeanedLogit(basis.layout, llama.hf)
     for e, _, toks, text, _ in got:
         iv = Intervention(tuple(nodes), tuple(e * s for s in signs))
         hidden, cache = steered_prefix(llama, basis, prompt, [iv])
@@ -290,17 +297,19 @@ def _write_prompt(root: Path, model, basis_meta="mlp_neurons", n=12, labels=None
 
 
 def _run_stage(root, f, model, monkeypatch, steering=None, attribution=None, seed=3):
-    import semmech.stages
-
-    monkeypatch.setattr(semmech.stages, "load_configured_model", lambda cfg: model)
+    monkeypatch.setattr(steer_stage, "load_configured_model", lambda cfg: model)
     out = {k: root / "steering" / f"toy.{k}.{ext}" for k, ext in
            (("curves", "parquet"), ("metrics", "parquet"), ("generations", "parquet"), ("stats", "json"))}
     steering = {"configs": [[1.0, 0.5]], "budgets": [2, 4], "batch_size": 16, "n_generate": 2,
                 **(steering or {})}
-    res = st.steer_prompt_stage(
-        "toy", f["samples"], f["prompt"], f["signatures"], f["nodes"], f["embeddings"], f["clusters"],
-        f["baselines"], {"name": model.name}, attribution or {"basis": "mlp_neurons"}, steering,
-        {"max_new_tokens": 4}, seed, out["curves"], out["metrics"], out["generations"], out["stats"])
+    attribution = section_defaults("attribution", attribution or {"basis": "mlp_neurons"})
+    res = steer_stage.run_steer(
+        prompt_id="toy", samples=f["samples"], prompt=f["prompt"], signatures=f["signatures"],
+        nodes=f["nodes"], embeddings=f["embeddings"], clusters=f["clusters"],
+        baseline_labels=f["baselines"], model_cfg={"name": model.name}, attribution_cfg=attribution,
+        steering_cfg=steering, sampling_cfg={"max_new_tokens": 4}, transcoder_dir=None, seed=seed,
+        out_curves=out["curves"], out_metrics=out["metrics"], out_generations=out["generations"],
+        out_stats=out["stats"])
     return res, out
 
 
@@ -316,7 +325,7 @@ def test_stage_writes_the_contract_files(llama, toy_files, tmp_path, monkeypatch
     curves = pd.read_parquet(out["curves"])
     metrics = pd.read_parquet(out["metrics"])
     gens = pd.read_parquet(out["generations"])
-    assert list(curves.columns) == st.CURVE_COLUMNS
+    assert list(curves.columns) == CURVE_COLUMNS
     assert list(metrics.columns[:12]) == ["prompt_id", "method", "budget", "beta", "gamma", "cluster",
                                           "mass", "n_heldout", "pearson", "spearman", "frac_moved",
                                           "specificity"]
@@ -368,16 +377,16 @@ def test_every_method_goes_through_one_measurement_call(llama, toy_files, tmp_pa
     """RD, KM-Sem, Single and the random control are Sources of the same type, measured in a
     single call of the same function: only the source differs."""
     calls = []
-    real = st.steered_targets
+    real = measure.steered_targets
 
     def spy(model, basis, prompt_ids, conts, interventions, pairs, **kw):
         calls.append((list(interventions), np.asarray(pairs)))
         return real(model, basis, prompt_ids, conts, interventions, pairs, **kw)
 
-    monkeypatch.setattr(st, "steered_targets", spy)
+    monkeypatch.setattr(measure, "steered_targets", spy)
     res, _ = _run_stage(tmp_path, toy_files, llama, monkeypatch)
     assert len(calls) == 1
-    assert {s.method for s in res.sources} == set(st.METHODS)
+    assert {s.method for s in res.sources} == set(METHODS)
     assert all(type(s) is Source for s in res.sources)
     ivs = calls[0][0]
     inp = _inputs(toy_files)
@@ -387,16 +396,15 @@ def test_every_method_goes_through_one_measurement_call(llama, toy_files, tmp_pa
 
 
 def _inputs(f, settings=None, basis="mlp_neurons", model="tiny-llama"):
-    return st.read_inputs("toy", f["samples"], f["prompt"], f["signatures"], f["nodes"], f["embeddings"],
-                          f["clusters"], f["baselines"], settings or SteeringSettings(configs=((1.0, 0.5),),
-                                                                                      budgets=(2, 4)),
+    return steer_stage.read_steering_inputs("toy", f["samples"], f["prompt"], f["signatures"], f["nodes"], f["embeddings"],
+                          f["clusters"], f["baselines"], settings or SteeringSettings.from_config({"configs": [[1.0, 0.5]], "budgets": [2, 4]}),
                           basis, model)
 
 
 def test_sources_follow_their_definitions(toy_files):
     inp = _inputs(toy_files)
-    settings = SteeringSettings(configs=((1.0, 0.5),), budgets=(3,))
-    sources, parts, skipped = st.plan_sources(inp, settings, seed=5)
+    settings = SteeringSettings.from_config({"configs": [[1.0, 0.5]], "budgets": [3]})
+    sources, parts, skipped = plan_sources(inp, settings, seed=5)
     At = inp.A_tilde
     rd = inp.rd[(1.0, 0.5)]
     for s in sources:
@@ -424,8 +432,8 @@ def test_sources_follow_their_definitions(toy_files):
         assert (s.signs == np.sign(vec[s.columns])).all()
     assert any("has 1 member" in x for x in skipped)
     # the normalised view is an option
-    norm = st.plan_sources(inp, SteeringSettings(configs=((1.0, 0.5),), budgets=(3,),
-                                                 source_space="normalised"), seed=5)[0]
+    norm = plan_sources(inp, SteeringSettings.from_config(
+        {"configs": [[1.0, 0.5]], "budgets": [3], "source_space": "normalised"}), seed=5)[0]
     s = next(x for x in norm if x.method == "RD")
     assert set(s.columns.tolist()) == set(
         inp.feature_cols[np.argsort(-np.abs(At[s.source_member][inp.feature_cols]), kind="stable")[:3]].tolist())
@@ -456,12 +464,10 @@ def test_config_not_in_the_sweep_is_an_error_at_start_up():
 
 
 def test_bad_inputs_fail_before_the_model_loads(llama, toy_files, tmp_path, monkeypatch):
-    import semmech.stages
-
     def no_model(cfg):
         raise AssertionError("the model must not load for bad input")
 
-    monkeypatch.setattr(semmech.stages, "load_configured_model", no_model)
+    monkeypatch.setattr(steer_stage, "load_configured_model", no_model)
     base = {"configs": [[1.0, 0.5]], "budgets": [2]}
     with pytest.raises(SteeringInputError, match="basis 'mlp_neurons', but the configured attribution.basis is 'transcoder'"):
         _run_stage(tmp_path, toy_files, llama, monkeypatch, steering=base,
@@ -483,7 +489,7 @@ def test_only_singleton_clusters_write_empty_tables(llama, tmp_path, monkeypatch
     assert len(res.skipped) == 6  # 3 RD + 3 KM-Sem singletons
     for k in ("curves", "metrics", "generations"):
         assert pd.read_parquet(out[k]).empty
-    assert list(pd.read_parquet(out["metrics"]).columns) == st.METRIC_COLUMNS
+    assert list(pd.read_parquet(out["metrics"]).columns) == METRIC_COLUMNS
 
 
 # --------------------------------------------------------------------------------------------
@@ -517,11 +523,13 @@ def test_aggregate_has_a_row_for_every_method_and_budget(tmp_path):
                  "max_other_effect": 0.0, "n_nodes": B, "source_member": 0}
                 for m in ("RD", "Single", "Random") for B in (5, 10) for c in range(2)]
         paths.append(tmp_path / f"p{p}.parquet")
-        io.write_parquet(st._metrics_frame(rows), paths[-1])
+        io.write_parquet(metrics_frame(rows), paths[-1])
     out_csv, out_tex = tmp_path / "t.csv", tmp_path / "t.tex"
-    table = st.aggregate_steering_stage(paths, {"budgets": [5, 10], "bootstrap": 200}, 0, out_csv, out_tex)
+    table = steer_stage.run_aggregate_steering(
+        metrics=paths, steering_cfg={"budgets": [5, 10], "bootstrap": 200}, seed=0,
+        out_csv=out_csv, out_tex=out_tex)
     assert [tuple(x) for x in table[["method", "budget"]].itertuples(index=False)] == [
-        (m, B) for B in (5, 10) for m in st.METHODS]
+        (m, B) for B in (5, 10) for m in METHODS]
     km = table[table.method == "KM-Sem"]
     assert (km.n_clusters == 0).all() and km.pearson_mean.isna().all()
     rd = table[(table.method == "RD") & (table.budget == 5)].iloc[0]
@@ -530,8 +538,9 @@ def test_aggregate_has_a_row_for_every_method_and_budget(tmp_path):
     assert rd.n_clusters == 6 and math.isclose(rd.pearson_mean, sel.pearson.mean())
     assert rd.pearson_ci_low <= rd.pearson_mean <= rd.pearson_ci_high
     assert pd.read_csv(out_csv).shape[0] == 8 and "RD" in out_tex.read_text()
-    again = st.aggregate_steering_stage(paths, {"budgets": [5, 10], "bootstrap": 200}, 0,
-                                        tmp_path / "u.csv", tmp_path / "u.tex")
+    again = steer_stage.run_aggregate_steering(
+        metrics=paths, steering_cfg={"budgets": [5, 10], "bootstrap": 200}, seed=0,
+        out_csv=tmp_path / "u.csv", out_tex=tmp_path / "u.tex")
     pd.testing.assert_frame_equal(table, again)
 
 
@@ -546,14 +555,14 @@ def test_a_node_that_cannot_reach_the_continuation_is_flat(llama, toy_files):
                              ).to_numpy()[inp.feature_cols]]
     assert dead.size >= 2
     assert (inp.signatures[:, dead] == 0).all()  # attribution agrees: no path to the target
-    settings = SteeringSettings(configs=((1.0, 0.5),), budgets=(2,))
-    sources, parts, _ = st.plan_sources(inp, settings, seed=5)
+    settings = SteeringSettings.from_config({"configs": [[1.0, 0.5]], "budgets": [2]})
+    sources, parts, _ = plan_sources(inp, settings, seed=5)
     for s in sources:
         if s.method == "Random":
             assert (inp.signatures[:, s.columns] != 0).any(axis=0).all()
     flat = Source("Random", 2, 1.0, 0.5, 0, "RD", dead[:2], np.array([1.0, -1.0]), -1)
     live = next(s for s in sources if s.method == "RD" and s.cluster == 0)
-    res = st.steer_sources(llama, load_basis("mlp_neurons", llama), inp, [live, flat], parts, settings, 5)
+    res = steer_sources(llama, load_basis("mlp_neurons", llama), inp, [live, flat], parts, settings, 5)
     m = res.metrics.set_index("method")
     assert math.isnan(m.loc["Random", "pearson"]) and math.isnan(m.loc["Random", "spearman"])
     assert m.loc["Random", "frac_moved"] == 0.0

@@ -14,7 +14,7 @@ SMOKE_PROMPTS = ["mercury", "java"]
 
 def _smoke_config(workdir: Path, **overrides) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
-    return write_config(workdir / "cfg.yaml", prompts=str(REPO / "config" / "prompts_smoke.yaml"),
+    return write_config(workdir / "cfg.yaml", prompts=str(REPO / ".test" / "config" / "prompts.yaml"),
                         **overrides)
 
 
@@ -130,8 +130,8 @@ def test_manifest_verifies_and_names_a_changed_byte(smoke_run, tmp_path):
 
 
 def test_snakemake_lint_reports_no_problems(tmp_path):
-    for cfg in ("config.yaml", "smoke.yaml"):
-        proc = run_snakemake(REPO, "--lint", "--configfile", str(REPO / "config" / cfg))
+    for cfg in (REPO / "config" / "config.yaml", REPO / ".test" / "config" / "config.yaml"):
+        proc = run_snakemake(REPO, "--lint", "--configfile", str(cfg))
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out
         assert "Congratulations, your workflow is in a good condition!" in out, out

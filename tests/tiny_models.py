@@ -73,7 +73,7 @@ def _stores_offset(model: torch.nn.Module) -> bool:
 
 
 def _build(config: Any, cls: Callable, seed: int, scale: float, name: str):
-    from semmech.models import wrap_model
+    from semmech.model.loading import wrap_model
 
     torch.manual_seed(seed)
     config._attn_implementation = "eager" if getattr(config, "model_type", "") == "gemma2" else "sdpa"

@@ -1,10 +1,12 @@
-"""Command line: `semmech verify results/<run>` re-checks a run against its manifest."""
+"""Command line: `semmech verify results/<run>` re-checks a run against its manifest;
+`semmech config-reference` prints the generated config/README.md."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from .config import config_reference
 from .manifest import MANIFEST_NAME, verify
 
 
@@ -13,7 +15,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", help="re-hash every artifact of a run against its manifest.json")
     v.add_argument("run_dir")
+    sub.add_parser("config-reference", help="print the config reference (config/README.md)")
     args = parser.parse_args(argv)
+    if args.command == "config-reference":
+        sys.stdout.write(config_reference())
+        return 0
     if args.command == "verify":
         problems = verify(args.run_dir)
         for line in problems:

@@ -8,11 +8,15 @@ what a valid config is and on its defaults.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
+import jsonschema
 import yaml
+from snakemake.utils import validate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -27,9 +31,6 @@ def validate_config(cfg: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) 
 
     Uses Snakemake's own ``validate`` so that the rules see exactly what tests see.
     """
-    import jsonschema
-    from snakemake.utils import validate
-
     schema = yaml.safe_load(Path(schema_path).read_text())
     error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(cfg))
     if error is not None:
@@ -47,6 +48,78 @@ def load_config(path: str | Path, schema_path: str | Path = SCHEMA_PATH) -> dict
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: config must be a mapping, got {type(cfg).__name__}")
     return validate_config(cfg, schema_path)
+
+
+@functools.lru_cache(maxsize=None)
+def _schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def section_defaults(name: str, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of config section ``name`` with the schema's defaults filled in and its keys
+    validated, for callers that hold a partial section (tests, notebooks). The schema is the
+    one place where defaults live; code reads the filled section, never restates a default."""
+    sub = _schema()["properties"].get(name)
+    if sub is None:
+        raise ConfigError(f"no config section {name!r} in the schema")
+    out = copy.deepcopy(dict(values or {}))
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(sub).iter_errors(out))
+    if error is not None:
+        where = ".".join([name, *(str(p) for p in error.absolute_path)])
+        raise ConfigError(f"invalid config at {where}: {error.message}")
+    _fill_defaults(out, sub)
+    return out
+
+
+def _fill_defaults(value: Any, schema: Mapping[str, Any]) -> None:
+    """Fill schema defaults into nested objects, as Snakemake's ``validate`` does."""
+    if not isinstance(value, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if key not in value and "default" in sub:
+            value[key] = copy.deepcopy(sub["default"])
+        if key in value:
+            _fill_defaults(value[key], sub)
+
+
+def _type_name(sub: Mapping[str, Any]) -> str:
+    t = sub.get("type", "")
+    name = " or ".join(t) if isinstance(t, list) else str(t)
+    if "enum" in sub:
+        name += ": " + " / ".join(f"`{v}`" for v in sub["enum"])
+    if "pattern" in sub:
+        name += f" matching `{sub['pattern']}`"
+    for key, op in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤")):
+        if key in sub:
+            name += f", {op} {sub[key]}"
+    return name
+
+
+def config_reference() -> str:
+    """``config/README.md``: every key of the schema with its type, default and meaning,
+    generated from the schema so that the two cannot drift apart (a test compares them)."""
+    schema = _schema()
+    lines = ["# Configuration reference", "",
+             "Generated from `workflow/schemas/config.schema.yaml` by `semmech config-reference`;",
+             "a test fails when the two differ. Every key is optional unless marked required;",
+             "unknown keys are errors. Nested keys are written with dots.", "",
+             "| key | type | default | meaning |", "|---|---|---|---|"]
+
+    def walk(sub: Mapping[str, Any], prefix: str, required: set[str]) -> None:
+        for key, child in sub.get("properties", {}).items():
+            path = f"{prefix}{key}"
+            default = json.dumps(child["default"]) if "default" in child else (
+                "required" if key in required else "")
+            desc = str(child.get("description", "")).replace("|", "\\|")
+            if child.get("type") == "object" and "properties" in child:
+                lines.append(f"| `{path}` | section | | {desc} |")
+                walk(child, path + ".", set(child.get("required", [])))
+            else:
+                kind = _type_name(child).replace("|", "\\|")
+                lines.append(f"| `{path}` | {kind} | {default} | {desc} |")
+
+    walk(schema, "", set(schema.get("required", [])))
+    return "\n".join(lines) + "\n"
 
 
 def derive_seed(seed: int, *keys: object) -> int:

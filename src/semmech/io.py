@@ -11,11 +11,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import yaml
+from safetensors import safe_open
+from safetensors.numpy import save as save_numpy
 
 
 _UMASK = os.umask(0)
@@ -24,6 +26,10 @@ os.umask(_UMASK)
 
 class CorruptInputError(ValueError):
     """An intermediate file exists but cannot be read or has the wrong shape."""
+
+
+class SampleMismatchError(ValueError):
+    """Sample tables do not fit the model (token ids, prompt tokenisation, model name)."""
 
 
 @contextlib.contextmanager
@@ -57,9 +63,21 @@ def read_parquet(path: str | os.PathLike, required: list[str] | None = None) -> 
         df = pd.read_parquet(path, engine="pyarrow")
     except Exception as exc:  # pyarrow raises several unrelated types
         raise CorruptInputError(f"{path}: cannot read parquet table ({exc})") from exc
-    missing = [c for c in (required or []) if c not in df.columns]
+    return require_columns(df, required or [], str(path))
+
+
+def require_columns(df: pd.DataFrame, columns: Sequence[str], what: str, *,
+                    error: type[Exception] = CorruptInputError,
+                    allow_empty: bool = True) -> pd.DataFrame:
+    """``df`` itself if it is a DataFrame with all of ``columns`` (and at least one row unless
+    ``allow_empty``); otherwise ``error`` naming ``what`` and the missing columns."""
+    if not isinstance(df, pd.DataFrame):
+        raise error(f"{what}: expected a DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise CorruptInputError(f"{path}: missing columns {missing}")
+        raise error(f"{what}: missing columns {missing} (has {list(df.columns)})")
+    if not allow_empty and df.empty:
+        raise error(f"{what}: no rows")
     return df
 
 
@@ -106,16 +124,16 @@ def read_npz(path: str | os.PathLike, required: list[str] | None = None) -> dict
 
 def write_safetensors(tensors: Mapping[str, Any], path: str | os.PathLike,
                       metadata: Mapping[str, str] | None = None) -> None:
-    """Save torch tensors atomically, with a canonical header so that equal content gives equal bytes.
+    """Save arrays (numpy, or CPU torch tensors in a numpy dtype) atomically, with a canonical
+    header so that equal content gives equal bytes.
 
     safetensors writes its JSON header from a hash map, so key order (metadata and tensor
     entries) varies between processes; the header is re-serialised with sorted keys. Tensor
-    data and offsets are untouched.
+    data and offsets are untouched. Written through numpy, so this module needs no torch.
     """
-    from safetensors.torch import save
-
-    raw = save({k: v.contiguous() for k, v in tensors.items()},
-               metadata=dict(metadata) if metadata else None)
+    arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+              for k, v in tensors.items()}
+    raw = save_numpy(arrays, metadata=dict(metadata) if metadata else None)
     n = int.from_bytes(raw[:8], "little")
     header = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)  # the format pads the header to 8-byte alignment
@@ -123,12 +141,11 @@ def write_safetensors(tensors: Mapping[str, Any], path: str | os.PathLike,
         tmp.write_bytes(len(header).to_bytes(8, "little") + header + raw[8 + n:])
 
 
-def read_safetensors(path: str | os.PathLike, required: list[str] | None = None):
-    """Return (tensors, metadata); name the file when it is unreadable or incomplete."""
-    from safetensors import safe_open
-
+def read_safetensors(path: str | os.PathLike, required: list[str] | None = None
+                     ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Return (numpy arrays, metadata); name the file when it is unreadable or incomplete."""
     try:
-        with safe_open(str(path), framework="pt") as fh:
+        with safe_open(str(path), framework="numpy") as fh:
             meta = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as exc:

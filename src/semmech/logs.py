@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+import torch
+
 
 @contextlib.contextmanager
 def job_logging(log_path: str | Path | None, threads: int | None = None) -> Iterator[logging.Logger]:
     """Send logging, warnings and tqdm (stderr) of one job to its log file; set torch threads."""
     if threads:
-        import torch
-
         torch.set_num_threads(int(threads))
     root = logging.getLogger()
     handlers: list[logging.Handler] = []

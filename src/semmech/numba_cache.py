@@ -14,6 +14,10 @@ from __future__ import annotations
 import sys
 from types import ModuleType
 
+import umap
+from numba.core.caching import NullCache
+from numba.core.registry import CPUDispatcher
+
 __all__ = ["load_umap", "enable_caching"]
 
 _CACHED_PACKAGES = ("umap", "pynndescent")
@@ -22,9 +26,6 @@ _CACHED_PACKAGES = ("umap", "pynndescent")
 def enable_caching(packages: tuple[str, ...] = _CACHED_PACKAGES) -> int:
     """Switch on numba's disk cache for every not-yet-cached dispatcher defined in the
     already-imported modules of ``packages``. Returns how many were switched on."""
-    from numba.core.caching import NullCache
-    from numba.core.registry import CPUDispatcher
-
     n = 0
     for name, module in list(sys.modules.items()):
         if module is None or name.split(".")[0] not in packages:
@@ -37,8 +38,14 @@ def enable_caching(packages: tuple[str, ...] = _CACHED_PACKAGES) -> int:
 
 
 def load_umap() -> ModuleType:
-    """``import umap`` with its numba functions cached on disk (see the module docstring)."""
-    import umap
+    """The ``umap`` module with its numba functions cached on disk (see the module docstring).
 
+    Importing this module already switched caching on (below); calling again is cheap and
+    catches dispatchers of umap submodules imported since."""
     enable_caching()
     return umap
+
+
+# umap compiles lazily, at a dispatcher's first call: switching caching on right after the
+# import, before anything calls into umap, is enough.
+enable_caching()

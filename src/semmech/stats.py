@@ -1,4 +1,4 @@
-"""Small, dependency-free statistics for the steering metrics (METHOD §7).
+"""Small, dependency-free statistics for the steering metrics and tables (METHOD §7).
 
 Each function returns NaN where the statistic is undefined (fewer than two points, or a
 constant input) instead of warning, so per-cluster metrics can be averaged with ``nanmean``
@@ -8,11 +8,11 @@ and a degenerate cluster is visible as a missing value rather than a misleading 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["rankdata", "pearson", "spearman", "slope"]
+__all__ = ["rankdata", "pearson", "spearman", "slope", "bootstrap_ci"]
 
 
 def _pair(x: Sequence[float], y: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -67,3 +67,17 @@ def slope(x: Sequence[float], y: Sequence[float]) -> float:
     if not den > 0:
         return math.nan
     return float(dx @ (y - y.mean())) / den
+
+
+def bootstrap_ci(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float]:
+    """Percentile-bootstrap 95% interval of the mean of the finite ``values`` (``n_boot``
+    resamples drawn from ``rng``); NaN for no finite value, the value itself for one."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return math.nan, math.nan
+    if values.size == 1:
+        return float(values[0]), float(values[0])
+    idx = rng.integers(0, values.size, size=(int(n_boot), values.size))
+    means = values[idx].mean(axis=1)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return float(lo), float(hi)

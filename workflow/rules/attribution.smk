@@ -15,7 +15,7 @@ TRANSCODER_DIR = (
 # are loaded a second time at twice the width.
 ATTRIBUTION_UPCAST_MB = (
     int(1.5 * model_params_billion() * 1e3 * 2)
-    if config["attribution"].get("dtype", "float32") == "float32"
+    if config["attribution"]["dtype"] == "float32"
     and gpu_count()
     and config["model"]["dtype"] != "float32"
     else 0
@@ -35,22 +35,22 @@ rule attribute:
         signatures=f"{RESULTS}/attribution/{{prompt}}.safetensors",
         nodes=f"{RESULTS}/attribution/{{prompt}}.nodes.parquet",
         completeness=f"{RESULTS}/attribution/{{prompt}}.completeness.json",
-    params:
-        model=config["model"],
-        attribution=config["attribution"],
-        transcoder_dir=TRANSCODER_DIR,
-    conda:
-        "../../envs/model.yaml"
     log:
         f"{LOGS}/attribute/{{prompt}}.log",
     benchmark:
         f"{BENCH}/attribute/{{prompt}}.tsv"
+    conda:
+        "../../envs/model.yaml"
     threads: 1
     resources:
         mem_mb=lambda wc: model_mem_mb(config["attribution"]["batch_size"], per_item_mb=80)
         + ATTRIBUTION_UPCAST_MB,
         runtime=lambda wc: 5 + config["sampling"]["n_continuations"] // 16,
         gpu=gpu_count(),
+    params:
+        model=config["model"],
+        attribution=config["attribution"],
+        transcoder_dir=TRANSCODER_DIR,
     script:
         "../scripts/attribute.py"
 
@@ -63,16 +63,12 @@ rule train_transcoder:
         prompts=expand(f"{RESULTS}/samples/{{prompt}}.prompt.json", prompt=PROMPT_IDS),
     output:
         directory(f"{RESULTS}/transcoder"),
-    params:
-        model=config["model"],
-        training=config["transcoder_training"],
-        seed=derive_seed(config["seed"], "transcoder"),
-    conda:
-        "../../envs/model.yaml"
     log:
         f"{LOGS}/train_transcoder.log",
     benchmark:
         f"{BENCH}/train_transcoder.tsv"
+    conda:
+        "../../envs/model.yaml"
     threads: 2
     resources:
         # 8 layers' (input, output) activations at a time, float32, plus the model.
@@ -82,5 +78,9 @@ rule train_transcoder:
         runtime=lambda wc: 10
         + TRANSCODER_LAYERS * max(1, config["transcoder_training"]["steps"] // 150),
         gpu=gpu_count(),
+    params:
+        model=config["model"],
+        training=config["transcoder_training"],
+        seed=derive_seed(config["seed"], "transcoder"),
     script:
         "../scripts/train_transcoder.py"

@@ -1,13 +1,19 @@
-# Semantic view, rate-distortion clustering and single-view baselines (METHOD §4-§6).
-# Per prompt: embed -> cluster (the beta x gamma sweep) -> baselines; then one aggregate rule
-# writes the all-prompt comparison (the paper's Table 1) and the cross-view silhouettes.
+# Rate-distortion clustering and single-view baselines (METHOD §5-§6).
+# Per prompt: cluster (the beta x gamma sweep) -> baselines; then one aggregate rule writes the
+# all-prompt comparison (the paper's Table 1) and the cross-view silhouettes. The semantic view
+# they cluster comes from embedding.smk (its own file: its jobs run in another environment).
 
 from semmech.config import derive_seed
+
+
+include: "embedding.smk"
+
 
 # Memory of cluster / baselines: the float32 signatures are held in float64 about four times
 # over (raw, normalised, transposed, distances), plus the exact caches of the RD sweep.
 CLUSTERING_MEM_MB = lambda wc, input: int(
-    1500 + 10 * input.size_mb + config["clustering"].get("cache_mb", 256))
+    1500 + 10 * input.size_mb + config["clustering"]["cache_mb"]
+)
 
 # Runtimes (minutes) grow with the sample count: the RD sweep costs about 0.1 s per (beta, gamma)
 # configuration per 500 continuations on one core (benchmarks/rd.json), UMAP and HDBSCAN about
@@ -16,30 +22,6 @@ N_CONT = config["sampling"]["n_continuations"]
 N_RD_CONFIGS = len(config["clustering"]["betas"]) * len(config["clustering"]["gammas"])
 CLUSTER_RUNTIME = 5 + N_RD_CONFIGS * N_CONT // 1000
 BASELINES_RUNTIME = 10 + N_CONT // 25
-EMBED_RUNTIME = 5 + N_CONT // 100
-
-
-rule embed:
-    """Contextual embedding of every continuation, pooled over its own tokens."""
-    input:
-        samples=f"{RESULTS}/samples/{{prompt}}.parquet",
-        prompt=f"{RESULTS}/samples/{{prompt}}.prompt.json",
-    output:
-        npz=f"{RESULTS}/embeddings/{{prompt}}.npz",
-    params:
-        embedding=config["embedding"],
-    conda:
-        "../../envs/embedding.yaml"
-    log:
-        f"{RESULTS}/logs/embed/{{prompt}}.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/embed/{{prompt}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000 + 4 * N_CONT,
-        runtime=EMBED_RUNTIME,
-    script:
-        "../scripts/embed.py"
 
 
 rule cluster:
@@ -54,18 +36,18 @@ rule cluster:
         history=f"{RESULTS}/clusters/{{prompt}}.history.parquet",
         npz=f"{RESULTS}/clusters/{{prompt}}.npz",
         runtime=f"{BENCH}/cluster/{{prompt}}.runtime.json",
-    params:
-        clustering=config["clustering"],
-    conda:
-        "../../envs/clustering.yaml"
     log:
         f"{RESULTS}/logs/cluster/{{prompt}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/cluster/{{prompt}}.tsv"
+    conda:
+        "../../envs/clustering.yaml"
     threads: 1
     resources:
         mem_mb=CLUSTERING_MEM_MB,
         runtime=CLUSTER_RUNTIME,
+    params:
+        clustering=config["clustering"],
     script:
         "../scripts/cluster.py"
 
@@ -83,19 +65,19 @@ rule baselines:
         table=f"{RESULTS}/baselines/{{prompt}}.parquet",
         labels=f"{RESULTS}/baselines/{{prompt}}.labels.parquet",
         silhouette=f"{RESULTS}/baselines/{{prompt}}.silhouette.parquet",
-    params:
-        baselines=config["baselines"],
-        seed=lambda wc: derive_seed(config["seed"], wc.prompt, "baselines"),
-    conda:
-        "../../envs/clustering.yaml"
     log:
         f"{RESULTS}/logs/baselines/{{prompt}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/baselines/{{prompt}}.tsv"
+    conda:
+        "../../envs/clustering.yaml"
     threads: 1
     resources:
         mem_mb=CLUSTERING_MEM_MB,
         runtime=BASELINES_RUNTIME,
+    params:
+        baselines=config["baselines"],
+        seed=lambda wc: derive_seed(config["seed"], wc.prompt, "baselines"),
     script:
         "../scripts/baselines.py"
 
@@ -109,12 +91,12 @@ rule aggregate_clustering:
         csv=f"{RESULTS}/tables/clustering_comparison.csv",
         tex=f"{RESULTS}/tables/clustering_comparison.tex",
         silhouette=f"{RESULTS}/tables/cross_view_silhouette.csv",
-    conda:
-        "../../envs/clustering.yaml"
     log:
         f"{RESULTS}/logs/aggregate_clustering/all.log",
     benchmark:
         f"{RESULTS}/benchmarks/aggregate_clustering/all.tsv"
+    conda:
+        "../../envs/clustering.yaml"
     threads: 1
     resources:
         mem_mb=1000,

@@ -9,11 +9,10 @@ from snakemake.io import regex_from_filepattern
 from snakemake.utils import min_version
 
 from semmech.config import derive_seed, validate_config
-from semmech.models import DEFAULT_MODEL, check_model_available, model_source
+from semmech.model.source import DEFAULT_MODEL, check_model_available, model_source
 from semmech.prompts import read_prompts
 
 min_version("9.0")
-
 
 
 # One validator for the workflow and the tests: unknown keys and wrong types fail here,
@@ -34,9 +33,8 @@ check_model_available(config["model"]["name"], config["model"]["allow_download"]
 # The prepared default model is an input of every model-using rule; a user model is not
 # produced by the DAG, so its rules depend on nothing.
 MODEL_SOURCE = model_source(config["model"]["name"])
-MODEL_READY = (
-    [f"{MODEL_SOURCE}/config.json"] if config["model"]["name"] == DEFAULT_MODEL else []
-)
+MODEL_READY = [f"{MODEL_SOURCE}/config.json"] if config["model"]["name"] == DEFAULT_MODEL else []
+
 
 # Cheap aggregation over prompts runs on the submitting host under a cluster executor; every
 # per-prompt job (and the model preparation) is a cluster job.
@@ -89,9 +87,12 @@ def model_params_billion():
 
 def model_mem_mb(batch_size, per_item_mb=16):
     """Memory for a job holding the model plus activations that grow with the batch size."""
-    bytes_per_param = 4 if config["model"]["dtype"] in ("float32",) or (
-        config["model"]["dtype"] == "auto" and config["model"]["device"] in ("auto", "cpu")
-    ) else 2
+    bytes_per_param = (
+        4
+        if config["model"]["dtype"] in ("float32",)
+        or (config["model"]["dtype"] == "auto" and config["model"]["device"] in ("auto", "cpu"))
+        else 2
+    )
     weights_mb = model_params_billion() * 1e3 * bytes_per_param
     return int(1500 + 1.5 * weights_mb + batch_size * per_item_mb)
 
@@ -111,21 +112,29 @@ def prompt_seed(prompt, *keys):
 def stage_targets():
     """Every stage's per-prompt outputs and the aggregates (what the manifest hashes)."""
     per_prompt = [
-        "samples/{prompt}.parquet", "samples/{prompt}.prompt.json",
-        "attribution/{prompt}.safetensors", "attribution/{prompt}.nodes.parquet",
+        "samples/{prompt}.parquet",
+        "samples/{prompt}.prompt.json",
+        "attribution/{prompt}.safetensors",
+        "attribution/{prompt}.nodes.parquet",
         "attribution/{prompt}.completeness.json",
         "embeddings/{prompt}.npz",
-        "clusters/{prompt}.sweep.parquet", "clusters/{prompt}.labels.parquet",
-        "clusters/{prompt}.history.parquet", "clusters/{prompt}.npz",
-        "baselines/{prompt}.parquet", "baselines/{prompt}.labels.parquet",
+        "clusters/{prompt}.sweep.parquet",
+        "clusters/{prompt}.labels.parquet",
+        "clusters/{prompt}.history.parquet",
+        "clusters/{prompt}.npz",
+        "baselines/{prompt}.parquet",
+        "baselines/{prompt}.labels.parquet",
         "baselines/{prompt}.silhouette.parquet",
-        "steering/{prompt}.curves.parquet", "steering/{prompt}.metrics.parquet",
+        "steering/{prompt}.curves.parquet",
+        "steering/{prompt}.metrics.parquet",
         "steering/{prompt}.generations.parquet",
     ]
     aggregates = [
-        "tables/clustering_comparison.csv", "tables/clustering_comparison.tex",
+        "tables/clustering_comparison.csv",
+        "tables/clustering_comparison.tex",
         "tables/cross_view_silhouette.csv",
-        "tables/steering_comparison.csv", "tables/steering_comparison.tex",
+        "tables/steering_comparison.csv",
+        "tables/steering_comparison.tex",
     ]
     targets = [f"{RESULTS}/{t}" for t in aggregates]
     for t in per_prompt:

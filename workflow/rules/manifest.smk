@@ -4,20 +4,20 @@ rule manifest:
         stage_targets(),
     output:
         f"{RESULTS}/manifest.json",
+    log:
+        f"{LOGS}/manifest.log",
+    benchmark:
+        f"{BENCH}/manifest.tsv"
+    conda:
+        "../../envs/figures.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     params:
         run_dir=lambda wc, output: os.path.dirname(output[0]),
         producers=lambda wc: output_producers(),
         config=config,
         model_source=config["model"]["name"],
-    conda:
-        "../../envs/figures.yaml"
-    log:
-        f"{LOGS}/manifest.log",
-    benchmark:
-        f"{BENCH}/manifest.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
     script:
         "../scripts/manifest.py"

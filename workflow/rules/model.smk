@@ -2,12 +2,12 @@ rule prepare_model:
     """Dequantise the offline default GGUF once into a safetensors model directory."""
     output:
         config=f"{MODEL_SOURCE}/config.json",
-    conda:
-        "../../envs/model.yaml"
     log:
         f"{LOGS}/prepare_model.log",
     benchmark:
         f"{BENCH}/prepare_model.tsv"
+    conda:
+        "../../envs/model.yaml"
     threads: 2
     resources:
         mem_mb=lambda wc: model_mem_mb(0) + 2000,

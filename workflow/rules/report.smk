@@ -17,25 +17,29 @@ rule cluster_summary:
         embeddings=f"{RESULTS}/embeddings/{{prompt}}.npz",
     output:
         json=f"{RESULTS}/summaries/{{prompt}}.json",
-        csv=report(f"{TABLES}/cluster_summary/{{prompt}}.csv",
-                   caption="../report/cluster_summary.rst", category="1. Cluster browser",
-                   subcategory="Per-prompt summaries", labels={"prompt": "{prompt}"}),
+        csv=report(
+            f"{TABLES}/cluster_summary/{{prompt}}.csv",
+            caption="../report/cluster_summary.rst",
+            category="1. Cluster browser",
+            subcategory="Per-prompt summaries",
+            labels={"prompt": "{prompt}"},
+        ),
         tex=f"{TABLES}/cluster_summary/{{prompt}}.tex",
+    log:
+        f"{LOGS}/cluster_summary/{{prompt}}.log",
+    benchmark:
+        f"{BENCH}/cluster_summary/{{prompt}}.tsv"
+    conda:
+        "../../envs/figures.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
     params:
         configs=SUMMARY_CONFIGS,
         n_representatives=FIG_CFG["n_representatives"],
         n_features=FIG_CFG["n_features"],
         n_browser_features=FIG_CFG["browser_features"],
-    conda:
-        "../../envs/figures.yaml"
-    log:
-        f"{LOGS}/cluster_summary/{{prompt}}.log",
-    benchmark:
-        f"{BENCH}/cluster_summary/{{prompt}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
     script:
         "../scripts/cluster_summary.py"
 
@@ -46,22 +50,26 @@ rule cluster_browser:
     input:
         summaries=per_prompt(f"{RESULTS}/summaries/{{prompt}}.json"),
     output:
-        report(f"{RESULTS}/report/cluster_browser.html", caption="../report/cluster_browser.rst",
-               category="1. Cluster browser", subcategory="Browser"),
-    params:
-        run=RUN,
-        n_representatives=FIG_CFG["n_representatives"],
-        max_members=FIG_CFG["browser_continuations"],
-    conda:
-        "../../envs/figures.yaml"
+        report(
+            f"{RESULTS}/report/cluster_browser.html",
+            caption="../report/cluster_browser.rst",
+            category="1. Cluster browser",
+            subcategory="Browser",
+        ),
     log:
         f"{LOGS}/cluster_browser.log",
     benchmark:
         f"{BENCH}/cluster_browser.tsv"
+    conda:
+        "../../envs/figures.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        run=RUN,
+        n_representatives=FIG_CFG["n_representatives"],
+        max_members=FIG_CFG["browser_continuations"],
     script:
         "../scripts/cluster_browser.py"
 
@@ -70,29 +78,42 @@ rule tables_page:
     """Every aggregate table of the run on one HTML page; the CSVs themselves are attached to
     the report under their stage."""
     input:
-        clustering=report(f"{TABLES}/clustering_comparison.csv",
-                          caption="../report/clustering_comparison.rst", category="2. Clustering",
-                          subcategory="Tables"),
-        silhouette=report(f"{TABLES}/cross_view_silhouette.csv",
-                          caption="../report/cross_view_silhouette_table.rst",
-                          category="2. Clustering", subcategory="Tables"),
-        steering=report(f"{TABLES}/steering_comparison.csv",
-                        caption="../report/steering_comparison.rst", category="3. Steering",
-                        subcategory="Tables"),
+        clustering=report(
+            f"{TABLES}/clustering_comparison.csv",
+            caption="../report/clustering_comparison.rst",
+            category="2. Clustering",
+            subcategory="Tables",
+        ),
+        silhouette=report(
+            f"{TABLES}/cross_view_silhouette.csv",
+            caption="../report/cross_view_silhouette_table.rst",
+            category="2. Clustering",
+            subcategory="Tables",
+        ),
+        steering=report(
+            f"{TABLES}/steering_comparison.csv",
+            caption="../report/steering_comparison.rst",
+            category="3. Steering",
+            subcategory="Tables",
+        ),
     output:
-        report(f"{RESULTS}/report/tables.html", caption="../report/tables.rst",
-               category="4. Tables", subcategory="All tables"),
-    params:
-        title=f"semmech tables, run {RUN}",
-    conda:
-        "../../envs/figures.yaml"
+        report(
+            f"{RESULTS}/report/tables.html",
+            caption="../report/tables.rst",
+            category="4. Tables",
+            subcategory="All tables",
+        ),
     log:
         f"{LOGS}/tables_page.log",
     benchmark:
         f"{BENCH}/tables_page.tsv"
+    conda:
+        "../../envs/figures.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
+    params:
+        title=f"semmech tables, run {RUN}",
     script:
         "../scripts/tables_page.py"

@@ -3,28 +3,42 @@
 # targets the default run builds and the manifest hashes. Include before those files and
 # before manifest.smk.
 
+from semmech.cluster.grid import on_grid
+
 FIGURES = f"{RESULTS}/figures"
 TABLES = f"{RESULTS}/tables"
 FIG_CFG = config["figures"]
 
 EXAMPLE_PROMPT = FIG_CFG["example_prompt"] or PROMPT_IDS[0]
 if EXAMPLE_PROMPT not in PROMPT_IDS:
-    raise ValueError(f"figures.example_prompt: {EXAMPLE_PROMPT!r} is not a prompt id of "
-                     f"{config['prompts']} (ids: {PROMPT_IDS})")
+    raise ValueError(
+        f"figures.example_prompt: {EXAMPLE_PROMPT!r} is not a prompt id of "
+        f"{config['prompts']} (ids: {PROMPT_IDS})"
+    )
 
 # (beta, gamma) pairs summarised in the cluster tables and browser; the first one is also
 # the configuration of the per-prompt figures.
-SUMMARY_CONFIGS = [[float(b), float(g)] for b, g in (FIG_CFG["configs"] or config["steering"]["configs"])]
+SUMMARY_CONFIGS = [
+    [float(b), float(g)] for b, g in (FIG_CFG["configs"] or config["steering"]["configs"])
+]
 for _b, _g in SUMMARY_CONFIGS:
-    if not any(abs(_b - float(x)) < 1e-9 for x in config["clustering"]["betas"]) or not any(
-            abs(_g - float(x)) < 1e-9 for x in config["clustering"]["gammas"]):
-        raise ValueError(f"figures.configs / steering.configs: (beta={_b:g}, gamma={_g:g}) is not on "
-                         f"the clustering grid betas={config['clustering']['betas']} x "
-                         f"gammas={config['clustering']['gammas']}")
+    if not on_grid(config["clustering"]["betas"], config["clustering"]["gammas"], _b, _g):
+        raise ValueError(
+            f"figures.configs / steering.configs: (beta={_b:g}, gamma={_g:g}) is not on "
+            f"the clustering grid betas={config['clustering']['betas']} x "
+            f"gammas={config['clustering']['gammas']}"
+        )
 FIGURE_CONFIG = SUMMARY_CONFIGS[0]
 
-FIGURE_NAMES = ["rate_distortion", "gamma_sweep", "iteration_trace", "two_view_scatter",
-                "cross_view_silhouette", "feature_lineage", "steering_response"]
+FIGURE_NAMES = [
+    "rate_distortion",
+    "gamma_sweep",
+    "iteration_trace",
+    "two_view_scatter",
+    "cross_view_silhouette",
+    "feature_lineage",
+    "steering_response",
+]
 
 
 def per_prompt(pattern):
@@ -38,8 +52,11 @@ def figure_params(name, **extra):
 def report_targets():
     """Figures, tables, summaries and the browser: what the default run builds and the
     manifest hashes (the paper PDF is a separate target)."""
-    return (expand(f"{FIGURES}/{{name}}.{{ext}}", name=FIGURE_NAMES, ext=["png", "pdf"])
-            + [f"{RESULTS}/report/tables.html", f"{RESULTS}/report/cluster_browser.html"]
-            + expand(f"{TABLES}/cluster_summary/{{prompt}}.{{ext}}", prompt=PROMPT_IDS,
-                     ext=["csv", "tex"])
-            + per_prompt(f"{RESULTS}/summaries/{{prompt}}.json"))
+    return (
+        expand(f"{FIGURES}/{{name}}.{{ext}}", name=FIGURE_NAMES, ext=["png", "pdf"])
+        + [f"{RESULTS}/report/tables.html", f"{RESULTS}/report/cluster_browser.html"]
+        + expand(
+            f"{TABLES}/cluster_summary/{{prompt}}.{{ext}}", prompt=PROMPT_IDS, ext=["csv", "tex"]
+        )
+        + per_prompt(f"{RESULTS}/summaries/{{prompt}}.json")
+    )

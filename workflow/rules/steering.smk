@@ -3,7 +3,7 @@
 # then one aggregate rule writes the method comparison (the paper's Table 2).
 # Needs TRANSCODER_DIR from attribution.smk (include that first).
 
-from semmech.steering_settings import check_steering_configs
+from semmech.steer.settings import check_steering_configs
 
 # A steered (beta, gamma) that the clustering sweep does not produce fails here, at start-up.
 check_steering_configs(config["steering"], config["clustering"])
@@ -11,12 +11,22 @@ check_steering_configs(config["steering"], config["clustering"])
 
 # Runtime limit in minutes: (intervention, continuation) rows times tokens at a slow CPU's
 # ~200 tokens/s, for up to 4 clusters per configuration (a GPU is far faster).
-STEERING_RUNTIME = lambda wc: 10 + (
-    4 * len(config["steering"]["budgets"]) * (len(config["steering"]["epsilons"]) - 1)
-    * 4 * len(config["steering"]["configs"])
-    * min(config["sampling"]["n_continuations"],
-          4 * (config["steering"].get("max_measured") or config["sampling"]["n_continuations"]))
-    * config["sampling"]["max_new_tokens"]) // 12000
+STEERING_RUNTIME = (
+    lambda wc: 10
+    + (
+        4
+        * len(config["steering"]["budgets"])
+        * (len(config["steering"]["epsilons"]) - 1)
+        * 4
+        * len(config["steering"]["configs"])
+        * min(
+            config["sampling"]["n_continuations"],
+            4 * (config["steering"]["max_measured"] or config["sampling"]["n_continuations"]),
+        )
+        * config["sampling"]["max_new_tokens"]
+    )
+    // 12000
+)
 
 
 rule steer:
@@ -36,6 +46,17 @@ rule steer:
         metrics=f"{RESULTS}/steering/{{prompt}}.metrics.parquet",
         generations=f"{RESULTS}/steering/{{prompt}}.generations.parquet",
         stats=f"{BENCH}/steer/{{prompt}}.stats.json",
+    log:
+        f"{LOGS}/steer/{{prompt}}.log",
+    benchmark:
+        f"{BENCH}/steer/{{prompt}}.tsv"
+    conda:
+        "../../envs/model.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc: model_mem_mb(config["steering"]["batch_size"], per_item_mb=64),
+        runtime=STEERING_RUNTIME,
+        gpu=gpu_count(),
     params:
         model=config["model"],
         attribution=config["attribution"],
@@ -43,17 +64,6 @@ rule steer:
         sampling=config["sampling"],
         transcoder_dir=TRANSCODER_DIR,
         seed=lambda wc: prompt_seed(wc.prompt, "steer"),
-    conda:
-        "../../envs/model.yaml"
-    log:
-        f"{LOGS}/steer/{{prompt}}.log",
-    benchmark:
-        f"{BENCH}/steer/{{prompt}}.tsv"
-    threads: 1
-    resources:
-        mem_mb=lambda wc: model_mem_mb(config["steering"]["batch_size"], per_item_mb=64),
-        runtime=STEERING_RUNTIME,
-        gpu=gpu_count(),
     script:
         "../scripts/steer.py"
 
@@ -65,18 +75,18 @@ rule aggregate_steering:
     output:
         csv=f"{RESULTS}/tables/steering_comparison.csv",
         tex=f"{RESULTS}/tables/steering_comparison.tex",
-    params:
-        steering=config["steering"],
-        seed=derive_seed(config["seed"], "steering_bootstrap"),
-    conda:
-        "../../envs/clustering.yaml"
     log:
         f"{LOGS}/aggregate_steering/all.log",
     benchmark:
         f"{BENCH}/aggregate_steering/all.tsv"
+    conda:
+        "../../envs/clustering.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        steering=config["steering"],
+        seed=derive_seed(config["seed"], "steering_bootstrap"),
     script:
         "../scripts/aggregate_steering.py"

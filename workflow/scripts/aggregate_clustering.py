@@ -1,6 +1,7 @@
-from semmech.baselines import aggregate_clustering_stage
 from semmech.logs import job_logging
+from semmech.stages.clustering import run_aggregate_clustering
 
 with job_logging(snakemake.log[0], snakemake.threads):
     i, o = snakemake.input, snakemake.output
-    aggregate_clustering_stage(i.tables, i.silhouettes, o.csv, o.tex, o.silhouette)
+    run_aggregate_clustering(tables=i.tables, silhouettes=i.silhouettes, out_csv=o.csv,
+                             out_tex=o.tex, out_silhouette=o.silhouette)

@@ -1,7 +1,11 @@
 from semmech.logs import job_logging
-from semmech.steering import aggregate_steering_stage
+from semmech.stages.steering import run_aggregate_steering
 
 with job_logging(snakemake.log[0], snakemake.threads):
-    p = snakemake.params
-    aggregate_steering_stage(snakemake.input.metrics, p.steering, p.seed, snakemake.output.csv,
-                             snakemake.output.tex)
+    run_aggregate_steering(
+        metrics=snakemake.input.metrics,
+        steering_cfg=snakemake.params.steering,
+        seed=snakemake.params.seed,
+        out_csv=snakemake.output.csv,
+        out_tex=snakemake.output.tex,
+    )

@@ -1,7 +1,9 @@
 from semmech.logs import job_logging
-from semmech.rd import cluster_prompt_stage
+from semmech.stages.clustering import run_cluster
 
 with job_logging(snakemake.log[0], snakemake.threads):
     i, o = snakemake.input, snakemake.output
-    cluster_prompt_stage(snakemake.wildcards.prompt, i.samples, i.embeddings, i.signatures,
-                         snakemake.params.clustering, o.sweep, o.labels, o.history, o.npz, o.runtime)
+    run_cluster(prompt_id=snakemake.wildcards.prompt, samples=i.samples, embeddings=i.embeddings,
+                signatures=i.signatures, clustering_cfg=snakemake.params.clustering,
+                out_sweep=o.sweep, out_labels=o.labels, out_history=o.history, out_npz=o.npz,
+                out_runtime=o.runtime)

@@ -1,6 +1,7 @@
-from semmech.embedding import embed_prompt_stage
 from semmech.logs import job_logging
+from semmech.stages.embedding import run_embed
 
 with job_logging(snakemake.log[0], snakemake.threads):
-    embed_prompt_stage(snakemake.wildcards.prompt, snakemake.input.samples, snakemake.input.prompt,
-                       snakemake.params.embedding, snakemake.output.npz)
+    run_embed(prompt_id=snakemake.wildcards.prompt, samples=snakemake.input.samples,
+              prompt=snakemake.input.prompt, embedding_cfg=snakemake.params.embedding,
+              out_npz=snakemake.output.npz)

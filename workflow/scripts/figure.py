@@ -1,7 +1,7 @@
-from semmech.figures import build
 from semmech.logs import job_logging
+from semmech.stages.figures import run_figure
 
 with job_logging(snakemake.log[0]):
-    p = snakemake.params
-    build(p.name, dict(snakemake.input.items()), dict(p.items()), snakemake.output.png,
-          snakemake.output.pdf)
+    run_figure(name=snakemake.params.name, inputs=dict(snakemake.input.items()),
+               params=dict(snakemake.params.items()), png=snakemake.output.png,
+               pdf=snakemake.output.pdf)

@@ -1,8 +1,11 @@
 from semmech.logs import job_logging
-from semmech.manifest import write_manifest
-from semmech.models import model_weights_sha256
+from semmech.stages.manifest import run_manifest
 
 with job_logging(snakemake.log[0], snakemake.threads):
-    p = snakemake.params
-    write_manifest(p.run_dir, p.producers, p.config, model_weights_sha256(p.model_source),
-                   out=snakemake.output[0])
+    run_manifest(
+        run_dir=snakemake.params.run_dir,
+        producers=snakemake.params.producers,
+        config=snakemake.params.config,
+        model_name=snakemake.params.model_source,
+        out=snakemake.output[0],
+    )

@@ -1,10 +1,7 @@
-from pathlib import Path
-
 from semmech.logs import job_logging
-from semmech.report import build_paper
+from semmech.stages.paper import run_paper
 
 with job_logging(snakemake.log[0]):
     p = snakemake.params
-    build_paper(p.run_dir, Path(snakemake.input.main).parent, snakemake.output[0], macros=p.macros,
-                aliases=p.aliases, latexmk=p.latexmk,
-                log_path=Path(snakemake.log[0]).with_suffix(".latexmk.log"))
+    run_paper(run_dir=p.run_dir, main_tex=snakemake.input.main, out_pdf=snakemake.output[0],
+              latexmk=p.latexmk, macros=p.macros, aliases=p.aliases, job_log=snakemake.log[0])

@@ -1,5 +1,5 @@
 from semmech.logs import job_logging
-from semmech.stages import prepare_model
+from semmech.stages.model import run_prepare_model
 
 with job_logging(snakemake.log[0], snakemake.threads):
-    prepare_model(snakemake.config["model"], snakemake.output.config)
+    run_prepare_model(model_cfg=snakemake.config["model"], out_config=snakemake.output.config)

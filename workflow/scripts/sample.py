@@ -1,7 +1,13 @@
 from semmech.logs import job_logging
-from semmech.stages import sample_prompt
+from semmech.stages.sampling import run_sample
 
 with job_logging(snakemake.log[0], snakemake.threads):
-    p = snakemake.params
-    sample_prompt(snakemake.wildcards.prompt, p.text, p.model, p.sampling, p.seed,
-                  snakemake.output.table, snakemake.output.prompt)
+    run_sample(
+        prompt_id=snakemake.wildcards.prompt,
+        text=snakemake.params.text,
+        model_cfg=snakemake.params.model,
+        sampling_cfg=snakemake.params.sampling,
+        seed=snakemake.params.seed,
+        out_table=snakemake.output.table,
+        out_prompt=snakemake.output.prompt,
+    )

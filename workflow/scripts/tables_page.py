@@ -1,6 +1,6 @@
 from semmech.logs import job_logging
-from semmech.tables import write_tables_page
+from semmech.stages.report import run_tables_page
 
 with job_logging(snakemake.log[0]):
-    write_tables_page(dict(snakemake.input.items()), snakemake.output[0],
-                      title=snakemake.params.title)
+    run_tables_page(tables=dict(snakemake.input.items()), title=snakemake.params.title,
+                    out_html=snakemake.output[0])

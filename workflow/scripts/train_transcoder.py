@@ -1,7 +1,12 @@
 from semmech.logs import job_logging
-from semmech.transcoder_training import train_transcoder
+from semmech.stages.attribution import run_train_transcoder
 
 with job_logging(snakemake.log[0], snakemake.threads):
-    p = snakemake.params
-    train_transcoder(snakemake.input.samples, snakemake.input.prompts, p.model, p.training, p.seed,
-                     snakemake.output[0])
+    run_train_transcoder(
+        samples=snakemake.input.samples,
+        prompts=snakemake.input.prompts,
+        model_cfg=snakemake.params.model,
+        training_cfg=snakemake.params.training,
+        seed=snakemake.params.seed,
+        out_dir=snakemake.output[0],
+    )

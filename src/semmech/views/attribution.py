@@ -36,17 +36,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .bases import FeatureBasis, ModelLayout, envoy, load_basis
-from .models import LoadedModel
+from ..model.bases import FeatureBasis
+from ..model.layout import ModelLayout, envoy
+from ..model.loading import LoadedModel, check_token_ids
+from ..model.target import DemeanedLogit
 
 log = logging.getLogger(__name__)
 
 COMPLETENESS_TOLERANCE = 1e-3
 NODE_COLUMNS = ["node_idx", "kind", "layer", "position", "feature", "token_id", "token_str", "alpha"]
-
-
-class SampleMismatchError(ValueError):
-    """Sample tables do not fit the model (token ids, prompt tokenisation, model name)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,40 +324,6 @@ class BatchAttribution:
     terms: dict[str, torch.Tensor]  # each [B] float64
 
 
-class _Unembed:
-    """Demeaned-logit directions, cached per model: ℓ̃_y = ⟨W_y − mean W, h⟩ + (b_y − mean b)."""
-
-    def __init__(self, layout: ModelLayout, hf: torch.nn.Module):
-        w, b = layout.unembedding(hf)
-        self.w = w.detach()
-        self.b = None if b is None else b.detach().float()
-        self.w_mean = self.w.float().mean(0)
-        self.softcap = layout.logit_softcap
-
-    def target(self, hs: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ℓ̃ [B,T] differentiable in hs, constant lm-head-bias part [B,T])."""
-        hs = hs.float()
-        if self.softcap is None:
-            direction = self.w[y].float() - self.w_mean
-            const = torch.zeros(y.shape, device=hs.device) if self.b is None else self.b[y] - self.b.mean()
-            return (hs * direction).sum(-1) + const, const
-        # A final softcap c·tanh(z/c) is linearised like the norms: its ratio to z is frozen.
-        z = hs @ self.w.float().T
-        if self.b is not None:
-            z = z + self.b
-        zd = z.detach()
-        capped = self.softcap * torch.tanh(zd / self.softcap)
-        ratio = torch.where(zd == 0, torch.ones_like(zd), capped / torch.where(zd == 0, torch.ones_like(zd), zd))
-        logits = ratio * z
-        tgt = logits.gather(-1, y.unsqueeze(-1)).squeeze(-1) - logits.mean(-1)
-        if self.b is None:
-            const = torch.zeros(y.shape, device=hs.device)
-        else:
-            rb = ratio * self.b
-            const = rb.gather(-1, y.unsqueeze(-1)).squeeze(-1) - rb.mean(-1)
-        return tgt, const
-
-
 def _batch_inputs(prompt_ids: Sequence[int], conts: Sequence[Sequence[int]], pad_id: int,
                   padding_side: str, device: torch.device):
     """Prompt + continuation without its last token (that token predicts nothing we read)."""
@@ -391,13 +355,13 @@ def _batch_inputs(prompt_ids: Sequence[int], conts: Sequence[Sequence[int]], pad
 
 def attribute_batch(model: LoadedModel, basis: FeatureBasis, nodes: NodeSet,
                     conts: Sequence[Sequence[int]], padding_side: str = "right",
-                    unembed: _Unembed | None = None) -> BatchAttribution:
+                    unembed: DemeanedLogit | None = None) -> BatchAttribution:
     """Signatures and completeness terms for a batch of continuations of one prompt."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     layout = basis.layout
     hf = model.hf
-    unembed = unembed or _Unembed(layout, hf)
+    unembed = unembed or DemeanedLogit(layout, hf)
     M = nodes.prompt_len
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     ids, mask, pos_ids, offset, pred_pos, y, tmask = _batch_inputs(
@@ -548,7 +512,7 @@ def attribute(model: LoadedModel, basis: FeatureBasis, prompt_ids: Sequence[int]
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     check_token_ids(model, prompt_ids, continuations)
     nodes = nodes or select_nodes(model, basis, prompt_ids, max_feature_nodes)
-    unembed = _Unembed(basis.layout, model.hf)
+    unembed = DemeanedLogit(basis.layout, model.hf)
     order = sorted(range(len(continuations)), key=lambda i: (-len(continuations[i]), i))
     sig = torch.zeros(len(continuations), nodes.n_nodes)
     terms: dict[str, torch.Tensor] = {}
@@ -561,136 +525,3 @@ def attribute(model: LoadedModel, basis: FeatureBasis, prompt_ids: Sequence[int]
         if progress:
             progress(len(idx))
     return AttributionResult(signatures=sig, nodes=nodes, completeness=completeness_rows(terms))
-
-
-def check_token_ids(model: LoadedModel, prompt_ids: Sequence[int],
-                    continuations: Sequence[Sequence[int]]) -> None:
-    """Token ids must index the model's vocabulary and fit its context, before any work."""
-    vocab = vocab_size(model)
-    if len(continuations) == 0:
-        raise SampleMismatchError("no continuations to attribute")
-    bad = [t for t in prompt_ids if not 0 <= int(t) < vocab]
-    if bad:
-        raise SampleMismatchError(f"prompt token ids {bad[:5]} are outside the model's vocabulary of {vocab}")
-    for n, c in enumerate(continuations):
-        if len(c) == 0:
-            raise SampleMismatchError(f"continuation {n} has no tokens")
-        bad = [t for t in c if not 0 <= int(t) < vocab]
-        if bad:
-            raise SampleMismatchError(
-                f"continuation {n} has token ids {bad[:5]} outside the model's vocabulary of {vocab}; "
-                "were the samples made with a different model?")
-        if len(prompt_ids) + len(c) - 1 > model.max_context:
-            raise SampleMismatchError(f"continuation {n}: prompt + continuation exceed the context of "
-                                      f"{model.max_context} tokens")
-
-
-def vocab_size(model: LoadedModel) -> int:
-    head = model.hf.get_output_embeddings()
-    return int(head.weight.shape[0])
-
-
-# ---------------------------------------------------------------------------------------------
-# Stage entry point
-# ---------------------------------------------------------------------------------------------
-
-
-def _check_prompt(model: LoadedModel, prompt: dict[str, Any], prompt_id: str, model_name: str,
-                  path: str | Path) -> list[int]:
-    for key in ("prompt_id", "model_input", "prompt_token_ids", "model", "chat_template"):
-        if key not in prompt:
-            raise SampleMismatchError(f"{path}: missing key {key!r}")
-    if prompt["prompt_id"] != prompt_id:
-        raise SampleMismatchError(f"{path}: prompt_id {prompt['prompt_id']!r} is not {prompt_id!r}")
-    if prompt["model"] != model_name:
-        raise SampleMismatchError(
-            f"{path}: samples were made with model {prompt['model']!r}, not the configured {model_name!r}")
-    ids = [int(i) for i in prompt["prompt_token_ids"]]
-    use_template = bool(prompt["chat_template"]) and bool(getattr(model.tokenizer, "chat_template", None))
-    expect = model.tokenizer(prompt["model_input"], add_special_tokens=not use_template)["input_ids"]
-    if list(expect) != ids:
-        raise SampleMismatchError(
-            f"{path}: prompt_token_ids do not match the model tokenizer's encoding of model_input "
-            f"({len(ids)} vs {len(expect)} tokens); the samples belong to a different tokenizer")
-    return ids
-
-
-def read_samples(samples_path: str | Path) -> tuple[list[list[int]], pd.DataFrame]:
-    from . import io
-
-    df = io.read_parquet(samples_path, required=["prompt_id", "sample_idx", "token_ids", "n_tokens"])
-    if list(df["sample_idx"]) != list(range(len(df))):
-        raise SampleMismatchError(f"{samples_path}: sample_idx must be 0..N-1 in order")
-    conts = [[int(t) for t in row] for row in df["token_ids"]]
-    for n, (c, k) in enumerate(zip(conts, df["n_tokens"])):
-        if len(c) != int(k):
-            raise SampleMismatchError(f"{samples_path}: row {n} has n_tokens {k} but {len(c)} token ids")
-    return conts, df
-
-
-def attribution_model_config(model_cfg: dict[str, Any], attribution_cfg: dict[str, Any]) -> dict[str, Any]:
-    """The model config attribution loads with: ``attribution.dtype`` (default float32) overrides
-    the model's dtype, because half precision breaks completeness (relative errors ~3e-3 in
-    bfloat16 on the default model) and decorrelates the signatures from the exact ones; "model"
-    keeps the model's own dtype."""
-    dtype = attribution_cfg.get("dtype", "float32")
-    cfg = dict(model_cfg)
-    if dtype != "model":
-        cfg["dtype"] = dtype
-    return cfg
-
-
-def attribute_prompt(prompt_id: str, samples_path: str | Path, prompt_path: str | Path,
-                     model_cfg: dict[str, Any], attribution_cfg: dict[str, Any],
-                     out_signatures: str | Path, out_nodes: str | Path, out_completeness: str | Path,
-                     transcoder_dir: str | Path | None = None) -> AttributionResult:
-    """Workflow stage: attribution signatures, node table and completeness diagnostic of one prompt."""
-    from tqdm.auto import tqdm
-
-    from . import io
-    from .stages import load_configured_model
-
-    max_nodes = int(attribution_cfg.get("max_feature_nodes", 2048))
-    if max_nodes < 1:
-        raise ValueError(f"attribution.max_feature_nodes must be at least 1, got {max_nodes}")
-    basis_name = attribution_cfg.get("basis", "mlp_neurons")
-    tc_dir = transcoder_dir or attribution_cfg.get("transcoder_dir")
-    if basis_name == "transcoder" and not tc_dir:
-        raise ValueError("attribution.basis is 'transcoder' but attribution.transcoder_dir is not set "
-                         "and no trained transcoder was given")
-    conts, _ = read_samples(samples_path)
-    prompt = io.read_json(prompt_path)
-    model = load_configured_model(attribution_model_config(model_cfg, attribution_cfg))
-    prompt_ids = _check_prompt(model, prompt, prompt_id, model_cfg["name"], prompt_path)
-    check_token_ids(model, prompt_ids, conts)
-    basis = load_basis(basis_name, model, transcoder_dir=tc_dir)
-    log.info("prompt %s: %d continuations, %d prompt tokens, basis %s", prompt_id, len(conts),
-             len(prompt_ids), basis.name)
-    nodes = select_nodes(model, basis, prompt_ids, max_nodes)
-    with tqdm(total=len(conts), desc=f"attribute {prompt_id}", unit="cont") as bar:
-        result = attribute(model, basis, prompt_ids, conts, max_nodes,
-                           batch_size=int(attribution_cfg.get("batch_size", 8)), nodes=nodes,
-                           progress=bar.update)
-    meta = {"basis": basis.name, "model": model_cfg["name"], "prompt_id": prompt_id,
-            "n_feature_nodes": str(nodes.n_feature_nodes), "n_error_nodes": str(nodes.n_error_nodes),
-            "n_token_nodes": str(nodes.n_token_nodes), "prompt_len": str(nodes.prompt_len),
-            "target": "mean demeaned logit", "max_feature_nodes": str(max_nodes)}
-    rows = [{"sample_idx": n, **row} for n, row in enumerate(result.completeness)]
-    shares = [r["prefix_share"] for r in rows]
-    diag = {"prompt_id": prompt_id, "basis": basis.name, "model": model_cfg["name"],
-            "prompt_len": nodes.prompt_len, "n_nodes": nodes.n_nodes,
-            "n_feature_nodes": nodes.n_feature_nodes, "n_error_nodes": nodes.n_error_nodes,
-            "n_token_nodes": nodes.n_token_nodes, "tolerance": COMPLETENESS_TOLERANCE,
-            "max_rel_error": result.max_rel_error,
-            "passed": bool(result.max_rel_error <= COMPLETENESS_TOLERANCE),
-            "mean_prefix_share": float(np.mean(shares)), "median_prefix_share": float(np.median(shares)),
-            "continuations": rows}
-    if not diag["passed"]:
-        log.warning("prompt %s: completeness relative error %.2e exceeds %.0e", prompt_id,
-                    result.max_rel_error, COMPLETENESS_TOLERANCE)
-    log.info("prompt %s: %d nodes, max completeness error %.2e, mean prefix share %.3f", prompt_id,
-             nodes.n_nodes, result.max_rel_error, diag["mean_prefix_share"])
-    io.write_safetensors({"signatures": result.signatures.float()}, out_signatures, metadata=meta)
-    io.write_parquet(nodes.table(model.tokenizer), out_nodes)
-    io.write_json(diag, out_completeness)
-    return result

@@ -10,10 +10,11 @@ Sections (add new ones below, each self-contained):
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 __all__ = [
     "partition_entropy",
@@ -49,8 +50,6 @@ def d_gamma(D_e: float | np.ndarray, D_a: float | np.ndarray, gamma: float | np.
 
 def ari(a: Sequence[int], b: Sequence[int]) -> float:
     """Adjusted Rand index; HDBSCAN's noise label −1 counts as one group of its own."""
-    from sklearn.metrics import adjusted_rand_score
-
     return float(adjusted_rand_score(np.asarray(a), np.asarray(b)))
 
 
@@ -65,8 +64,6 @@ def n_groups(labels: Sequence[int]) -> int:
 def silhouette(X: np.ndarray, labels: Sequence[int], metric: str = "euclidean") -> float:
     """Mean silhouette of ``labels`` in the view ``X``; NaN where it is undefined
     (fewer than 2 groups, or as many groups as samples)."""
-    from sklearn.metrics import silhouette_score
-
     labels = np.asarray(labels)
     k = n_groups(labels)
     if k < 2 or k >= labels.shape[0]:

@@ -2,9 +2,8 @@
 
 Plotting functions take small tidy frames (columns documented per function), so tests feed
 them synthetic frames shaped like the workflow's outputs and no model is needed. The
-``*_data`` functions turn the workflow's files into those frames, and :func:`build` is the
-single entry point of ``workflow/scripts/figure.py``. :func:`save_figure` writes PNG + PDF
-atomically and without timestamps, so the same inputs give the same bytes.
+functions after them turn the workflow's tables and arrays (read by
+:mod:`semmech.stages.figures`, which also saves the figures) into those frames.
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state), so
 building many figures in one process neither leaks memory nor depends on a GUI backend.
@@ -12,28 +11,27 @@ building many figures in one process neither leaks memory nor depends on a GUI b
 
 from __future__ import annotations
 
-import logging
+import functools
 import math
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import io
-from .report import top_feature_sets, top_features  # noqa: F401  (re-exported: lineage uses them)
-
-log = logging.getLogger(__name__)
+from .. import io
+from ..cluster.grid import close_to
+from ..numba_cache import load_umap
+from .summaries import top_feature_sets
 
 __all__ = [
-    "FigureDataError", "METHOD_COLOURS", "save_figure",
+    "FigureDataError", "METHOD_COLOURS", "BASELINE_NAMES", "HOUSE_STYLE",
     "rate_distortion", "gamma_sweep", "iteration_trace", "two_view_scatter",
     "cross_view_silhouette", "feature_lineage", "steering_response",
-    "umap_2d", "top_features", "top_feature_sets", "lineage_table", "sweep_data", "rate_distortion_data",
-    "history_data", "silhouette_data", "steering_data", "two_view_data", "lineage_data",
-    "FIGURES", "build",
+    "umap_2d", "lineage_table", "rate_distortion_points", "silhouette_long", "steering_units",
+    "two_view_maps", "lineage_data",
 ]
 
 
@@ -51,17 +49,16 @@ NOISE_COLOUR = "#bdbdbd"
 
 # Embed TrueType fonts (no Type 3 fonts in the paper) and fix the SVG id salt; with no
 # creation date in the metadata the files are byte-reproducible.
-_RC = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.hashsalt": "semmech", "font.size": 9,
-       "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8, "figure.dpi": 100}
+HOUSE_STYLE = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.hashsalt": "semmech", "font.size": 9,
+               "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8, "figure.dpi": 100}
 
 
 def _styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:
     """Build the figure under the house style (rcParams are read while artists are made)."""
-    import functools
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Figure:
-        with matplotlib.rc_context(_RC):
+        with matplotlib.rc_context(HOUSE_STYLE):
             return fn(*args, **kwargs)
 
     return wrapper
@@ -83,14 +80,7 @@ def _cluster_colours(labels: Sequence[int]) -> dict[int, Any]:
 
 
 def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> pd.DataFrame:
-    if not isinstance(df, pd.DataFrame):
-        raise FigureDataError(f"{what}: expected a DataFrame, got {type(df).__name__}")
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise FigureDataError(f"{what}: missing columns {missing} (has {list(df.columns)})")
-    if df.empty:
-        raise FigureDataError(f"{what}: no rows to draw")
-    return df
+    return io.require_columns(df, columns, what, error=FigureDataError, allow_empty=False)
 
 
 def _new_figure(ncols: int, nrows: int = 1, width: float = 3.2, height: float = 2.7,
@@ -120,18 +110,6 @@ def _mean_se(values: pd.Series) -> tuple[float, float]:
         return math.nan, math.nan
     se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else 0.0
     return float(v.mean()), se
-
-
-def save_figure(fig: Figure, png: str | Path, pdf: str | Path | None = None, dpi: int = 200) -> None:
-    """Write ``fig`` as PNG (and PDF) atomically, with no timestamp in either file."""
-    with matplotlib.rc_context(_RC):
-        with io.atomic_path(png, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
-        if pdf is not None:
-            with io.atomic_path(pdf, suffix=".pdf") as tmp:
-                fig.savefig(tmp, format="pdf",
-                            metadata={"CreationDate": None, "ModDate": None, "Producer": None,
-                                      "Creator": "semmech"})
 
 
 # ======================================================================================
@@ -243,7 +221,7 @@ def iteration_trace(history: pd.DataFrame, gamma: float | None = None,
     if gamma is None:
         gammas = sorted(history["gamma"].unique())
         gamma = gammas[len(gammas) // 2]
-    sub = history[np.isclose(history["gamma"], float(gamma))]
+    sub = history[close_to(history["gamma"], gamma)]
     if sub.empty:
         raise FigureDataError(f"iteration_trace: no history rows at γ = {gamma} "
                               f"(have {sorted(history['gamma'].unique())})")
@@ -340,9 +318,10 @@ def two_view_scatter(coords: Mapping[str, np.ndarray], labelings: Mapping[str, n
     return fig
 
 
-def umap_2d(X: np.ndarray, metric: str = "euclidean", seed: int = 0, n_neighbors: int = 15,
-            min_dist: float = 0.1) -> np.ndarray:
-    """Deterministic 2-D UMAP map (fixed random_state, which also makes UMAP single-threaded).
+def umap_2d(X: np.ndarray, metric: str, seed: int, *, n_neighbors: int,
+            min_dist: float) -> np.ndarray:
+    """Deterministic 2-D UMAP map (fixed random_state, which also makes UMAP single-threaded);
+    ``n_neighbors`` and ``min_dist`` are the ``figures.umap`` settings.
 
     Small sets (fewer than 5 points) are mapped by their first two principal components:
     UMAP's neighbour graph is not meaningful there.
@@ -360,10 +339,7 @@ def umap_2d(X: np.ndarray, metric: str = "euclidean", seed: int = 0, n_neighbors
         k = min(2, u.shape[1])
         out[:, :k] = u[:, :k] * s[:k]
         return out
-    from .numba_cache import load_umap
-
-    umap = load_umap()
-
+    umap = load_umap()  # numba's disk cache switched on before umap's first compilation
     reducer = umap.UMAP(n_components=2, n_neighbors=max(2, min(int(n_neighbors), n - 1)),
                         min_dist=float(min_dist), metric=metric, random_state=int(seed),
                         init="spectral" if n > 20 else "random", n_jobs=1)
@@ -522,29 +498,18 @@ def steering_response(curves: pd.DataFrame) -> Figure:
 
 
 # ======================================================================================
-# From the workflow's files to the frames above, and the single entry point `build`
-
-
-def _concat(paths: Sequence[str | Path], required: Sequence[str]) -> pd.DataFrame:
-    if not paths:
-        raise FigureDataError("no input files")
-    return pd.concat([io.read_parquet(p, list(required)) for p in paths], ignore_index=True)
-
-
-def sweep_data(sweep_paths: Sequence[str | Path]) -> pd.DataFrame:
-    """All prompts' clusters/{p}.sweep.parquet rows."""
-    return _concat(sweep_paths, ["prompt_id", "beta", "gamma", "K", "L", "H", "D_e", "D_a"])
+# From the workflow's tables and arrays to the frames above
 
 
 BASELINE_NAMES = {"rd": "RD", "km_sem": "KM-Sem", "km_att": "KM-Att",
                   "hdbscan_sem": "HDBSCAN-Sem", "hdbscan_att": "HDBSCAN-Att"}
 
 
-def rate_distortion_data(baseline_paths: Sequence[str | Path]) -> pd.DataFrame:
+def rate_distortion_points(baselines: pd.DataFrame) -> pd.DataFrame:
     """RD and the rate-matched K-means baselines as (prompt_id, method, beta, gamma, H,
-    D_gamma) from baselines/{p}.parquet (RD's own rows have match == "self", the baselines
-    at the K whose rate is closest to RD's have match == "rate")."""
-    df = _concat(baseline_paths, ["prompt_id", "method", "match", "beta", "gamma", "H", "D_gamma"])
+    D_gamma) from the baselines/{p}.parquet rows (RD's own rows have match == "self", the
+    baselines at the K whose rate is closest to RD's have match == "rate")."""
+    df = baselines
     keep = ((df["method"] == "rd") & (df["match"] == "self")) | (
         df["method"].isin(["km_sem", "km_att"]) & (df["match"] == "rate"))
     out = df[keep].copy()
@@ -554,14 +519,10 @@ def rate_distortion_data(baseline_paths: Sequence[str | Path]) -> pd.DataFrame:
     return out[["prompt_id", "method", "beta", "gamma", "H", "D_gamma"]].reset_index(drop=True)
 
 
-def history_data(history_path: str | Path) -> pd.DataFrame:
-    return io.read_parquet(history_path, ["beta", "gamma", "step", "kind", "L", "K"])
-
-
-def silhouette_data(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """Long form of baselines/{p}.silhouette.parquet: K-means on one view (km_sem, km_att)
-    and RD's joint partitions, each scored in both views (K = 1 partitions have none)."""
-    df = _concat(paths, ["prompt_id", "method", "K", "silhouette_semantic", "silhouette_mechanistic"])
+def silhouette_long(silhouettes: pd.DataFrame) -> pd.DataFrame:
+    """Long form of the baselines/{p}.silhouette.parquet rows: K-means on one view (km_sem,
+    km_att) and RD's joint partitions, each scored in both views (K = 1 partitions have none)."""
+    df = silhouettes
     clustered = {"km_sem": "semantic", "km_att": "mechanistic", "rd": "both (RD)"}
     df = df[df["method"].isin(list(clustered)) & (df["K"] >= 2)]
     rows = []
@@ -577,11 +538,9 @@ def silhouette_data(paths: Sequence[str | Path]) -> pd.DataFrame:
     return out
 
 
-def steering_data(curve_paths: Sequence[str | Path]) -> pd.DataFrame:
+def steering_units(curves: pd.DataFrame) -> pd.DataFrame:
     """The own-cluster rows of all prompts' steering curves, one ``unit`` per steered cluster."""
-    df = _concat(curve_paths, ["prompt_id", "method", "budget", "beta", "gamma", "source_cluster",
-                               "own", "epsilon", "delta"])
-    df = df[df["own"].astype(bool)].copy()
+    df = curves[curves["own"].astype(bool)].copy()
     if df.empty:
         raise FigureDataError("steering curves have no own-cluster rows")
     df["unit"] = (df["prompt_id"].astype(str) + "|" + df["beta"].map("{:g}".format) + "|"
@@ -589,134 +548,47 @@ def steering_data(curve_paths: Sequence[str | Path]) -> pd.DataFrame:
     return df
 
 
-def _labels_at(labels: pd.DataFrame, beta: float, gamma: float, n: int, what: str) -> np.ndarray:
-    lab = labels[np.isclose(labels["beta"], beta) & np.isclose(labels["gamma"], gamma)]
-    lab = lab.sort_values("sample_idx")
-    if len(lab) != n:
-        raise FigureDataError(f"{what}: {len(lab)} labels at (β={beta:g}, γ={gamma:g}) for {n} samples")
-    return lab["label"].to_numpy(np.int64)
-
-
-def two_view_data(embeddings: str | Path, signatures: str | Path, clusters: str | Path,
-                  labels: str | Path, samples: str | Path, hdbscan_labels: str | Path,
-                  beta: float, gamma: float, seed: int = 0, umap_params: Mapping[str, Any] | None = None
-                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+def two_view_maps(E: np.ndarray, A_tilde: np.ndarray, rd_labels: np.ndarray,
+                  hdbscan_labels: pd.DataFrame, beta: float, gamma: float, seed: int,
+                  umap_params: Mapping[str, Any], what: str = "hdbscan labels"
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """UMAP maps of both views of one prompt and its RD / single-view HDBSCAN labellings.
 
-    The mechanistic view is the normalised signature ã = (a − H0)/s mapped under the L1
+    The mechanistic view is the normalised signature ã = (a − H0)/s, mapped under the L1
     metric (the metric of D_a); the semantic view is mapped under the Euclidean metric.
+    ``hdbscan_labels``: the baselines/{p}.labels.parquet rows (method, sample_idx, label).
     """
-    from .report import config_index, read_signatures
-
-    E = io.read_npz(embeddings, ["embeddings"])["embeddings"].astype(np.float64)
-    A = read_signatures(signatures)
-    arr = io.read_npz(clusters, ["H0", "scale", "beta", "gamma"])
-    config_index(arr, beta, gamma)  # a clear error when (β, γ) is not in the sweep
-    At = (A - arr["H0"]) / float(arr["scale"])
-    s = io.read_parquet(samples, ["sample_idx", "weight"]).sort_values("sample_idx")
-    n = len(s)
-    if E.shape[0] != n or At.shape[0] != n:
-        raise FigureDataError(f"two_view: {n} samples, {E.shape[0]} embeddings, {At.shape[0]} signatures")
-    rd = _labels_at(io.read_parquet(labels, ["beta", "gamma", "sample_idx", "label"]), beta, gamma,
-                    n, str(labels))
-    hd = io.read_parquet(hdbscan_labels, ["method", "sample_idx", "label"])
-    hd = hd.assign(method=hd["method"].map(lambda m: BASELINE_NAMES.get(m, m)))
-    up = dict(umap_params or {})
-    coords = {"semantic view": umap_2d(E, "euclidean", seed, **up),
-              "mechanistic view": umap_2d(At, "manhattan", seed, **up)}
-    labelings = {f"RD (β={beta:g}, γ={gamma:g})": rd}
+    n = rd_labels.shape[0]
+    if E.shape[0] != n or A_tilde.shape[0] != n:
+        raise FigureDataError(f"two_view: {n} samples, {E.shape[0]} embeddings, "
+                              f"{A_tilde.shape[0]} signatures")
+    hd = hdbscan_labels.assign(method=hdbscan_labels["method"].map(lambda m: BASELINE_NAMES.get(m, m)))
+    coords = {"semantic view": umap_2d(E, "euclidean", seed, **umap_params),
+              "mechanistic view": umap_2d(A_tilde, "manhattan", seed, **umap_params)}
+    labelings = {f"RD (β={beta:g}, γ={gamma:g})": rd_labels}
     for method, name in (("HDBSCAN-Sem", "HDBSCAN on semantics"), ("HDBSCAN-Att", "HDBSCAN on mechanisms")):
         part = hd[hd["method"] == method].sort_values("sample_idx")
         if len(part) != n:
-            raise FigureDataError(f"{hdbscan_labels}: {len(part)} {method} labels for {n} samples")
+            raise FigureDataError(f"{what}: {len(part)} {method} labels for {n} samples")
         labelings[name] = part["label"].to_numpy(np.int64)
-    return coords, labelings, s["weight"].to_numpy(np.float64)
+    return coords, labelings
 
 
-def lineage_data(clusters: str | Path, nodes: str | Path, gamma: float, top_k: int) -> pd.DataFrame:
+def lineage_data(clusters: Mapping[str, np.ndarray], feature_mask: np.ndarray, gamma: float,
+                 top_k: int, what: str = "clusters") -> pd.DataFrame:
     """Lineage table of one prompt at one γ: top-k feature sets of every cluster's
-    mechanistic centre μ^a (see :func:`top_features`) at each β, compared between
-    consecutive β."""
-    arr = io.read_npz(clusters, ["H0", "scale", "beta", "gamma", "K"])
-    nod = io.read_parquet(nodes, ["node_idx", "kind"]).sort_values("node_idx")
-    mask = nod["kind"].to_numpy() == "feature"
-    sel = np.nonzero(np.isclose(arr["gamma"], float(gamma)))[0]
+    mechanistic centre μ^a (see :func:`semmech.report.summaries.top_features`) at each β,
+    compared between consecutive β. ``clusters``: the arrays of clusters/{p}.npz."""
+    arr = clusters
+    sel = np.nonzero(close_to(arr["gamma"], gamma))[0]
     if sel.size == 0:
-        raise FigureDataError(f"{clusters}: no configuration at γ = {gamma:g} "
+        raise FigureDataError(f"{what}: no configuration at γ = {gamma:g} "
                               f"(have {sorted(set(arr['gamma'].tolist()))})")
     levels = []
     for i in sorted(sel, key=lambda i: float(arr["beta"][i])):
         levels.append((float(arr["beta"][i]),
-                       top_feature_sets(arr[f"cfg{i:03d}_centres_a"], mask, top_k),
+                       top_feature_sets(arr[f"cfg{i:03d}_centres_a"], feature_mask, top_k),
                        arr[f"cfg{i:03d}_weights"]))
     if len(levels) < 2:
-        raise FigureDataError(f"{clusters}: feature lineage needs at least two β levels at γ = {gamma:g}")
+        raise FigureDataError(f"{what}: feature lineage needs at least two β levels at γ = {gamma:g}")
     return lineage_table(levels)
-
-
-def _pair(value: Any, what: str) -> tuple[float, float]:
-    try:
-        b, g = (float(v) for v in value)
-    except Exception as exc:
-        raise FigureDataError(f"{what} must be a (beta, gamma) pair, got {value!r}") from exc
-    return b, g
-
-
-def _build_rate_distortion(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
-    return rate_distortion(rate_distortion_data(inp["baselines"]))
-
-
-def _build_gamma_sweep(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
-    return gamma_sweep(sweep_data(inp["sweeps"]))
-
-
-def _build_iteration_trace(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
-    _, g = _pair(par["config"], "config")
-    return iteration_trace(history_data(inp["history"]), gamma=g, prompt_id=par.get("prompt"))
-
-
-def _build_two_view_scatter(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
-    b, g = _pair(par["config"], "config")
-    coords, labelings, w = two_view_data(
-        inp["embeddings"], inp["signatures"], inp["clusters"], inp["labels"], inp["samples"],
-        inp["hdbscan"], b, g, seed=int(par.get("seed", 0)), umap_params=par.get("umap"))
-    return two_view_scatter(coords, labelings, w,
-                            title=f"Prompt '{par.get('prompt', '')}': shared semantics, divergent mechanisms")
-
-
-def _build_cross_view_silhouette(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
-    return cross_view_silhouette(silhouette_data(inp["silhouettes"]))
-
-
-def _build_feature_lineage(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
-    _, g = _pair(par["config"], "config")
-    k = int(par.get("top_k", 100))
-    return feature_lineage(lineage_data(inp["clusters"], inp["nodes"], g, k), gamma=g,
-                           prompt_id=par.get("prompt"), top_k=k)
-
-
-def _build_steering_response(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
-    return steering_response(steering_data(inp["curves"]))
-
-
-FIGURES: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], Figure]] = {
-    "rate_distortion": _build_rate_distortion,
-    "gamma_sweep": _build_gamma_sweep,
-    "iteration_trace": _build_iteration_trace,
-    "two_view_scatter": _build_two_view_scatter,
-    "cross_view_silhouette": _build_cross_view_silhouette,
-    "feature_lineage": _build_feature_lineage,
-    "steering_response": _build_steering_response,
-}
-
-
-def build(name: str, inputs: Mapping[str, Any], params: Mapping[str, Any], png: str | Path,
-          pdf: str | Path) -> None:
-    """Workflow entry: draw figure ``name`` from the rule's named inputs and save it."""
-    if name not in FIGURES:
-        raise FigureDataError(f"unknown figure {name!r}; known: {sorted(FIGURES)}")
-    inputs = {k: ([str(x) for x in v] if isinstance(v, (list, tuple)) else str(v))
-              for k, v in inputs.items()}
-    fig = FIGURES[name](inputs, dict(params))
-    save_figure(fig, png, pdf, dpi=int(params.get("dpi", 200)))
-    log.info("figure %s -> %s, %s", name, png, pdf)

@@ -22,9 +22,10 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from transformers import AutoModel, AutoTokenizer
 
-from . import io
-from .models import cached_hub_dir
+from .. import io
+from ..model.source import cached_hub_dir
 
 log = logging.getLogger("semmech")
 
@@ -39,7 +40,6 @@ __all__ = [
     "resolve_embedding_source",
     "continuation_window",
     "embed_samples",
-    "embed_prompt_stage",
 ]
 
 
@@ -173,8 +173,6 @@ class ContextualEncoder:
     def from_name(cls, name: str = DEFAULT_EMBEDDING_MODEL, *, device: str = "cpu",
                   allow_download: bool = False) -> "ContextualEncoder":
         """Load an encoder by config name (offline unless ``allow_download``)."""
-        from transformers import AutoModel, AutoTokenizer
-
         source = resolve_embedding_source(name, allow_download)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -224,24 +222,3 @@ def embed_samples(encoder: ContextualEncoder, prefix: str, texts: Sequence[str],
         raise ValueError(f"embedding model {encoder.name!r} produced NaN/inf"
                          + (f" for prompt {name!r}" if name else ""))
     return E
-
-
-def embed_prompt_stage(prompt_id: str, samples_path: str | Path, prompt_path: str | Path,
-                       embedding_cfg: dict[str, Any], out_npz: str | Path) -> None:
-    """Workflow entry: read one prompt's samples, write embeddings/{p}.npz."""
-    df = io.read_parquet(samples_path, required=["sample_idx", "text"])
-    meta = io.read_json(prompt_path)
-    if not isinstance(meta, dict) or "text" not in meta:
-        raise io.CorruptInputError(f"{prompt_path}: no 'text' field")
-    idx = df["sample_idx"].to_numpy()
-    if not np.array_equal(idx, np.arange(len(df))):
-        raise io.CorruptInputError(f"{samples_path}: sample_idx is not 0..N-1 in order")
-    encoder = ContextualEncoder.from_name(
-        embedding_cfg.get("model", DEFAULT_EMBEDDING_MODEL),
-        device=embedding_cfg.get("device", "auto"),
-        allow_download=bool(embedding_cfg.get("allow_download", False)))
-    log.info("prompt %s: embedding %d continuations with %s (max %d tokens)",
-             prompt_id, len(df), encoder.name, encoder.max_length)
-    E = embed_samples(encoder, meta["text"], df["text"].tolist(),
-                      batch_size=int(embedding_cfg.get("batch_size", 32)), name=prompt_id)
-    io.write_npz(out_npz, embeddings=E, sample_idx=idx.astype(np.int64))

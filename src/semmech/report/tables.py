@@ -1,35 +1,40 @@
-"""The paper's tables as CSV (full precision, for machines) and LaTeX (rounded, for the paper).
+"""The paper's tables: frames for the CSV files (full precision, for machines) and their LaTeX
+(rounded, for the paper), and every table of a run on one HTML page. Writing is the stages'.
 
 One formatter, :func:`latex_tabular`, turns a frame into a booktabs ``tabular`` (no float, no
 caption: the paper wraps it), so every number in a ``.tex`` table is the CSV number rounded by
 the column's format, which is what ``tests/test_paper.py`` checks in the compiled PDF.
 
 Tables:
-- the rate-matched clustering comparison (Table 1): formatting of the clustering stage's CSV;
-- the steering comparison (Table 2): per method and budget, bootstrap CIs over clusters;
-- per-prompt cluster summaries: mass, three representative continuations and the top
-  features (layer, position, prefix token) of each cluster of the summarised configurations.
+- the rate-matched clustering comparison (Table 1): :func:`clustering_comparison_latex` of
+  :func:`semmech.cluster.baselines.comparison_table`;
+- the steering comparison (Table 2): per method and budget, bootstrap CIs over clusters
+  (:func:`steering_comparison`, :func:`steering_latex`);
+- per-prompt cluster summaries: mass, representative continuations and the top features
+  (layer, position, prefix token) of each cluster of the summarised configurations.
 """
 
 from __future__ import annotations
 
+import html
 import math
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import io
+from ..io import require_columns
+from ..stats import bootstrap_ci
 
 __all__ = [
     "TableDataError", "Column", "latex_escape", "format_value", "latex_tabular", "auto_columns",
-    "write_table", "write_clustering_comparison", "steering_comparison",
-    "STEERING_COLUMNS", "steering_columns", "steering_tex_frame", "write_steering_comparison",
-    "cluster_summary_table", "cluster_summary_columns", "write_cluster_summary",
-    "render_tables_html", "write_tables_page",
+    "clustering_comparison_columns", "clustering_comparison_latex",
+    "STEERING_COLUMNS", "steering_comparison", "steering_columns", "steering_tex_frame",
+    "steering_latex", "cluster_summary_table", "cluster_summary_columns", "cluster_summary_latex",
+    "render_tables_html",
 ]
 
 
@@ -120,9 +125,7 @@ def latex_tabular(df: pd.DataFrame, columns: Sequence[Column] | None = None,
     if env not in ("tabular", "longtable"):
         raise TableDataError(f"latex_tabular: env must be tabular or longtable, got {env!r}")
     columns = list(columns) if columns is not None else auto_columns(df)
-    missing = [c.name for c in columns if c.name not in df.columns]
-    if missing:
-        raise TableDataError(f"latex_tabular: missing columns {missing}")
+    require_columns(df, [c.name for c in columns], "latex_tabular", error=TableDataError)
     spec = col_spec or "".join(c.align for c in columns)
     if caption is not None and env != "longtable":
         raise TableDataError("latex_tabular: only a longtable carries its own caption")
@@ -144,40 +147,25 @@ def latex_tabular(df: pd.DataFrame, columns: Sequence[Column] | None = None,
     return "\n".join(lines)
 
 
-def write_table(df: pd.DataFrame, csv_path: str | Path | None, tex_path: str | Path | None,
-                columns: Sequence[Column] | None = None, **tabular_kw: Any) -> None:
-    """CSV at full precision (pandas' shortest round-trip floats) and the LaTeX tabular."""
-    if csv_path is not None:
-        with io.atomic_path(csv_path, suffix=".csv") as tmp:
-            df.to_csv(tmp, index=False, lineterminator="\n")
-    if tex_path is not None:
-        io.write_text(latex_tabular(df, columns, **tabular_kw), tex_path)
-
-
-def _need(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise TableDataError(f"{what}: missing columns {missing} (has {list(df.columns)})")
-    if df.empty:
-        raise TableDataError(f"{what}: no rows")
-
-
 # ======================================================================================
 # Table 1: the rate-matched clustering comparison
 
 
-def write_clustering_comparison(csv_path: str | Path, tex_path: str | Path) -> pd.DataFrame:
-    """LaTeX of the clustering stage's comparison CSV (the CSV itself is left untouched)."""
-    try:
-        df = pd.read_csv(csv_path)
-    except Exception as exc:
-        raise io.CorruptInputError(f"{csv_path}: cannot read the clustering comparison ({exc})") from exc
-    if df.empty:
-        raise TableDataError(f"{csv_path}: the clustering comparison has no rows")
-    cols = auto_columns(df)
-    group = next((c for c in ("beta", "prompt_id") if c in df.columns), None)
-    io.write_text(latex_tabular(df, cols, group_by=group), tex_path)
-    return df
+def clustering_comparison_columns() -> list[Column]:
+    """Table 1's columns: K with two decimals, the rates and distortions with three, and RD's
+    win rate in percent ("--" where undefined). Plain format calls, not format specs: a rate
+    that rounds to zero from below keeps its "-0.000", so the table's bytes stay as they were."""
+    f2 = lambda v: f"{v:.2f}"  # noqa: E731
+    f3 = lambda v: f"{v:.3f}"  # noqa: E731
+    return [Column("method", "Method", None, "l"), Column("K", r"$\bar K$", f2),
+            Column("H", "$H$", f3), Column("D_e", "$D_e$", f3), Column("D_a", "$D_a$", f3),
+            Column("D_gamma", r"$D_\gamma$", f3),
+            Column("rd_win", "RD lower", lambda v: f"{100 * v:.0f}\\%")]
+
+
+def clustering_comparison_latex(table: pd.DataFrame) -> str:
+    """Table 1 (:func:`semmech.cluster.baselines.comparison_table`) as a booktabs tabular."""
+    return latex_tabular(table, clustering_comparison_columns())
 
 
 # ======================================================================================
@@ -189,27 +177,16 @@ STEERING_COLUMNS = ["method", "budget", "n_clusters", "pearson_mean", "pearson_c
                     "frac_moved_mean", "specificity_mean"]
 
 
-def _bootstrap_ci(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float]:
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return math.nan, math.nan
-    if values.size == 1:
-        return float(values[0]), float(values[0])
-    idx = rng.integers(0, values.size, size=(int(n_boot), values.size))
-    means = values[idx].mean(axis=1)
-    lo, hi = np.quantile(means, [0.025, 0.975])
-    return float(lo), float(hi)
-
-
-def steering_comparison(metrics: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def steering_comparison(metrics: pd.DataFrame, *, n_boot: int, seed: int) -> pd.DataFrame:
     """Per method and budget: mean Pearson / Spearman with percentile-bootstrap 95% CIs over
     steered clusters (every prompt and configuration), mean fraction moved and specificity.
 
     ``metrics``: the steering/{p}.metrics.parquet rows of all prompts. Each (method, budget)
     draws from its own seeded generator, so adding a method does not change the others.
     """
-    _need(metrics, ["method", "budget", "pearson", "spearman", "frac_moved", "specificity"],
-          "steering_comparison")
+    require_columns(metrics, ["method", "budget", "pearson", "spearman", "frac_moved",
+                              "specificity"],
+                    "steering_comparison", error=TableDataError, allow_empty=False)
     rows = []
     order = {m: i for i, m in enumerate(["RD", "KM-Sem", "Single", "Random"])}
     keys = sorted(metrics.groupby(["method", "budget"]).groups,
@@ -219,8 +196,8 @@ def steering_comparison(metrics: pd.DataFrame, n_boot: int = 1000, seed: int = 0
         rng = np.random.default_rng([int(seed), int(budget), *map(ord, str(method))])
         pear = grp["pearson"].to_numpy(np.float64)
         spear = grp["spearman"].to_numpy(np.float64)
-        p_lo, p_hi = _bootstrap_ci(pear, n_boot, rng)
-        s_lo, s_hi = _bootstrap_ci(spear, n_boot, rng)
+        p_lo, p_hi = bootstrap_ci(pear, n_boot, rng)
+        s_lo, s_hi = bootstrap_ci(spear, n_boot, rng)
         rows.append({"method": str(method), "budget": int(budget), "n_clusters": int(len(grp)),
                      "pearson_mean": float(np.nanmean(pear)) if np.isfinite(pear).any() else math.nan,
                      "pearson_ci_low": p_lo, "pearson_ci_high": p_hi,
@@ -247,7 +224,8 @@ def steering_columns() -> list[Column]:
 
 def steering_tex_frame(df: pd.DataFrame) -> pd.DataFrame:
     """The steering table with its CIs as '[lo, hi]' cells (two decimals, like the means)."""
-    _need(df, STEERING_COLUMNS, "steering comparison table")
+    require_columns(df, STEERING_COLUMNS, "steering comparison table", error=TableDataError,
+                    allow_empty=False)
     out = df.copy()
     for k in ("pearson", "spearman"):
         out[f"{k}_ci"] = [
@@ -257,26 +235,21 @@ def steering_tex_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_steering_comparison(df: pd.DataFrame, csv_path: str | Path | None,
-                              tex_path: str | Path | None) -> None:
-    """Write the steering comparison (CSV columns per the steering contract)."""
-    _need(df, STEERING_COLUMNS, "steering comparison table")
-    if csv_path is not None:
-        write_table(df[STEERING_COLUMNS], csv_path, None)
-    if tex_path is not None:
-        io.write_text(latex_tabular(steering_tex_frame(df), steering_columns(), group_by="budget"),
-                      tex_path)
+def steering_latex(df: pd.DataFrame) -> str:
+    """Table 2: the steering comparison (:data:`STEERING_COLUMNS`) as a booktabs tabular, one
+    block per budget."""
+    return latex_tabular(steering_tex_frame(df), steering_columns(), group_by="budget")
 
 
 # ======================================================================================
 # Per-prompt cluster summaries
 
 
-def cluster_summary_table(summary: Mapping[str, Any], n_representatives: int = 3,
-                          n_features: int = 5) -> pd.DataFrame:
+def cluster_summary_table(summary: Mapping[str, Any], n_representatives: int,
+                          n_features: int) -> pd.DataFrame:
     """One row per cluster of each summarised configuration of one prompt.
 
-    ``summary``: the dict of :func:`semmech.report.summarise_prompt`. Representatives are
+    ``summary``: the dict of :func:`semmech.report.summaries.summarise_prompt`. Representatives are
     the members closest to their cluster's centres under the joint distortion; features
     are the nodes whose median attribution in the cluster departs most from the prompt's
     median, with that departure (empty for a cluster that does not depart, e.g. K = 1).
@@ -304,7 +277,7 @@ def _feature_label(f: Mapping[str, Any]) -> str:
             f"({float(f['deviation']):+.3g})")
 
 
-def cluster_summary_columns(n_representatives: int = 3) -> list[Column]:
+def cluster_summary_columns(n_representatives: int) -> list[Column]:
     rep_w = "5.2cm" if n_representatives <= 3 else "4cm"
     cols = [Column("cfg", r"$\beta$/$\gamma$", None, "l"), Column("cluster", "$c$", "{:d}"),
             Column("mass", r"$\bar P_c$", "{:.3f}"), Column("n_members", "$n$", "{:d}"),
@@ -321,12 +294,11 @@ def _tex_list(items: Sequence[str]) -> str:
     return r" \newline ".join(items) if items else "--"
 
 
-def write_cluster_summary(summary: Mapping[str, Any], csv_path: str | Path,
-                          tex_path: str | Path, n_representatives: int = 3,
-                          n_features: int = 5) -> pd.DataFrame:
-    """CSV (one row per cluster) and a LaTeX tabular of one prompt's cluster summary."""
-    df = cluster_summary_table(summary, n_representatives, n_features)
-    write_table(df, csv_path, None)
+def cluster_summary_latex(summary: Mapping[str, Any], table: pd.DataFrame,
+                          n_representatives: int, n_features: int) -> str:
+    """One prompt's cluster summary as a LaTeX longtable; ``table`` is its
+    :func:`cluster_summary_table`."""
+    df = table
     tex = pd.DataFrame({
         "cfg": [f"{b:g}/{g:g}" for b, g in zip(df["beta"], df["gamma"])],
         "cluster": df["cluster"], "mass": df["mass"], "n_members": df["n_members"],
@@ -343,9 +315,8 @@ def write_cluster_summary(summary: Mapping[str, Any], csv_path: str | Path,
                f"({latex_escape(_clip(summary.get('text', ''), 80))}): mass, representative "
                "continuations (closest to the cluster's centres) and the features whose median "
                "attribution departs most from the prompt's median.")
-    io.write_text(latex_tabular(tex, cluster_summary_columns(n_representatives), group_by="cfg",
-                                env="longtable", caption=caption), tex_path)
-    return df
+    return latex_tabular(tex, cluster_summary_columns(n_representatives), group_by="cfg",
+                         env="longtable", caption=caption)
 
 
 def _clip(text: str, n: int) -> str:
@@ -361,19 +332,17 @@ def render_tables_html(tables: Mapping[str, pd.DataFrame], title: str = "semmech
                        digits: int = 4) -> str:
     """One page with each table under its name; floats shown with ``digits`` significant
     digits (the CSV files beside it keep full precision). No external resources."""
-    import html as _html
-
     def cell(v: Any) -> str:
         if isinstance(v, (float, np.floating)):
             return "--" if not np.isfinite(v) else f"{float(v):.{digits}g}"
-        return _html.escape(str(v))
+        return html.escape(str(v))
 
     parts = []
     for name, df in tables.items():
-        head = "".join(f"<th>{_html.escape(str(c))}</th>" for c in df.columns)
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
         body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
                        for row in df.itertuples(index=False))
-        parts.append(f'<section id="{_html.escape(name)}"><h2>{_html.escape(name)}</h2>'
+        parts.append(f'<section id="{html.escape(name)}"><h2>{html.escape(name)}</h2>'
                      f"<p>{len(df)} rows</p><table><thead><tr>{head}</tr></thead>"
                      f"<tbody>{body}</tbody></table></section>")
     css = ("body{font-family:system-ui,sans-serif;margin:20px;color:#1d1d1d}"
@@ -383,17 +352,5 @@ def render_tables_html(tables: Mapping[str, pd.DataFrame], title: str = "semmech
            "h2{font-size:16px;margin:18px 0 4px}")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<link rel=\"icon\" href=\"data:,\">"
-            f"<title>{_html.escape(title)}</title><style>{css}</style></head><body>"
-            f"<h1>{_html.escape(title)}</h1>{''.join(parts)}</body></html>\n")
-
-
-def write_tables_page(csv_paths: Mapping[str, str | Path], out_html: str | Path,
-                      title: str = "semmech tables") -> None:
-    """Workflow stage: the run's aggregate CSV tables as one HTML page."""
-    tables = {}
-    for name, path in csv_paths.items():
-        try:
-            tables[name] = pd.read_csv(path)
-        except Exception as exc:
-            raise io.CorruptInputError(f"{path}: cannot read table {name!r} ({exc})") from exc
-    io.write_text(render_tables_html(tables, title), out_html)
+            f"<title>{html.escape(title)}</title><style>{css}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>\n")

@@ -1,6 +1,6 @@
 """The ``steering`` config section, validated without the model stack.
 
-Kept apart from :mod:`semmech.steering` so that the workflow can check the section when the
+Kept apart from the rest of :mod:`semmech.steer` so that the workflow can check the section when the
 Snakefile is parsed (which happens once per job on a cluster) without importing torch.
 """
 
@@ -9,6 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+from ..cluster.grid import on_grid
+from ..config import ConfigError, section_defaults
 
 __all__ = ["SELECTIONS", "SOURCE_SPACES", "SteeringInputError", "SteeringSettings",
            "check_steering_configs"]
@@ -23,42 +26,36 @@ class SteeringInputError(ValueError):
 
 @dataclass(frozen=True)
 class SteeringSettings:
-    """The ``steering`` config section (schema defaults), validated.
+    """The ``steering`` config section, validated; defaults live in the schema only.
 
     ``max_measured`` caps the members measured per cluster (own held-out and every other
     cluster; a seeded subset, the same for every ε and budget); ``None`` measures all.
     ``source_space``: ``raw`` (attribution units, default) or ``normalised`` (ã).
     """
 
-    configs: tuple[tuple[float, float], ...] = ((1.0, 0.5),)
-    budgets: tuple[int, ...] = (5, 10)
-    epsilons: tuple[float, ...] = (-1.0, -0.5, -0.1, 0.0, 0.1, 0.5, 1.0)
-    selection: str = "full"
-    batch_size: int = 16
-    n_generate: int = 4
-    bootstrap: int = 1000
-    max_measured: int | None = None
-    source_space: str = "raw"
+    configs: tuple[tuple[float, float], ...]
+    budgets: tuple[int, ...]
+    epsilons: tuple[float, ...]
+    selection: str
+    batch_size: int
+    n_generate: int
+    bootstrap: int
+    max_measured: int | None
+    source_space: str
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any] | None) -> "SteeringSettings":
-        cfg = dict(cfg or {})
-        kw: dict[str, Any] = {}
-        if "configs" in cfg:
-            kw["configs"] = tuple((float(b), float(g)) for b, g in cfg["configs"])
-        if "budgets" in cfg:
-            kw["budgets"] = tuple(int(b) for b in cfg["budgets"])
-        if "epsilons" in cfg:
-            kw["epsilons"] = tuple(float(e) for e in cfg["epsilons"])
-        for key in ("selection", "source_space"):
-            if key in cfg:
-                kw[key] = str(cfg[key])
-        for key in ("batch_size", "n_generate", "bootstrap"):
-            if key in cfg:
-                kw[key] = int(cfg[key])
-        if cfg.get("max_measured") is not None:
-            kw["max_measured"] = int(cfg["max_measured"])
-        out = cls(**kw)
+        try:
+            full = section_defaults("steering", cfg)
+        except ConfigError as exc:
+            raise SteeringInputError(str(exc)) from exc
+        out = cls(configs=tuple((float(b), float(g)) for b, g in full["configs"]),
+                  budgets=tuple(int(b) for b in full["budgets"]),
+                  epsilons=tuple(float(e) for e in full["epsilons"]),
+                  selection=str(full["selection"]), batch_size=int(full["batch_size"]),
+                  n_generate=int(full["n_generate"]), bootstrap=int(full["bootstrap"]),
+                  max_measured=None if full["max_measured"] is None else int(full["max_measured"]),
+                  source_space=str(full["source_space"]))
         out.validate()
         return out
 
@@ -96,10 +93,10 @@ class SteeringSettings:
 def check_steering_configs(steering_cfg: Mapping[str, Any], clustering_cfg: Mapping[str, Any]) -> None:
     """At workflow start-up: every steered (β, γ) must be a point of the clustering sweep."""
     settings = SteeringSettings.from_config(steering_cfg)
-    betas = [float(b) for b in clustering_cfg.get("betas", [0.5, 0.75, 1.0, 1.25])]
-    gammas = [float(g) for g in clustering_cfg.get("gammas", [0.1, 0.3, 0.5, 0.7, 0.9])]
+    clustering = section_defaults("clustering", clustering_cfg)
+    betas, gammas = clustering["betas"], clustering["gammas"]
     for b, g in settings.configs:
-        if not (any(math.isclose(b, x) for x in betas) and any(math.isclose(g, x) for x in gammas)):
+        if not on_grid(betas, gammas, b, g):
             raise SteeringInputError(
                 f"steering.configs: (beta={b:g}, gamma={g:g}) is not in the clustering sweep "
                 f"(betas {betas} x gammas {gammas}); steer a configuration that is clustered")

@@ -6,10 +6,10 @@ sample tables); the MLP input/output pairs at every position ≥ 1 (each prompt'
 only once) are the training data. Position 0 is left out: its activations are
 outliers that a small transcoder would spend its capacity on, and attribution excludes it.
 
-Each layer's transcoder is a ReLU encoder/decoder (``bases.LayerTranscoder``) trained with Adam
+Each layer's transcoder is a ReLU encoder/decoder (``transcoders.LayerTranscoder``) trained with Adam
 on the fraction of variance unexplained plus an L1 penalty on α·‖d‖ (scale-free: the output is
 measured in units of its own standard deviation). Files are written in the format that
-``semmech.bases`` documents.
+``semmech.model.transcoders`` documents.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from .bases import LayerTranscoder, ModelLayout, envoy, write_transcoder_file
-from .models import LoadedModel
+from ..config import derive_seed, section_defaults
+from .layout import ModelLayout, envoy
+from .loading import LoadedModel
+from .transcoders import LayerTranscoder, write_transcoder_file
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +34,22 @@ LAYERS_PER_PASS = 8
 
 @dataclass(frozen=True)
 class TranscoderTrainingSettings:
-    layers: tuple[int, ...] = ()  # empty: every layer
-    n_features: int = 2048
-    steps: int = 300
-    n_tokens: int = 20000
-    l1_coefficient: float = 1e-3
-    learning_rate: float = 1e-3
+    """The ``transcoder_training`` config section (defaults live in the schema only), plus
+    the optimiser's batch size in tokens, which is not a setting of the experiment."""
+
+    layers: tuple[int, ...]  # empty: every layer
+    n_features: int
+    steps: int
+    n_tokens: int
+    l1_coefficient: float
+    learning_rate: float
     batch_tokens: int = 512
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> "TranscoderTrainingSettings":
-        kw = {k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg}
-        if "layers" in kw:
-            kw["layers"] = tuple(int(l) for l in kw["layers"])
+    def from_config(cls, cfg: Mapping[str, Any] | None) -> "TranscoderTrainingSettings":
+        full = section_defaults("transcoder_training", cfg)
+        kw = {k: full[k] for k in cls.__dataclass_fields__ if k in full}
+        kw["layers"] = tuple(int(l) for l in kw["layers"])
         return cls(**kw)
 
 
@@ -160,8 +165,6 @@ def train_transcoders(model: LoadedModel, prompt_ids: Sequence[Sequence[int]],
                       progress: Callable[[int], None] | None = None,
                       layout: ModelLayout | None = None) -> dict[int, dict[str, float]]:
     """Generate the corpus, collect activations, fit and write one transcoder per layer."""
-    from .config import derive_seed
-
     layout = layout or ModelLayout.discover(model)
     layers = list(settings.layers) or list(range(layout.n_layers))
     bad = [l for l in layers if not 0 <= l < layout.n_layers]
@@ -188,49 +191,3 @@ def train_transcoders(model: LoadedModel, prompt_ids: Sequence[Sequence[int]],
             stats[l] = st
             log.info("layer %d: FVU %.3f, L0 %.1f, dead %.2f", l, st["fvu"], st["l0"], st["dead_fraction"])
     return stats
-
-
-def train_transcoder(samples: Sequence[str | Path], prompt_files: Sequence[str | Path],
-                     model_cfg: dict[str, Any], training_cfg: dict[str, Any], seed: int,
-                     out_dir: str | Path) -> None:
-    """Workflow stage: train transcoders for ``transcoder_training.layers`` (empty: all layers)
-    on the sample tables, into ``out_dir``.
-
-    Writes into a temporary sibling directory and renames it, so a killed job leaves no
-    half-trained directory behind.
-    """
-    import shutil
-
-    from tqdm.auto import tqdm
-
-    from . import io
-    from .attribution import check_token_ids, read_samples
-    from .stages import load_configured_model
-
-    if len(samples) != len(prompt_files):
-        raise ValueError("one prompt file per sample table is needed")
-    settings = TranscoderTrainingSettings.from_config(training_cfg)
-    model = load_configured_model(model_cfg)
-    prompts, conts = [], []
-    for table, pfile in zip(samples, prompt_files):
-        meta = io.read_json(pfile)
-        if meta.get("model") != model_cfg["name"]:
-            raise ValueError(f"{pfile}: samples were made with model {meta.get('model')!r}, "
-                             f"not the configured {model_cfg['name']!r}")
-        rows, _ = read_samples(table)
-        ids = [int(i) for i in meta["prompt_token_ids"]]
-        check_token_ids(model, ids, rows)
-        prompts.append(ids)
-        conts.append(rows)
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    layout = ModelLayout.discover(model)
-    n_layers = len(settings.layers) or layout.n_layers
-    with tqdm(total=n_layers * settings.steps, desc="train transcoder", unit="step") as bar:
-        stats = train_transcoders(model, prompts, conts, settings, seed, tmp, progress=bar.update,
-                                  layout=layout)
-    io.write_json({"model": model_cfg["name"], "seed": seed, "settings": settings.__dict__,
-                   "layers": {str(l): s for l, s in stats.items()}}, tmp / "training.json")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)

@@ -11,13 +11,16 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+import nnsight
 import numpy as np
 import pandas as pd
 import torch
+from transformers import StoppingCriteriaList
 
-from .models import LoadedModel
+from ..config import section_defaults
+from ..model.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -27,18 +30,21 @@ SAMPLE_COLUMNS = ["prompt_id", "sample_idx", "text", "token_ids", "token_logprob
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    n_continuations: int = 64
-    max_new_tokens: int = 20
-    temperature: float = 1.0
-    top_p: float = 0.9
-    batch_size: int = 32
-    patience: int = 3
-    max_batches: int = 100
-    stop_chars: str = ".?!"
+    """The ``sampling`` config section; defaults live in the schema only."""
+
+    n_continuations: int
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    batch_size: int
+    patience: int
+    max_batches: int
+    stop_chars: str
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any]) -> "SamplingSettings":
-        return cls(**{k: cfg[k] for k in cls.__dataclass_fields__ if k in cfg})
+    def from_config(cls, cfg: Mapping[str, Any] | None) -> "SamplingSettings":
+        full = section_defaults("sampling", cfg)
+        return cls(**{k: full[k] for k in cls.__dataclass_fields__})
 
 
 @dataclass
@@ -101,8 +107,6 @@ class _SentenceEnd:
 def generation_inputs(model: LoadedModel, prompt_ids: list[int], settings: SamplingSettings,
                       stop_mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
     """The batch of prompt copies and the ``generate`` arguments of METHOD §2."""
-    from transformers import StoppingCriteriaList
-
     ids = torch.tensor([prompt_ids] * settings.batch_size, dtype=torch.long, device=model.device)
     stopper = _SentenceEnd(stop_mask, model.eos_token_ids, len(prompt_ids))
     return ids, dict(max_new_tokens=settings.max_new_tokens, do_sample=True,
@@ -128,8 +132,6 @@ def generate_batch(model: LoadedModel, prompt_ids: list[int], settings: Sampling
 
 def _traced_generate(model: LoadedModel, ids: torch.Tensor, gen_kwargs: dict[str, Any],
                      prompt_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    import nnsight
-
     with model.lm.generate(**gen_kwargs) as tracer:
         step_logprobs = nnsight.save([])
         with tracer.invoke({"input_ids": ids, "attention_mask": torch.ones_like(ids)}):

@@ -10,35 +10,37 @@
 
 Every partition is scored with the RD objective's own centres (P-weighted mean of e,
 P-weighted median of ã), so all methods are measured on the same footing.
+
+Settings come from the ``baselines`` config section with its schema defaults filled in
+(:func:`semmech.config.validate_config`, or :func:`semmech.config.section_defaults`).
 """
 
 from __future__ import annotations
 
-import logging
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
+import hdbscan
 import numpy as np
 import pandas as pd
+from sklearn.cluster import KMeans
 
-from . import io
+from ..numba_cache import load_umap
 from .metrics import ari, cross_view_silhouette, d_gamma, rate_match, win_rate
-from .rd import RDInputError, partition_cost, read_prompt_views, validate_views
-
-log = logging.getLogger("semmech")
+from .objective import RDInputError, partition_cost
 
 __all__ = [
     "BaselineResult",
+    "COMPARISON_ROWS",
     "adapt_umap_params",
     "adapt_hdbscan_params",
     "umap_hdbscan",
     "kmeans_labels",
     "run_baselines",
-    "baselines_stage",
     "comparison_table",
-    "aggregate_clustering_stage",
+    "silhouette_summary",
 ]
 
 SEMANTIC_METRIC = "euclidean"      # e is unit-norm: Euclidean is the D_e geometry
@@ -50,40 +52,36 @@ MIN_DENSITY_SAMPLES = 4            # below this, density clustering is not attem
 # Density baseline: UMAP then HDBSCAN, parameters adapted to small N
 
 
-def adapt_umap_params(n: int, cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """UMAP arguments valid for ``n`` samples: n_neighbors < n, n_components ≤ n − 2, and a
-    random initialisation where the spectral one needs more points than there are."""
-    cfg = dict(cfg or {})
-    n_neighbors = max(2, min(int(cfg.get("n_neighbors", 15)), n - 1))
-    n_components = max(1, min(int(cfg.get("n_components", 5)), n - 2))
+def adapt_umap_params(n: int, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """UMAP arguments valid for ``n`` samples from the ``baselines.umap`` settings:
+    n_neighbors < n, n_components ≤ n − 2, and a random initialisation where the spectral one
+    needs more points than there are."""
+    n_neighbors = max(2, min(int(cfg["n_neighbors"]), n - 1))
+    n_components = max(1, min(int(cfg["n_components"]), n - 2))
     init = "spectral" if n > max(n_components + 2, 2 * n_neighbors) else "random"
     return {"n_neighbors": n_neighbors, "n_components": n_components,
-            "min_dist": float(cfg.get("min_dist", 0.0)), "init": init}
+            "min_dist": float(cfg["min_dist"]), "init": init}
 
 
-def adapt_hdbscan_params(n: int, cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """HDBSCAN arguments for ``n`` samples: a minimum cluster size of at most n / 4 (so a
-    handful of continuations can still form groups) and at least 2."""
-    cfg = dict(cfg or {})
-    mcs = max(2, min(int(cfg.get("min_cluster_size", 5)), n // 4))
-    ms = cfg.get("min_samples")
+def adapt_hdbscan_params(n: int, cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """HDBSCAN arguments for ``n`` samples from the ``baselines.hdbscan`` settings: a minimum
+    cluster size of at most n / 4 (so a handful of continuations can still form groups) and at
+    least 2."""
+    mcs = max(2, min(int(cfg["min_cluster_size"]), n // 4))
+    ms = cfg["min_samples"]
     ms = mcs if ms is None else max(1, min(int(ms), n - 1))
     return {"min_cluster_size": mcs, "min_samples": ms}
 
 
-def umap_hdbscan(X: np.ndarray, metric: str, seed: int, umap_cfg: Mapping[str, Any] | None = None,
-                 hdbscan_cfg: Mapping[str, Any] | None = None) -> np.ndarray:
+def umap_hdbscan(X: np.ndarray, metric: str, seed: int, umap_cfg: Mapping[str, Any],
+                 hdbscan_cfg: Mapping[str, Any]) -> np.ndarray:
     """Density clusters of one view: UMAP (seeded, single-threaded, so deterministic) to a
     few dimensions, then HDBSCAN. Returns labels with −1 for noise; with fewer than
     ``MIN_DENSITY_SAMPLES`` samples, or all rows identical, everything is one group."""
     n = X.shape[0]
     if n < MIN_DENSITY_SAMPLES or np.all(X == X[0]):
         return np.zeros(n, dtype=np.int64)
-    import hdbscan
-    from .numba_cache import load_umap
-
-    umap = load_umap()
-
+    umap = load_umap()  # numba's disk cache switched on before umap's first compilation
     up = adapt_umap_params(n, umap_cfg)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # n_jobs=1 under random_state; small-graph notices
@@ -99,8 +97,6 @@ def umap_hdbscan(X: np.ndarray, metric: str, seed: int, umap_cfg: Mapping[str, A
 def kmeans_labels(X: np.ndarray, k: int, sample_weight: np.ndarray, seed: int,
                   n_init: int = 10) -> np.ndarray:
     """P-weighted K-means (scikit-learn, seeded); k is capped at the number of samples."""
-    from sklearn.cluster import KMeans
-
     n = X.shape[0]
     k = int(min(max(k, 1), n))
     if k == 1:
@@ -133,14 +129,13 @@ def _dense(labels: np.ndarray) -> np.ndarray:
 
 def run_baselines(E: np.ndarray, A_tilde: np.ndarray, P: np.ndarray, rd_table: pd.DataFrame,
                   rd_labels: Mapping[tuple[float, float], np.ndarray], *, seed: int,
-                  cfg: Mapping[str, Any] | None = None, prompt_id: str = "") -> BaselineResult:
+                  cfg: Mapping[str, Any], prompt_id: str = "") -> BaselineResult:
     """All baselines of one prompt, compared with its RD sweep.
 
     ``A_tilde`` is the normalised mechanistic view (the RD stage's H0 and s applied);
     ``rd_table`` has one row per (beta, gamma) with RD's K, H, D_e, D_a; ``rd_labels`` maps
-    (beta, gamma) to RD's labels.
+    (beta, gamma) to RD's labels; ``cfg`` is the ``baselines`` config section.
     """
-    cfg = dict(cfg or {})
     where = f" (prompt {prompt_id!r})" if prompt_id else ""
     E = np.asarray(E, dtype=np.float64)
     A_tilde = np.asarray(A_tilde, dtype=np.float64)
@@ -154,10 +149,9 @@ def run_baselines(E: np.ndarray, A_tilde: np.ndarray, P: np.ndarray, rd_table: p
             raise RDInputError(f"{name} has NaN/inf values{where}")
     if not P.sum() > 0:
         raise RDInputError(f"all sample weights are zero{where}")
-    km_cfg = dict(cfg.get("kmeans", {}))
-    n_init = int(km_cfg.get("n_init", 10))
-    k_max = int(km_cfg.get("k_max", 12))
-    sil_k = [int(k) for k in cfg.get("silhouette_k", [2, 3, 4, 5])]
+    n_init = int(cfg["kmeans"]["n_init"])
+    k_max = int(cfg["kmeans"]["k_max"])
+    sil_k = [int(k) for k in cfg["silhouette_k"]]
     views = {"sem": E, "att": A_tilde}
 
     # K-means on each view over a grid of K: every RD K, 1..k_max, and the silhouette Ks
@@ -170,7 +164,7 @@ def run_baselines(E: np.ndarray, A_tilde: np.ndarray, P: np.ndarray, rd_table: p
             km_score[view, k] = _score(km[view, k], E, A_tilde, P)
     # density baselines, once per view
     hd = {view: umap_hdbscan(X, SEMANTIC_METRIC if view == "sem" else MECHANISTIC_METRIC, seed,
-                             cfg.get("umap"), cfg.get("hdbscan"))
+                             cfg["umap"], cfg["hdbscan"])
           for view, X in views.items()}
     hd_score = {view: _score(lab, E, A_tilde, P) for view, lab in hd.items()}
 
@@ -223,41 +217,14 @@ def run_baselines(E: np.ndarray, A_tilde: np.ndarray, P: np.ndarray, rd_table: p
     return BaselineResult(comparison, labels, sil)
 
 
-def baselines_stage(prompt_id: str, samples_path: str | Path, embeddings_path: str | Path,
-                    signatures_path: str | Path, sweep_path: str | Path, labels_path: str | Path,
-                    clusters_npz: str | Path, cfg: Mapping[str, Any], seed: int,
-                    out_table: str | Path, out_labels: str | Path, out_silhouette: str | Path) -> None:
-    """Workflow entry: baselines/{p}.parquet, .labels.parquet and .silhouette.parquet."""
-    E, A, P = read_prompt_views(prompt_id, samples_path, embeddings_path, signatures_path)
-    E, A, P = validate_views(E, A, P, prompt_id)
-    z = io.read_npz(clusters_npz, required=["H0", "scale"])
-    if z["H0"].shape != (A.shape[1],):
-        raise io.CorruptInputError(f"{clusters_npz}: H0 has {z['H0'].shape}, signatures have "
-                                   f"{A.shape[1]} nodes")
-    A_tilde = (A - z["H0"]) / float(z["scale"])
-    table = io.read_parquet(sweep_path, required=["beta", "gamma", "K", "H", "D_e", "D_a"])
-    lab = io.read_parquet(labels_path, required=["beta", "gamma", "sample_idx", "label"])
-    rd_labels = {}
-    for (b, g), grp in lab.groupby(["beta", "gamma"], sort=False):
-        grp = grp.sort_values("sample_idx")
-        if not np.array_equal(grp["sample_idx"].to_numpy(), np.arange(E.shape[0])):
-            raise io.CorruptInputError(f"{labels_path}: labels of (beta={b}, gamma={g}) do not "
-                                       f"cover sample_idx 0..{E.shape[0] - 1}")
-        rd_labels[(float(b), float(g))] = grp["label"].to_numpy()
-    log.info("prompt %s: baselines for %d RD configurations, N=%d", prompt_id, len(table), E.shape[0])
-    res = run_baselines(E, A_tilde, P, table, rd_labels, seed=seed, cfg=cfg, prompt_id=prompt_id)
-    io.write_parquet(res.comparison, out_table)
-    io.write_parquet(res.labels, out_labels)
-    io.write_parquet(res.silhouette, out_silhouette)
-
-
 # --------------------------------------------------------------------------------------
 # All prompts: the paper's Table 1 and the cross-view silhouette summary
 
-_ROWS = [("rd", "self", "RD"), ("km_sem", "rate", "KM-Sem (rate-matched)"),
-         ("km_att", "rate", "KM-Att (rate-matched)"), ("km_sem", "k", "KM-Sem (K-matched)"),
-         ("km_att", "k", "KM-Att (K-matched)"), ("hdbscan_sem", "none", "HDBSCAN-Sem"),
-         ("hdbscan_att", "none", "HDBSCAN-Att")]
+# (method, match, row label) of Table 1, in order
+COMPARISON_ROWS = [("rd", "self", "RD"), ("km_sem", "rate", "KM-Sem (rate-matched)"),
+                   ("km_att", "rate", "KM-Att (rate-matched)"), ("km_sem", "k", "KM-Sem (K-matched)"),
+                   ("km_att", "k", "KM-Att (K-matched)"), ("hdbscan_sem", "none", "HDBSCAN-Sem"),
+                   ("hdbscan_att", "none", "HDBSCAN-Att")]
 
 
 def comparison_table(comparison: pd.DataFrame) -> pd.DataFrame:
@@ -268,7 +235,7 @@ def comparison_table(comparison: pd.DataFrame) -> pd.DataFrame:
     key = ["prompt_id", "beta", "gamma"]
     rd = comparison[comparison["method"] == "rd"].set_index(key).sort_index()
     out = []
-    for method, match, label in _ROWS:
+    for method, match, label in COMPARISON_ROWS:
         sub = comparison[(comparison["method"] == method) & (comparison["match"] == match)]
         if sub.empty:
             continue
@@ -289,34 +256,12 @@ def comparison_table(comparison: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _latex(table: pd.DataFrame) -> str:
-    lines = [r"\begin{tabular}{lrrrrrr}", r"\toprule",
-             r"Method & $\bar K$ & $H$ & $D_e$ & $D_a$ & $D_\gamma$ & RD lower \\", r"\midrule"]
-    for r in table.itertuples(index=False):
-        win = f"{100 * r.rd_win:.0f}\\%" if np.isfinite(r.rd_win) else "--"
-        lines.append(f"{r.method} & {r.K:.2f} & {r.H:.3f} & {r.D_e:.3f} & {r.D_a:.3f} & "
-                     f"{r.D_gamma:.3f} & {win} \\\\")
-    lines += [r"\bottomrule", r"\end{tabular}", ""]
-    return "\n".join(lines)
-
-
-def aggregate_clustering_stage(comparison_paths: Sequence[str | Path],
-                               silhouette_paths: Sequence[str | Path], out_csv: str | Path,
-                               out_tex: str | Path, out_silhouette_csv: str | Path) -> None:
-    """Workflow entry: tables/clustering_comparison.{csv,tex} and
-    tables/cross_view_silhouette.csv over all prompts."""
-    comp = pd.concat([io.read_parquet(p, required=["prompt_id", "beta", "gamma", "method",
-                                                   "match", "D_gamma"])
-                      for p in comparison_paths], ignore_index=True)
-    table = comparison_table(comp)
-    with io.atomic_path(out_csv) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
-    io.write_text(_latex(table), out_tex)
-    sil = pd.concat([io.read_parquet(p) for p in silhouette_paths], ignore_index=True)
-    summary = (sil.groupby(["method", "K", "beta", "gamma"], dropna=False)
+def silhouette_summary(silhouettes: pd.DataFrame) -> pd.DataFrame:
+    """Mean and count of both views' silhouettes per method, K and configuration over all
+    prompts (tables/cross_view_silhouette.csv)."""
+    summary = (silhouettes.groupby(["method", "K", "beta", "gamma"], dropna=False)
                [["silhouette_semantic", "silhouette_mechanistic"]]
                .agg(["mean", "count"]).reset_index())
     summary.columns = ["_".join(c).rstrip("_") if isinstance(c, tuple) else c
                        for c in summary.columns]
-    with io.atomic_path(out_silhouette_csv) as tmp:
-        summary.to_csv(tmp, index=False, float_format="%.6g")
+    return summary

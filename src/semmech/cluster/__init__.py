@@ -1,0 +1,1 @@
+"""Rate-distortion clustering and its single-view baselines (METHOD §5, §6), on arrays."""

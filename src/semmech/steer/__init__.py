@@ -1,0 +1,2 @@
+"""Cluster-level steering (METHOD §7): settings, sources, the intervention and its
+measurement."""
