@@ -61,8 +61,8 @@ def plain_forward_backward(model, prompt, conts, param_grads: bool = True) -> No
     ids = torch.full((len(conts), S), model.tokenizer.pad_token_id)
     mask = torch.zeros_like(ids)
     for r, c in enumerate(conts):
-        ids[r, :M + len(c) - 1] = torch.tensor(prompt + c[:-1])
-        mask[r, :M + len(c) - 1] = 1
+        ids[r, : M + len(c) - 1] = torch.tensor(prompt + c[:-1])
+        mask[r, : M + len(c) - 1] = 1
     flags = [p.requires_grad for p in model.hf.parameters()]
     for p in model.hf.parameters():
         p.requires_grad_(param_grads)
@@ -71,7 +71,7 @@ def plain_forward_backward(model, prompt, conts, param_grads: bool = True) -> No
         logits = model.hf(inputs_embeds=emb, attention_mask=mask).logits
         loss = 0
         for r, c in enumerate(conts):
-            lt = logits[r, M - 1:M - 1 + len(c)]
+            lt = logits[r, M - 1 : M - 1 + len(c)]
             loss = loss + (lt[torch.arange(len(c)), torch.tensor(c)] - lt.mean(-1)).mean()
         loss.backward()
     finally:
@@ -125,9 +125,9 @@ def _peak_child(mode: str, threads: int, batch: int, queue) -> None:
 
 
 def main(n_prompts: int = 12, reps: int = 8, threads: int = 2, batch: int = 8) -> dict:
-    from semmech.views.attribution import attribute, attribute_batch, select_nodes
-
     import os
+
+    from semmech.views.attribution import attribute, attribute_batch, select_nodes
 
     load_before = os.getloadavg()
     t0 = time.perf_counter()
@@ -139,7 +139,7 @@ def main(n_prompts: int = 12, reps: int = 8, threads: int = 2, batch: int = 8) -
     conts = _continuations(0)
     times = {"attribution": [], "plain_fwd_bwd": [], "plain_fwd_bwd_input_grads_only": []}
     for rep in range(reps + 1):  # the first round warms up every path
-        batch_conts = conts[(rep * batch) % N_CONT:(rep * batch) % N_CONT + batch]
+        batch_conts = conts[(rep * batch) % N_CONT : (rep * batch) % N_CONT + batch]
         for name in times:
             t = time.perf_counter()
             if name == "attribution":
@@ -164,16 +164,20 @@ def main(n_prompts: int = 12, reps: int = 8, threads: int = 2, batch: int = 8) -
         m, base, peak = queue.get()
         proc.join()
         print(f"memory {m}: {base:.0f} -> {peak:.0f} MB", file=sys.stderr, flush=True)
-        peaks[m] = {"peak_rss_mb": round(peak, 1), "rss_before_mb": round(base, 1),
-                    "peak_increase_mb": round(peak - base, 1)}
+        peaks[m] = {
+            "peak_rss_mb": round(peak, 1),
+            "rss_before_mb": round(base, 1),
+            "peak_increase_mb": round(peak - base, 1),
+        }
 
     # 3. The default-config stage: every prompt, 64 continuations, selection included.
     per_prompt = []
     errors = []
     for k, prompt in enumerate(prompts):
         t = time.perf_counter()
-        res = attribute(model, basis, prompt, _continuations(k + 1), max_feature_nodes=2048,
-                        batch_size=batch)
+        res = attribute(
+            model, basis, prompt, _continuations(k + 1), max_feature_nodes=2048, batch_size=batch
+        )
         per_prompt.append(time.perf_counter() - t)
         errors += [(r["abs_error"], r["rel_error"], abs(r["target"])) for r in res.completeness]
         print(f"prompt {k}: {per_prompt[-1]:.1f} s", file=sys.stderr, flush=True)
@@ -181,8 +185,11 @@ def main(n_prompts: int = 12, reps: int = 8, threads: int = 2, batch: int = 8) -
     result = {
         "benchmark": "attribution",
         "model": "default (SmolLM2-135M-Instruct, float32, CPU)",
-        "basis": "mlp_neurons", "max_feature_nodes": 2048,
-        "threads": torch.get_num_threads(), "batch_size": batch, "reps": reps,
+        "basis": "mlp_neurons",
+        "max_feature_nodes": 2048,
+        "threads": torch.get_num_threads(),
+        "batch_size": batch,
+        "reps": reps,
         "prompt_tokens": [len(p) for p in prompts],
         "continuation_tokens": f"uniform {MIN_LEN}..{MAX_LEN}",
         "seconds_per_batch_median": median,
@@ -191,11 +198,13 @@ def main(n_prompts: int = 12, reps: int = 8, threads: int = 2, batch: int = 8) -
         "seconds_per_batch_plain_fwd_bwd_input_grads_only": med["plain_fwd_bwd_input_grads_only"],
         "continuations_per_second": batch / med["attribution"],
         "ratio_to_plain_fwd_bwd": med["attribution"] / med["plain_fwd_bwd"],
-        "ratio_to_plain_fwd_bwd_input_grads_only": med["attribution"] / med["plain_fwd_bwd_input_grads_only"],
+        "ratio_to_plain_fwd_bwd_input_grads_only": med["attribution"]
+        / med["plain_fwd_bwd_input_grads_only"],
         "target_ratio_max": 1.5,
         "all_batch_seconds": times,
         "memory": peaks,
-        "stage_prompts": len(prompts), "stage_continuations_per_prompt": N_CONT,
+        "stage_prompts": len(prompts),
+        "stage_continuations_per_prompt": N_CONT,
         "stage_seconds_total_excluding_model_load": total,
         "stage_seconds_per_prompt": per_prompt,
         "stage_continuations_per_second": len(prompts) * N_CONT / total,
@@ -204,9 +213,14 @@ def main(n_prompts: int = 12, reps: int = 8, threads: int = 2, batch: int = 8) -
         # Random tokens have mean demeaned logits near 0 (unlike sampled ones, ~20), so the
         # relative error is reported for targets of magnitude >= 1 and the absolute one for all.
         "stage_max_completeness_abs_error": max(e[0] for e in errors),
-        "stage_max_completeness_rel_error_targets_ge_1": max((e[1] for e in errors if e[2] >= 1), default=None),
-        "python": sys.version.split()[0], "torch": torch.__version__, "machine": platform.machine(),
-        "load_average_before": load_before, "load_average_after": os.getloadavg(),
+        "stage_max_completeness_rel_error_targets_ge_1": max(
+            (e[1] for e in errors if e[2] >= 1), default=None
+        ),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
         "note": "2 shared CPU cores; timings vary with other load on the machine (see load averages)",
     }
     OUT.write_text(json.dumps(result, indent=2) + "\n")

@@ -35,8 +35,12 @@ def timed(cmd: list[str]) -> dict:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
         raise SystemExit(f"{' '.join(cmd)} failed with exit {proc.returncode}:\n{tail}")
     summary = [ln for ln in proc.stdout.splitlines() if " passed" in ln]
-    return {"command": " ".join(cmd), "wall_s": wall, "load_average_before": list(load),
-            "pytest_summary": summary[-1] if summary else None}
+    return {
+        "command": " ".join(cmd),
+        "wall_s": wall,
+        "load_average_before": list(load),
+        "pytest_summary": summary[-1] if summary else None,
+    }
 
 
 def main() -> dict:
@@ -45,11 +49,16 @@ def main() -> dict:
     added = both["wall_s"] - alone["wall_s"]
     result = {
         "benchmark": "ci_slurm_overhead",
-        "tests_alone": alone, "tests_with_slurm_check": both,
-        "slurm_check_added_s": added, "limit_added_s": LIMIT_ADDED_S,
+        "tests_alone": alone,
+        "tests_with_slurm_check": both,
+        "slurm_check_added_s": added,
+        "limit_added_s": LIMIT_ADDED_S,
         "within_limit": added <= LIMIT_ADDED_S,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": sys.version.split()[0]},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+        },
     }
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -39,13 +39,24 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 LIMITS = {"wall_s": 15 * 60, "peak_memory_mb": 4096}
 
 # Rule name -> stage (prefix match, first hit wins); anything else is reported as its own stage.
-STAGES = [("prepare_model", "model preparation"), ("sample", "sampling"),
-          ("transcoder", "attribution"), ("attribut", "attribution"), ("embed", "embedding"),
-          ("cluster_summary", "figures, tables and report"),
-          ("cluster_browser", "figures, tables and report"), ("cluster", "clustering"),
-          ("baselines", "clustering"), ("aggregate_clustering", "clustering"),
-          ("steer", "steering"), ("aggregate_steering", "steering"), ("figure_", "figures, tables and report"),
-          ("table", "figures, tables and report"), ("manifest", "manifest"), ("paper", "paper")]
+STAGES = [
+    ("prepare_model", "model preparation"),
+    ("sample", "sampling"),
+    ("transcoder", "attribution"),
+    ("attribut", "attribution"),
+    ("embed", "embedding"),
+    ("cluster_summary", "figures, tables and report"),
+    ("cluster_browser", "figures, tables and report"),
+    ("cluster", "clustering"),
+    ("baselines", "clustering"),
+    ("aggregate_clustering", "clustering"),
+    ("steer", "steering"),
+    ("aggregate_steering", "steering"),
+    ("figure_", "figures, tables and report"),
+    ("table", "figures, tables and report"),
+    ("manifest", "manifest"),
+    ("paper", "paper"),
+]
 
 
 def stage_of(rule: str) -> str:
@@ -92,8 +103,13 @@ class TreeMemory(threading.Thread):
 def run_measured(cmd: list[str], cwd: Path, log: Path) -> dict:
     t0 = time.perf_counter()
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
-                                env=dict(os.environ, PYTHONHASHSEED="0"))
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONHASHSEED="0"),
+        )
         mon = TreeMemory(proc.pid)
         mon.start()
         rc = proc.wait()
@@ -103,8 +119,12 @@ def run_measured(cmd: list[str], cwd: Path, log: Path) -> dict:
     if rc != 0:
         tail = "\n".join(log.read_text().splitlines()[-40:])
         raise SystemExit(f"{' '.join(cmd)} failed with exit {rc}:\n{tail}")
-    return {"wall_s": wall, "peak_pss_mb": mon.peak_pss / 2**20, "peak_rss_mb": mon.peak_rss / 2**20,
-            "memory_samples": mon.samples}
+    return {
+        "wall_s": wall,
+        "peak_pss_mb": mon.peak_pss / 2**20,
+        "peak_rss_mb": mon.peak_rss / 2**20,
+        "memory_samples": mon.samples,
+    }
 
 
 def read_benchmarks(bench_dir: Path) -> list[dict]:
@@ -116,28 +136,47 @@ def read_benchmarks(bench_dir: Path) -> list[dict]:
         with open(f) as fh:
             rows = list(csv.DictReader(fh, delimiter="\t"))
         for row in rows:
-            def num(key):
+
+            def num(key, row=row):
                 try:
                     return float(row.get(key, "nan"))
                 except ValueError:
                     return float("nan")
-            jobs.append({"rule": rule, "job": rel.with_suffix("").as_posix(), "s": num("s"),
-                         "max_rss_mb": num("max_rss"), "cpu_time_s": num("cpu_time")})
+
+            jobs.append(
+                {
+                    "rule": rule,
+                    "job": rel.with_suffix("").as_posix(),
+                    "s": num("s"),
+                    "max_rss_mb": num("max_rss"),
+                    "cpu_time_s": num("cpu_time"),
+                }
+            )
     return jobs
 
 
 def summarise(jobs: list[dict]) -> tuple[dict, dict]:
-    rules: dict[str, dict] = defaultdict(lambda: {"n_jobs": 0, "job_seconds": 0.0, "cpu_seconds": 0.0,
-                                                   "max_job_rss_mb": 0.0})
+    rules: dict[str, dict] = defaultdict(
+        lambda: {"n_jobs": 0, "job_seconds": 0.0, "cpu_seconds": 0.0, "max_job_rss_mb": 0.0}
+    )
     for j in jobs:
         r = rules[j["rule"]]
         r["n_jobs"] += 1
         r["job_seconds"] += j["s"]
         r["cpu_seconds"] += j["cpu_time_s"] if j["cpu_time_s"] == j["cpu_time_s"] else 0.0
-        r["max_job_rss_mb"] = max(r["max_job_rss_mb"], j["max_rss_mb"] if j["max_rss_mb"] == j["max_rss_mb"] else 0.0)
+        r["max_job_rss_mb"] = max(
+            r["max_job_rss_mb"], j["max_rss_mb"] if j["max_rss_mb"] == j["max_rss_mb"] else 0.0
+        )
     total = sum(r["job_seconds"] for r in rules.values()) or 1.0
-    stages: dict[str, dict] = defaultdict(lambda: {"rules": [], "n_jobs": 0, "job_seconds": 0.0,
-                                                    "cpu_seconds": 0.0, "max_job_rss_mb": 0.0})
+    stages: dict[str, dict] = defaultdict(
+        lambda: {
+            "rules": [],
+            "n_jobs": 0,
+            "job_seconds": 0.0,
+            "cpu_seconds": 0.0,
+            "max_job_rss_mb": 0.0,
+        }
+    )
     for name, r in sorted(rules.items()):
         r["share_of_job_seconds"] = r["job_seconds"] / total
         st = stages[stage_of(name)]
@@ -156,10 +195,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--configfile", default=str(REPO / "config" / "config.yaml"))
     ap.add_argument("--cores", type=int, default=2)
-    ap.add_argument("--workdir", default=None, help="scratch directory (default: a new temporary one)")
+    ap.add_argument(
+        "--workdir", default=None, help="scratch directory (default: a new temporary one)"
+    )
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
-    ap.add_argument("--with-model-prep", action="store_true",
-                    help="do not link the prepared model: measure its preparation too")
+    ap.add_argument(
+        "--with-model-prep",
+        action="store_true",
+        help="do not link the prepared model: measure its preparation too",
+    )
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
 
@@ -173,8 +217,15 @@ def main(argv: list[str] | None = None) -> dict:
     (wd / "config").symlink_to(REPO / "config")
     if not args.with_model_prep and (REPO / "resources").exists():
         (wd / "resources").symlink_to(REPO / "resources")
-    base = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(wd),
-            "--configfile", str(cfg_path)]
+    base = [
+        SNAKEMAKE,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(wd),
+        "--configfile",
+        str(cfg_path),
+    ]
     try:
         main_run = run_measured(base + ["--cores", str(args.cores)], wd, wd / "snakemake.log")
         report = wd / "results" / "report.html"
@@ -185,25 +236,39 @@ def main(argv: list[str] | None = None) -> dict:
         peak = max(main_run["peak_pss_mb"], report_run["peak_pss_mb"])
         import snakemake
 
+        shown_cfg = cfg_path.relative_to(REPO) if cfg_path.is_relative_to(REPO) else cfg_path
         result = {
             "benchmark": "pipeline",
-            "command": f"snakemake --cores {args.cores} --configfile {cfg_path.relative_to(REPO) if cfg_path.is_relative_to(REPO) else cfg_path} && snakemake --report results/report.html",
-            "run": run, "cores": args.cores, "model_prep_included": bool(args.with_model_prep),
-            "n_prompts": None, "n_jobs": len(jobs),
-            "wall_s": total_wall, "workflow_wall_s": main_run["wall_s"],
+            "command": f"snakemake --cores {args.cores} --configfile {shown_cfg} "
+            "&& snakemake --report results/report.html",
+            "run": run,
+            "cores": args.cores,
+            "model_prep_included": bool(args.with_model_prep),
+            "n_prompts": None,
+            "n_jobs": len(jobs),
+            "wall_s": total_wall,
+            "workflow_wall_s": main_run["wall_s"],
             "report_wall_s": report_run["wall_s"],
-            "peak_memory_mb": peak, "peak_pss_mb": main_run["peak_pss_mb"],
+            "peak_memory_mb": peak,
+            "peak_pss_mb": main_run["peak_pss_mb"],
             "peak_rss_sum_mb": main_run["peak_rss_mb"],
             "max_single_job_rss_mb": max((j["max_rss_mb"] for j in jobs), default=0.0),
             "job_seconds_total": sum(r["job_seconds"] for r in rules.values()),
             "limits": LIMITS,
-            "within_limits": {"wall": total_wall <= LIMITS["wall_s"],
-                              "memory": peak <= LIMITS["peak_memory_mb"]},
-            "stages": stages, "rules": rules,
+            "within_limits": {
+                "wall": total_wall <= LIMITS["wall_s"],
+                "memory": peak <= LIMITS["peak_memory_mb"],
+            },
+            "stages": stages,
+            "rules": rules,
             "report_bytes": report.stat().st_size,
-            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-                        "python": sys.version.split()[0], "snakemake": snakemake.__version__},
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+                "python": sys.version.split()[0],
+                "snakemake": snakemake.__version__,
+            },
         }
         prompts_file = wd / cfg.get("prompts", "config/prompts.yaml")
         if prompts_file.is_file() and prompts_file.suffix in (".yaml", ".yml"):
@@ -217,8 +282,13 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     res = main()
-    print(json.dumps({k: res[k] for k in ("wall_s", "peak_memory_mb", "within_limits", "n_jobs")},
-                     indent=2))
+    print(
+        json.dumps(
+            {k: res[k] for k in ("wall_s", "peak_memory_mb", "within_limits", "n_jobs")}, indent=2
+        )
+    )
     for stage, st in res["stages"].items():
-        print(f"{stage:32s} {st['job_seconds']:8.1f} job-s  {100 * st['share_of_job_seconds']:5.1f}%  "
-              f"max job RSS {st['max_job_rss_mb']:.0f} MB")
+        print(
+            f"{stage:32s} {st['job_seconds']:8.1f} job-s  {100 * st['share_of_job_seconds']:5.1f}%  "
+            f"max job RSS {st['max_job_rss_mb']:.0f} MB"
+        )

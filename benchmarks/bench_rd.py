@@ -47,9 +47,15 @@ D_E, D_A = 384, 5000
 
 
 def _machine() -> dict:
-    return {"host": platform.node(), "cpus": os.cpu_count(), "load_avg": list(os.getloadavg()),
-            "python": sys.version.split()[0], "numpy": np.__version__, "torch": torch.__version__,
-            "processor": platform.processor() or platform.machine()}
+    return {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "load_avg": list(os.getloadavg()),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "processor": platform.processor() or platform.machine(),
+    }
 
 
 def _sweep(d: dict, threads: int) -> dict:
@@ -59,10 +65,15 @@ def _sweep(d: dict, threads: int) -> dict:
         res = rd_sweep(d["E"], d["A"], d["P"], BETAS, GAMMAS)
         total, cpu = time.perf_counter() - t0, time.process_time() - c0
     n_cfg = len(res.runtime_s)
-    return {"threads": threads, "total_s": total, "per_config_s": total / n_cfg,
-            "cpu_per_config_s": cpu / n_cfg,
-            "per_config_max_s": max(res.runtime_s), "K": res.table["K"].tolist(),
-            "rounds": [m.n_rounds_ for m in res.models]}
+    return {
+        "threads": threads,
+        "total_s": total,
+        "per_config_s": total / n_cfg,
+        "cpu_per_config_s": cpu / n_cfg,
+        "per_config_max_s": max(res.runtime_s),
+        "K": res.table["K"].tolist(),
+        "rounds": [m.n_rounds_ for m in res.models],
+    }
 
 
 def _cold(d: dict, threads: int, configs: list[tuple[float, float]]) -> dict:
@@ -76,13 +87,26 @@ def _cold(d: dict, threads: int, configs: list[tuple[float, float]]) -> dict:
             ws = RDWorkspace(d["E"], d["A"], d["P"])  # fresh caches, not timed
             t0, c0 = time.perf_counter(), time.process_time()
             m = RateDistortionClustering(beta=beta, gamma=gamma).fit_workspace(ws)
-            rows.append({"beta": beta, "gamma": gamma, "K": m.n_clusters_,
-                         "rounds": m.n_rounds_, "seconds": time.perf_counter() - t0,
-                         "cpu_seconds": time.process_time() - c0})
+            rows.append(
+                {
+                    "beta": beta,
+                    "gamma": gamma,
+                    "K": m.n_clusters_,
+                    "rounds": m.n_rounds_,
+                    "seconds": time.perf_counter() - t0,
+                    "cpu_seconds": time.process_time() - c0,
+                }
+            )
     secs = [r["seconds"] for r in rows]
-    return {"threads": threads, "normalise_s": normalise, "mean_s": float(np.mean(secs)),
-            "cpu_mean_s": float(np.mean([r["cpu_seconds"] for r in rows])),
-            "median_s": float(np.median(secs)), "max_s": float(np.max(secs)), "configs": rows}
+    return {
+        "threads": threads,
+        "normalise_s": normalise,
+        "mean_s": float(np.mean(secs)),
+        "cpu_mean_s": float(np.mean([r["cpu_seconds"] for r in rows])),
+        "median_s": float(np.median(secs)),
+        "max_s": float(np.max(secs)),
+        "configs": rows,
+    }
 
 
 def _primitives(d: dict, threads: int) -> dict:
@@ -102,8 +126,14 @@ def _primitives(d: dict, threads: int) -> dict:
         c0 = time.process_time()
         l1_distances(ws.At, np.stack([med] * 4))
         t_l1 = time.process_time() - c0
-    return {"n": n, "row_order_once_per_prompt_cpu_s": t_order, "median_cpu_s": t_med, "median_ns_per_Nd": 1e9 * t_med / (n * da),
-            "l1_4_centres_cpu_s": t_l1, "l1_ns_per_Nd": 1e9 * t_l1 / (n * da)}
+    return {
+        "n": n,
+        "row_order_once_per_prompt_cpu_s": t_order,
+        "median_cpu_s": t_med,
+        "median_ns_per_Nd": 1e9 * t_med / (n * da),
+        "l1_4_centres_cpu_s": t_l1,
+        "l1_ns_per_Nd": 1e9 * t_l1 / (n * da),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -113,16 +143,26 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="N=500 only (about a minute)")
     args = ap.parse_args(argv)
 
-    out: dict = {"description": __doc__.split("\n\n")[0], "d_e": D_E, "d_a": D_A,
-                 "grid": {"betas": BETAS, "gammas": GAMMAS}, "machine_before": _machine()}
+    out: dict = {
+        "description": __doc__.split("\n\n")[0],
+        "d_e": D_E,
+        "d_a": D_A,
+        "grid": {"betas": BETAS, "gammas": GAMMAS},
+        "machine_before": _machine(),
+    }
     all_cfg = [(b, g) for b in BETAS for g in GAMMAS]
     warm = make_signature_like_data(40, d_e=8, d_a=16, seed=1)  # compile / load the kernels
     RateDistortionClustering(beta=1.25, gamma=0.1).fit(warm["E"], warm["A"], warm["P"])
     d500 = make_signature_like_data(500, d_e=D_E, d_a=D_A, seed=0)
-    out["n500"] = {"sweep": [_sweep(d500, t) for t in args.threads],
-                   "cold": [_cold(d500, t, all_cfg) for t in args.threads]}
-    print("N=500:", {t["threads"]: round(t["per_config_s"], 3) for t in out["n500"]["sweep"]},
-          flush=True)
+    out["n500"] = {
+        "sweep": [_sweep(d500, t) for t in args.threads],
+        "cold": [_cold(d500, t, all_cfg) for t in args.threads],
+    }
+    print(
+        "N=500:",
+        {t["threads"]: round(t["per_config_s"], 3) for t in out["n500"]["sweep"]},
+        flush=True,
+    )
     if not args.quick:
         t = min(args.threads)
         scaling, primitives = [], []
@@ -130,22 +170,30 @@ def main(argv: list[str] | None = None) -> dict:
             d = d500 if n == 500 else make_signature_like_data(n, d_e=D_E, d_a=D_A, seed=0)
             primitives.append(_primitives(d, t))
             s = _sweep(d, t)
-            s.update(n=n, per_config_per_Nd_us=1e6 * s["per_config_s"] / (n * (D_E + D_A)),
-                     cpu_per_config_per_Nd_us=1e6 * s["cpu_per_config_s"] / (n * (D_E + D_A)))
+            s.update(
+                n=n,
+                per_config_per_Nd_us=1e6 * s["per_config_s"] / (n * (D_E + D_A)),
+                cpu_per_config_per_Nd_us=1e6 * s["cpu_per_config_s"] / (n * (D_E + D_A)),
+            )
             scaling.append(s)
             print(f"N={n}: {s['per_config_s']:.3f} s per configuration", flush=True)
             if n == 5000:
-                out["n5000"] = {"sweep": [s], "cold": [_cold(d, t, [(1.0, 0.5), (0.75, 0.3),
-                                                                    (1.25, 0.9)])]}
+                out["n5000"] = {
+                    "sweep": [s],
+                    "cold": [_cold(d, t, [(1.0, 0.5), (0.75, 0.3), (1.25, 0.9)])],
+                }
         out["scaling"] = scaling
         out["primitives"] = primitives
         base, pbase = scaling[0], primitives[0]
         out["scaling_summary"] = {
-            f"N={s['n']}": {"Nd_ratio": s["n"] / base["n"],
-                            "sweep_cpu_ratio": s["cpu_per_config_s"] / base["cpu_per_config_s"],
-                            "median_cpu_ratio": p["median_cpu_s"] / pbase["median_cpu_s"],
-                            "l1_cpu_ratio": p["l1_4_centres_cpu_s"] / pbase["l1_4_centres_cpu_s"]}
-            for s, p in zip(scaling, primitives)}
+            f"N={s['n']}": {
+                "Nd_ratio": s["n"] / base["n"],
+                "sweep_cpu_ratio": s["cpu_per_config_s"] / base["cpu_per_config_s"],
+                "median_cpu_ratio": p["median_cpu_s"] / pbase["median_cpu_s"],
+                "l1_cpu_ratio": p["l1_4_centres_cpu_s"] / pbase["l1_4_centres_cpu_s"],
+            }
+            for s, p in zip(scaling, primitives)
+        }
     out["machine_after"] = _machine()
     io.write_json(out, args.out)
     return out

@@ -19,16 +19,27 @@ from pathlib import Path
 import torch
 
 from semmech.model.loading import format_prompt, load_model
-from semmech.views.sampling import SamplingSettings, generate_batch, generation_inputs, sample_continuations, stop_token_mask
+from semmech.views.sampling import (
+    SamplingSettings,
+    generate_batch,
+    generation_inputs,
+    sample_continuations,
+    stop_token_mask,
+)
 
 OUT = Path(__file__).with_name("sampling.json")
 
 
 def plain_generate(model, prompt_ids, settings, stop_mask):
     ids, kwargs = generation_inputs(model, prompt_ids, settings, stop_mask)
-    out = model.hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), output_logits=True,
-                            return_dict_in_generate=True, **kwargs)
-    new = out.sequences[:, len(prompt_ids):]
+    out = model.hf.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        output_logits=True,
+        return_dict_in_generate=True,
+        **kwargs,
+    )
+    new = out.sequences[:, len(prompt_ids) :]
     lp = torch.stack([l.float().log_softmax(-1) for l in out.logits], dim=1)
     return new, lp.gather(-1, new.unsqueeze(-1)).squeeze(-1).double()
 
@@ -37,7 +48,9 @@ def main(reps: int = 5) -> dict:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
     model = load_model("default", device="cpu", dtype="float32")
-    settings = SamplingSettings.from_config(dict(n_continuations=64, max_new_tokens=20, batch_size=32))
+    settings = SamplingSettings.from_config(
+        dict(n_continuations=64, max_new_tokens=20, batch_size=32)
+    )
     _, prompt_ids = format_prompt(model.tokenizer, "Who won the World Cup?", True)
     mask = stop_token_mask(model.tokenizer, settings.stop_chars)
     times = {"nnsight": [], "plain": []}
@@ -61,7 +74,8 @@ def main(reps: int = 5) -> dict:
         "benchmark": "sampling",
         "model": "default (SmolLM2-135M-Instruct, float32, CPU)",
         "threads": torch.get_num_threads(),
-        "batch_size": settings.batch_size, "max_new_tokens": settings.max_new_tokens,
+        "batch_size": settings.batch_size,
+        "max_new_tokens": settings.max_new_tokens,
         "reps": reps,
         "seconds_per_batch_nnsight": med["nnsight"],
         "seconds_per_batch_plain_generate": med["plain"],
@@ -73,7 +87,9 @@ def main(reps: int = 5) -> dict:
         "seconds_for_64_distinct": full,
         "distinct_continuations_per_second": len(df) / full,
         "load_average_1_5_15_after": load,
-        "python": sys.version.split()[0], "torch": torch.__version__, "machine": platform.machine(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "machine": platform.machine(),
     }
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     return result

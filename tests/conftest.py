@@ -16,7 +16,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/tiny_models.py
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
-def write_config(path: Path, base: str | Path = REPO / ".test" / "config" / "config.yaml", **overrides) -> Path:
+def write_config(
+    path: Path, base: str | Path = REPO / ".test" / "config" / "config.yaml", **overrides
+) -> Path:
     """A config file based on ``base`` with top-level or dotted-key overrides."""
     cfg = yaml.safe_load(Path(base).read_text())
     for key, value in overrides.items():
@@ -41,7 +43,9 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 1200) -> subprocess.
         res.symlink_to(REPO / "resources")
     env = dict(os.environ, PYTHONHASHSEED="0")
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
-    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="session")

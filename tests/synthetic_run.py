@@ -23,9 +23,11 @@ from semmech.stages.clustering import run_aggregate_clustering, run_baselines, r
 from semmech.stages.report import write_steering_comparison
 
 # The second prompt's text carries LaTeX and HTML specials and non-Latin text on purpose.
-PROMPTS = [("mercury", "What is Mercury?"),
-           ("java", "What is Java <b>known</b> for? 50% & $5 «café» 日本 \\ ~^_#{}"),
-           ("bank_visit", "Why would someone go to the bank?")]
+PROMPTS = [
+    ("mercury", "What is Mercury?"),
+    ("java", "What is Java <b>known</b> for? 50% & $5 «café» 日本 \\ ~^_#{}"),
+    ("bank_visit", "Why would someone go to the bank?"),
+]
 BETAS = [0.5, 1.0, 2.0]
 GAMMAS = [0.3, 0.5, 0.7]
 STEER_CONFIG = [1.0, 0.5]
@@ -33,14 +35,32 @@ BUDGETS = [5, 10]
 EPSILONS = [-1.0, -0.5, -0.1, 0.0, 0.1, 0.5, 1.0]
 METHODS = {"RD": 0.8, "KM-Sem": 0.0, "Single": 0.4, "Random": 0.0}
 
-_ANSWERS = {0: ["It is the closest planet to the Sun.", "Mercury is the smallest planet.",
-                "A planet that orbits the Sun quickly.", "The first planet of the solar system."],
-            1: ["A planet named after a Roman god.", "The innermost planet, named for a god.",
-                "Mercury is a rocky planet.", "A small, hot planet."],
-            2: ["It is a liquid metal.", "Quicksilver, a toxic metal.", "Element number 80.",
-                "A heavy metal used in thermometers."],
-            3: ["The Roman messenger god.", "A god with winged sandals.", "Messenger of the gods.",
-                "Hermes in Greek myth."]}
+_ANSWERS = {
+    0: [
+        "It is the closest planet to the Sun.",
+        "Mercury is the smallest planet.",
+        "A planet that orbits the Sun quickly.",
+        "The first planet of the solar system.",
+    ],
+    1: [
+        "A planet named after a Roman god.",
+        "The innermost planet, named for a god.",
+        "Mercury is a rocky planet.",
+        "A small, hot planet.",
+    ],
+    2: [
+        "It is a liquid metal.",
+        "Quicksilver, a toxic metal.",
+        "Element number 80.",
+        "A heavy metal used in thermometers.",
+    ],
+    3: [
+        "The Roman messenger god.",
+        "A god with winged sandals.",
+        "Messenger of the gods.",
+        "Hermes in Greek myth.",
+    ],
+}
 
 N_FEATURES, PROMPT_LEN, D_E = 48, 7, 16
 
@@ -54,11 +74,19 @@ def _samples(prompt_id: str, data: dict, rng: np.random.Generator) -> pd.DataFra
     order = np.argsort(-mean_lp, kind="stable")
     rows = []
     for new, old in enumerate(order):
-        rows.append({"prompt_id": prompt_id, "sample_idx": new, "text": texts[old],
-                     "token_ids": rng.integers(0, 1000, lengths[old]).astype(np.int64).tolist(),
-                     "token_logprobs": logps[old].tolist(), "n_tokens": int(lengths[old]),
-                     "mean_logprob": float(mean_lp[old]), "weight": float(np.exp(mean_lp[old])),
-                     "stop_reason": "sentence"})
+        rows.append(
+            {
+                "prompt_id": prompt_id,
+                "sample_idx": new,
+                "text": texts[old],
+                "token_ids": rng.integers(0, 1000, lengths[old]).astype(np.int64).tolist(),
+                "token_logprobs": logps[old].tolist(),
+                "n_tokens": int(lengths[old]),
+                "mean_logprob": float(mean_lp[old]),
+                "weight": float(np.exp(mean_lp[old])),
+                "stop_reason": "sentence",
+            }
+        )
     return pd.DataFrame(rows), order
 
 
@@ -67,12 +95,31 @@ def _nodes() -> pd.DataFrame:
     rows = []
     for j in range(N_FEATURES):
         pos = 1 + j % (PROMPT_LEN - 1)
-        rows.append({"node_idx": j, "kind": "feature", "layer": j % 4, "position": pos,
-                     "feature": 100 + 7 * j, "token_id": 10 + pos, "token_str": tokens[pos],
-                     "alpha": 0.1 * (j + 1)})
+        rows.append(
+            {
+                "node_idx": j,
+                "kind": "feature",
+                "layer": j % 4,
+                "position": pos,
+                "feature": 100 + 7 * j,
+                "token_id": 10 + pos,
+                "token_str": tokens[pos],
+                "alpha": 0.1 * (j + 1),
+            }
+        )
     for pos in range(1, PROMPT_LEN):
-        rows.append({"node_idx": len(rows), "kind": "token", "layer": -1, "position": pos,
-                     "feature": -1, "token_id": 10 + pos, "token_str": tokens[pos], "alpha": 1.0})
+        rows.append(
+            {
+                "node_idx": len(rows),
+                "kind": "token",
+                "layer": -1,
+                "position": pos,
+                "feature": -1,
+                "token_id": 10 + pos,
+                "token_str": tokens[pos],
+                "alpha": 1.0,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -89,65 +136,135 @@ def _steering(prompt_id: str, K: int, rng: np.random.Generator):
                     effects.append(s)
                     for eps in EPSILONS:
                         d = 0.0 if eps == 0 else s * eps + rng.normal(0, 0.02)
-                        curves.append({"prompt_id": prompt_id, "method": method, "budget": B,
-                                       "beta": b, "gamma": g, "source_cluster": c,
-                                       "measured_cluster": m, "own": own, "epsilon": eps,
-                                       "delta": d, "delta_sem": 0.02, "n_members": 4,
-                                       "frac_moved": np.nan if eps == 0 else float(rng.uniform(0.4, 1.0))})
+                        curves.append(
+                            {
+                                "prompt_id": prompt_id,
+                                "method": method,
+                                "budget": B,
+                                "beta": b,
+                                "gamma": g,
+                                "source_cluster": c,
+                                "measured_cluster": m,
+                                "own": own,
+                                "epsilon": eps,
+                                "delta": d,
+                                "delta_sem": 0.02,
+                                "n_members": 4,
+                                "frac_moved": np.nan if eps == 0 else float(rng.uniform(0.4, 1.0)),
+                            }
+                        )
                 pear = float(np.clip(slope + rng.normal(0, 0.1), -1, 1))
-                metrics.append({"prompt_id": prompt_id, "method": method, "budget": B, "beta": b,
-                                "gamma": g, "cluster": c, "mass": 1.0 / K, "n_heldout": 4,
-                                "pearson": pear, "spearman": float(np.clip(pear - 0.02, -1, 1)),
-                                "frac_moved": float(rng.uniform(0.4, 0.9)),
-                                "specificity": float(effects[c] - max([e for i, e in enumerate(effects) if i != c] or [0.0]))})
+                metrics.append(
+                    {
+                        "prompt_id": prompt_id,
+                        "method": method,
+                        "budget": B,
+                        "beta": b,
+                        "gamma": g,
+                        "cluster": c,
+                        "mass": 1.0 / K,
+                        "n_heldout": 4,
+                        "pearson": pear,
+                        "spearman": float(np.clip(pear - 0.02, -1, 1)),
+                        "frac_moved": float(rng.uniform(0.4, 0.9)),
+                        "specificity": float(
+                            effects[c] - max([e for i, e in enumerate(effects) if i != c] or [0.0])
+                        ),
+                    }
+                )
                 for eps in (-1.0, 0.0, 1.0):
-                    gens.append({"method": method, "cluster": c, "epsilon": eps, "sample": 0,
-                                 "text": f"steered {method} c{c} eps {eps}"})
+                    gens.append(
+                        {
+                            "method": method,
+                            "cluster": c,
+                            "epsilon": eps,
+                            "sample": 0,
+                            "text": f"steered {method} c{c} eps {eps}",
+                        }
+                    )
     return pd.DataFrame(curves), pd.DataFrame(metrics), pd.DataFrame(gens)
 
 
-def make_synthetic_run(run_dir: str | Path, prompts: Sequence[tuple[str, str]] = PROMPTS,
-                       n_per_mode: int = 8, seed: int = 0) -> Path:
+def make_synthetic_run(
+    run_dir: str | Path,
+    prompts: Sequence[tuple[str, str]] = PROMPTS,
+    n_per_mode: int = 8,
+    seed: int = 0,
+) -> Path:
     """Write a complete synthetic results/<run>/ (minus figures, summaries and the manifest)."""
     run = Path(run_dir)
     nodes = _nodes()
     all_metrics = []
     for k, (pid, text) in enumerate(prompts):
         rng = np.random.default_rng([seed, k])
-        data = make_two_view_data(n_per_mode, d_e=D_E, d_a=len(nodes), sem_sep=1.5, mech_sep=2.0,
-                                  weights="lognormal", seed=seed + k)
+        data = make_two_view_data(
+            n_per_mode,
+            d_e=D_E,
+            d_a=len(nodes),
+            sem_sep=1.5,
+            mech_sep=2.0,
+            weights="lognormal",
+            seed=seed + k,
+        )
         samples, order = _samples(pid, data, rng)
         io.write_parquet(samples, run / f"samples/{pid}.parquet")
-        io.write_json({"prompt_id": pid, "text": text, "model_input": text,
-                       "prompt_token_ids": list(range(10, 10 + PROMPT_LEN)), "model": "synthetic",
-                       "chat_template": False}, run / f"samples/{pid}.prompt.json")
+        io.write_json(
+            {
+                "prompt_id": pid,
+                "text": text,
+                "model_input": text,
+                "prompt_token_ids": list(range(10, 10 + PROMPT_LEN)),
+                "model": "synthetic",
+                "chat_template": False,
+            },
+            run / f"samples/{pid}.prompt.json",
+        )
         E = data["E"][order].astype(np.float32)
         A = data["A"][order].astype(np.float32)
-        io.write_safetensors({"signatures": torch.from_numpy(np.ascontiguousarray(A))},
-                             run / f"attribution/{pid}.safetensors",
-                             metadata={"basis": "mlp_neurons", "model": "synthetic"})
+        io.write_safetensors(
+            {"signatures": torch.from_numpy(np.ascontiguousarray(A))},
+            run / f"attribution/{pid}.safetensors",
+            metadata={"basis": "mlp_neurons", "model": "synthetic"},
+        )
         io.write_parquet(nodes, run / f"attribution/{pid}.nodes.parquet")
-        io.write_json({"prompt_id": pid, "max_rel_error": 1e-6, "passed": True},
-                      run / f"attribution/{pid}.completeness.json")
-        io.write_npz(run / f"embeddings/{pid}.npz", embeddings=E,
-                     sample_idx=np.arange(E.shape[0], dtype=np.int64))
+        io.write_json(
+            {"prompt_id": pid, "max_rel_error": 1e-6, "passed": True},
+            run / f"attribution/{pid}.completeness.json",
+        )
+        io.write_npz(
+            run / f"embeddings/{pid}.npz",
+            embeddings=E,
+            sample_idx=np.arange(E.shape[0], dtype=np.int64),
+        )
         c = run / "clusters"
-        views = dict(samples=run / f"samples/{pid}.parquet",
-                     embeddings=run / f"embeddings/{pid}.npz",
-                     signatures=run / f"attribution/{pid}.safetensors")
-        run_cluster(prompt_id=pid, **views,
-                    clustering_cfg=section_defaults("clustering",
-                                                    {"betas": BETAS, "gammas": GAMMAS}),
-                    out_sweep=c / f"{pid}.sweep.parquet", out_labels=c / f"{pid}.labels.parquet",
-                    out_history=c / f"{pid}.history.parquet", out_npz=c / f"{pid}.npz",
-                    out_runtime=c / f"{pid}.runtime.json")
+        views = dict(
+            samples=run / f"samples/{pid}.parquet",
+            embeddings=run / f"embeddings/{pid}.npz",
+            signatures=run / f"attribution/{pid}.safetensors",
+        )
+        run_cluster(
+            prompt_id=pid,
+            **views,
+            clustering_cfg=section_defaults("clustering", {"betas": BETAS, "gammas": GAMMAS}),
+            out_sweep=c / f"{pid}.sweep.parquet",
+            out_labels=c / f"{pid}.labels.parquet",
+            out_history=c / f"{pid}.history.parquet",
+            out_npz=c / f"{pid}.npz",
+            out_runtime=c / f"{pid}.runtime.json",
+        )
         b = run / "baselines"
-        run_baselines(prompt_id=pid, **views, sweep=c / f"{pid}.sweep.parquet",
-                      labels=c / f"{pid}.labels.parquet", clusters=c / f"{pid}.npz",
-                      baselines_cfg=section_defaults("baselines", {"silhouette_k": [2, 3, 4, 5]}),
-                      seed=seed + k, out_table=b / f"{pid}.parquet",
-                      out_labels=b / f"{pid}.labels.parquet",
-                      out_silhouette=b / f"{pid}.silhouette.parquet")
+        run_baselines(
+            prompt_id=pid,
+            **views,
+            sweep=c / f"{pid}.sweep.parquet",
+            labels=c / f"{pid}.labels.parquet",
+            clusters=c / f"{pid}.npz",
+            baselines_cfg=section_defaults("baselines", {"silhouette_k": [2, 3, 4, 5]}),
+            seed=seed + k,
+            out_table=b / f"{pid}.parquet",
+            out_labels=b / f"{pid}.labels.parquet",
+            out_silhouette=b / f"{pid}.silhouette.parquet",
+        )
         sweep = io.read_parquet(c / f"{pid}.sweep.parquet")
         K = int(sweep["K"].iloc[config_index(sweep["beta"], sweep["gamma"], *STEER_CONFIG)])
         curves, metrics, gens = _steering(pid, max(K, 1), rng)
@@ -156,12 +273,15 @@ def make_synthetic_run(run_dir: str | Path, prompts: Sequence[tuple[str, str]] =
         io.write_parquet(gens, run / f"steering/{pid}.generations.parquet")
         all_metrics.append(metrics)
     ids = [p for p, _ in prompts]
-    run_aggregate_clustering(tables=[run / f"baselines/{p}.parquet" for p in ids],
-                             silhouettes=[run / f"baselines/{p}.silhouette.parquet" for p in ids],
-                             out_csv=run / "tables/clustering_comparison.csv",
-                             out_tex=run / "tables/clustering_comparison.tex",
-                             out_silhouette=run / "tables/cross_view_silhouette.csv")
+    run_aggregate_clustering(
+        tables=[run / f"baselines/{p}.parquet" for p in ids],
+        silhouettes=[run / f"baselines/{p}.silhouette.parquet" for p in ids],
+        out_csv=run / "tables/clustering_comparison.csv",
+        out_tex=run / "tables/clustering_comparison.tex",
+        out_silhouette=run / "tables/cross_view_silhouette.csv",
+    )
     table = steering_comparison(pd.concat(all_metrics, ignore_index=True), n_boot=200, seed=seed)
-    write_steering_comparison(table, run / "tables/steering_comparison.csv",
-                              run / "tables/steering_comparison.tex")
+    write_steering_comparison(
+        table, run / "tables/steering_comparison.csv", run / "tables/steering_comparison.tex"
+    )
     return run

@@ -10,18 +10,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_bases import random_transcoder
+from tiny_models import TINY_MODELS, tiny_llama
 
 from semmech import io
 from semmech.config import section_defaults
-from semmech.stages.attribution import run_attribute
 from semmech.io import SampleMismatchError
-from semmech.views.attribution import COMPLETENESS_TOLERANCE, NODE_COLUMNS, attribute, select_nodes
 from semmech.model.bases import load_basis
 from semmech.model.layout import ModelLayout
 from semmech.model.transcoders import write_transcoder_file
+from semmech.stages.attribution import run_attribute
 from semmech.steer.intervention import steer_nodes
-from test_bases import random_transcoder
-from tiny_models import TINY_MODELS, tiny_llama
+from semmech.views.attribution import COMPLETENESS_TOLERANCE, NODE_COLUMNS, attribute, select_nodes
 
 PROMPT = "who won the world cup ?"
 
@@ -42,13 +42,13 @@ def true_targets(model, prompt_ids, conts) -> np.ndarray:
     ids = torch.full((len(conts), M + T), int(model.tokenizer.pad_token_id))
     mask = torch.zeros_like(ids)
     for r, c in enumerate(conts):
-        ids[r, :M + len(c)] = torch.tensor(list(prompt_ids) + list(c))
-        mask[r, :M + len(c)] = 1
+        ids[r, : M + len(c)] = torch.tensor(list(prompt_ids) + list(c))
+        mask[r, : M + len(c)] = 1
     with torch.no_grad():
         logits = model.hf(ids, attention_mask=mask, logits_to_keep=T + 1).logits.double()
     out = []
     for r, c in enumerate(conts):
-        lt = logits[r, :len(c)]  # kept positions start at M-1, the one predicting token 0
+        lt = logits[r, : len(c)]  # kept positions start at M-1, the one predicting token 0
         out.append(float((lt[torch.arange(len(c)), torch.tensor(c)] - lt.mean(-1)).mean()))
     return np.array(out)
 
@@ -71,21 +71,28 @@ def transcoder_basis(model, tmp_path, layers=(0, -1)):
 @pytest.mark.parametrize("name", list(TINY_MODELS))
 def test_completeness_on_tiny_models(models, name, basis_name, tmp_path):
     model = models[name]
-    basis = (load_basis("mlp_neurons", model) if basis_name == "mlp_neurons"
-             else transcoder_basis(model, tmp_path))
+    basis = (
+        load_basis("mlp_neurons", model)
+        if basis_name == "mlp_neurons"
+        else transcoder_basis(model, tmp_path)
+    )
     prompt = model.tokenizer(PROMPT)["input_ids"]
     conts = continuations(1)
     res = attribute(model, basis, prompt, conts, max_feature_nodes=25, batch_size=3)
     rows = res.completeness
     assert res.signatures.shape == (len(conts), res.nodes.n_nodes)
     assert res.nodes.n_feature_nodes == 25
-    assert res.nodes.n_error_nodes == (basis.layout.n_layers * (len(prompt) - 1) if basis_name == "transcoder" else 0)
+    assert res.nodes.n_error_nodes == (
+        basis.layout.n_layers * (len(prompt) - 1) if basis_name == "transcoder" else 0
+    )
     target = np.array([r["target"] for r in rows])
     if name != "gemma2":  # Gemma 2's final softcap is linearised, so only its value is the logit's
         np.testing.assert_allclose(target, true_targets(model, prompt, conts), rtol=1e-4, atol=1e-5)
     for r in rows:
         assert r["rel_error"] < COMPLETENESS_TOLERANCE
-        assert abs(r["prefix_kept"] + r["continuation"] + r["constant"] - r["target"]) <= 1e-4 * max(1, abs(r["target"]))
+        assert abs(
+            r["prefix_kept"] + r["continuation"] + r["constant"] - r["target"]
+        ) <= 1e-4 * max(1, abs(r["target"]))
         # Something was dropped by the budget, and the continuation explains part of longer ones.
         assert r["prefix_dropped"] != 0
         if r["n_tokens"] > 1:
@@ -99,8 +106,9 @@ def test_constant_terms_are_biases_and_position_embeddings(models):
     conts = continuations(2)
     for name, has_bias in (("llama", False), ("gpt2", True), ("qwen2", True)):
         model = models[name]
-        res = attribute(model, load_basis("mlp_neurons", model), model.tokenizer(PROMPT)["input_ids"],
-                        conts, 10)
+        res = attribute(
+            model, load_basis("mlp_neurons", model), model.tokenizer(PROMPT)["input_ids"], conts, 10
+        )
         biases = [r["bias"] for r in res.completeness]
         assert all(b != 0 for b in biases) if has_bias else all(b == 0 for b in biases)
 
@@ -121,18 +129,35 @@ class FrozenReplay:
         hooks = []
         lay = self.layout
         for path in lay.norms:
-            hooks.append(self._mod(path).register_forward_hook(
-                lambda m, a, o, path=path: self.ref.__setitem__(f"sigma:{path}", lay.norms[path].scale(a[0]))))
+            hooks.append(
+                self._mod(path).register_forward_hook(
+                    lambda m, a, o, path=path: self.ref.__setitem__(
+                        f"sigma:{path}", lay.norms[path].scale(a[0])
+                    )
+                )
+            )
         for l in lay.layers:
             for p in l.qk.paths:
-                hooks.append(self._mod(p).register_forward_hook(
-                    lambda m, a, o, p=p: self.ref.__setitem__(f"qk:{p}", o)))
-            hooks.append(self._mod(l.down).register_forward_hook(
-                lambda m, a, o, i=l.index: self.ref.__setitem__(f"h:{i}", a[0])))
-            hooks.append(self._mod(l.mlp).register_forward_hook(
-                lambda m, a, o, i=l.index: self.ref.update({f"x:{i}": a[0], f"y:{i}": o})))
-        hooks.append(self._mod(lay.embed).register_forward_hook(
-            lambda m, a, o: self.ref.__setitem__("embed", o)))
+                hooks.append(
+                    self._mod(p).register_forward_hook(
+                        lambda m, a, o, p=p: self.ref.__setitem__(f"qk:{p}", o)
+                    )
+                )
+            hooks.append(
+                self._mod(l.down).register_forward_hook(
+                    lambda m, a, o, i=l.index: self.ref.__setitem__(f"h:{i}", a[0])
+                )
+            )
+            hooks.append(
+                self._mod(l.mlp).register_forward_hook(
+                    lambda m, a, o, i=l.index: self.ref.update({f"x:{i}": a[0], f"y:{i}": o})
+                )
+            )
+        hooks.append(
+            self._mod(lay.embed).register_forward_hook(
+                lambda m, a, o: self.ref.__setitem__("embed", o)
+            )
+        )
         try:
             with torch.no_grad():
                 model.hf(ids)
@@ -154,7 +179,11 @@ class FrozenReplay:
             return out + m.bias if spec.has_bias else out
 
         for path in lay.norms:
-            hooks.append(self._mod(path).register_forward_hook(lambda m, a, o, path=path: norm_hook(m, a, o, path)))
+            hooks.append(
+                self._mod(path).register_forward_hook(
+                    lambda m, a, o, path=path: norm_hook(m, a, o, path)
+                )
+            )
         for l in lay.layers:
             for p in l.qk.paths:
                 w = l.qk.fused_width
@@ -162,16 +191,20 @@ class FrozenReplay:
                 def qk_hook(m, a, o, p=p, w=w):
                     r = ref[f"qk:{p}"]
                     return r if w is None else torch.cat([r[..., :w], o[..., w:]], -1)
+
                 hooks.append(self._mod(p).register_forward_hook(qk_hook))
             i = l.index
             if self.basis.name == "mlp_neurons":
+
                 def down_pre(m, a, i=i):
                     h = ref[f"h:{i}"].clone()
                     if remove and remove[0] == "feature" and remove[1] == i:
                         h[:, remove[2], remove[3]] = 0
                     return (h,)
+
                 hooks.append(self._mod(l.down).register_forward_pre_hook(down_pre))
             else:
+
                 def mlp_hook(m, a, o, i=i):
                     tc = self.basis.transcoders.get(i)
                     out = ref[f"y:{i}"].clone()
@@ -179,12 +212,15 @@ class FrozenReplay:
                         out = out + (a[0] - ref[f"x:{i}"]) @ tc.W_skip
                     if remove and remove[0] == "feature" and remove[1] == i:
                         alpha = tc.activation(ref[f"x:{i}"])
-                        out[:, remove[2]] -= alpha[:, remove[2], remove[3], None] * tc.W_dec[remove[3]]
+                        out[:, remove[2]] -= (
+                            alpha[:, remove[2], remove[3], None] * tc.W_dec[remove[3]]
+                        )
                     if remove and remove[0] == "error" and remove[1] == i:
                         x = ref[f"x:{i}"]
                         recon = tc.linear_part(x, tc.activation(x)) if tc is not None else 0 * x
                         out[:, remove[2]] -= (ref[f"y:{i}"] - recon)[:, remove[2]]
                     return out
+
                 hooks.append(self._mod(l.mlp).register_forward_hook(mlp_hook))
 
         def embed_hook(m, a, o):
@@ -192,6 +228,7 @@ class FrozenReplay:
             if remove and remove[0] == "token":
                 e[:, remove[1]] = 0
             return e
+
         hooks.append(self._mod(lay.embed).register_forward_hook(embed_hook))
         try:
             with torch.no_grad():
@@ -207,13 +244,23 @@ def mean_demeaned(logits: torch.Tensor, prompt_len: int, cont: list[int]) -> flo
     return float((lt[torch.arange(len(cont)), torch.tensor(cont)] - lt.mean(-1)).mean())
 
 
-@pytest.mark.parametrize("name,basis_name", [("llama", "mlp_neurons"), ("gpt2", "mlp_neurons"),
-                                             ("gemma", "mlp_neurons"), ("qwen2", "transcoder"),
-                                             ("llama", "transcoder")])
+@pytest.mark.parametrize(
+    "name,basis_name",
+    [
+        ("llama", "mlp_neurons"),
+        ("gpt2", "mlp_neurons"),
+        ("gemma", "mlp_neurons"),
+        ("qwen2", "transcoder"),
+        ("llama", "transcoder"),
+    ],
+)
 def test_single_node_attribution_equals_removal_effect(models, name, basis_name, tmp_path):
     model = models[name]
-    basis = (load_basis("mlp_neurons", model) if basis_name == "mlp_neurons"
-             else transcoder_basis(model, tmp_path))
+    basis = (
+        load_basis("mlp_neurons", model)
+        if basis_name == "mlp_neurons"
+        else transcoder_basis(model, tmp_path)
+    )
     prompt = model.tokenizer(PROMPT)["input_ids"]
     cont = [7, 9, 11, 13]
     res = attribute(model, basis, prompt, [cont], max_feature_nodes=40)
@@ -232,8 +279,11 @@ def test_single_node_attribution_equals_removal_effect(models, name, basis_name,
     checked = 0
     for j in picks:
         row = table.loc[j]
-        key = {"feature": ("feature", row.layer, row.position, row.feature),
-               "error": ("error", row.layer, row.position), "token": ("token", row.position)}[row.kind]
+        key = {
+            "feature": ("feature", row.layer, row.position, row.feature),
+            "error": ("error", row.layer, row.position),
+            "token": ("token", row.position),
+        }[row.kind]
         delta = base - mean_demeaned(replay.logits(key), M, cont)
         assert sig[j] == pytest.approx(delta, rel=1e-4, abs=1e-6), (row.kind, key)
         checked += abs(delta) > 1e-4
@@ -273,7 +323,9 @@ def test_batch_size_and_padding_side_do_not_change_results(models, name):
     nodes = select_nodes(model, basis, prompt, 30)
     ref = attribute(model, basis, prompt, conts, 30, batch_size=1, nodes=nodes)
     for bs, side in ((3, "right"), (8, "right"), (3, "left"), (8, "left")):
-        res = attribute(model, basis, prompt, conts, 30, batch_size=bs, padding_side=side, nodes=nodes)
+        res = attribute(
+            model, basis, prompt, conts, 30, batch_size=bs, padding_side=side, nodes=nodes
+        )
         torch.testing.assert_close(res.signatures, ref.signatures, rtol=1e-5, atol=1e-5)
         for a, b in zip(res.completeness, ref.completeness):
             assert a["target"] == pytest.approx(b["target"], rel=1e-5, abs=1e-5)
@@ -287,8 +339,10 @@ def test_selection_keeps_largest_activations(models):
     nodes = select_nodes(model, basis, prompt, 50)
     with torch.no_grad():
         h = []
-        hooks = [model.hf.get_submodule(l.down).register_forward_pre_hook(
-            lambda m, a: h.append(a[0][0])) for l in basis.layout.layers]
+        hooks = [
+            model.hf.get_submodule(l.down).register_forward_pre_hook(lambda m, a: h.append(a[0][0]))
+            for l in basis.layout.layers
+        ]
         model.hf(torch.tensor([prompt]))
         for hk in hooks:
             hk.remove()
@@ -314,7 +368,10 @@ def test_attribution_runs_in_float32_unless_told_otherwise():
 
     cfg = {"name": "default", "device": "cuda", "dtype": "bfloat16"}
     assert attribution_model_config(cfg, section_defaults("attribution", {}))["dtype"] == "float32"
-    assert attribution_model_config(cfg, section_defaults("attribution", {"dtype": "model"}))["dtype"] == "bfloat16"
+    assert (
+        attribution_model_config(cfg, section_defaults("attribution", {"dtype": "model"}))["dtype"]
+        == "bfloat16"
+    )
     assert cfg["dtype"] == "bfloat16"  # the model config itself is left alone
 
 
@@ -350,27 +407,54 @@ def _write_samples(tmp_path, model_dir, conts, prompt_ids=None, model_name=None)
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model_input, ids = format_prompt(tok, PROMPT, True)
-    df = pd.DataFrame({"prompt_id": "p", "sample_idx": range(len(conts)), "text": ["x"] * len(conts),
-                       "token_ids": [np.asarray(c, dtype=np.int64) for c in conts],
-                       "n_tokens": [len(c) for c in conts]})
+    df = pd.DataFrame(
+        {
+            "prompt_id": "p",
+            "sample_idx": range(len(conts)),
+            "text": ["x"] * len(conts),
+            "token_ids": [np.asarray(c, dtype=np.int64) for c in conts],
+            "n_tokens": [len(c) for c in conts],
+        }
+    )
     io.write_parquet(df, tmp_path / "p.parquet")
-    io.write_json({"prompt_id": "p", "text": PROMPT, "model_input": model_input,
-                   "prompt_token_ids": prompt_ids or ids, "model": model_name or str(model_dir),
-                   "chat_template": True}, tmp_path / "p.prompt.json")
+    io.write_json(
+        {
+            "prompt_id": "p",
+            "text": PROMPT,
+            "model_input": model_input,
+            "prompt_token_ids": prompt_ids or ids,
+            "model": model_name or str(model_dir),
+            "chat_template": True,
+        },
+        tmp_path / "p.prompt.json",
+    )
     return ids
 
 
 def _run_stage(tmp_path, model_dir, attribution=None, transcoder_dir=None):
-    cfg = {"name": str(model_dir), "device": "cpu", "dtype": "float32", "chat_template": True,
-           "allow_download": False}
+    cfg = {
+        "name": str(model_dir),
+        "device": "cpu",
+        "dtype": "float32",
+        "chat_template": True,
+        "allow_download": False,
+    }
     out = tmp_path / "out"
     attribution = section_defaults(
-        "attribution", attribution or {"basis": "mlp_neurons", "max_feature_nodes": 30, "batch_size": 4})
-    return run_attribute(prompt_id="p", samples=tmp_path / "p.parquet",
-                         prompt=tmp_path / "p.prompt.json", model_cfg=cfg, attribution_cfg=attribution,
-                         transcoder_dir=transcoder_dir, out_signatures=out / "p.safetensors",
-                         out_nodes=out / "p.nodes.parquet",
-                         out_completeness=out / "p.completeness.json")
+        "attribution",
+        attribution or {"basis": "mlp_neurons", "max_feature_nodes": 30, "batch_size": 4},
+    )
+    return run_attribute(
+        prompt_id="p",
+        samples=tmp_path / "p.parquet",
+        prompt=tmp_path / "p.prompt.json",
+        model_cfg=cfg,
+        attribution_cfg=attribution,
+        transcoder_dir=transcoder_dir,
+        out_signatures=out / "p.safetensors",
+        out_nodes=out / "p.nodes.parquet",
+        out_completeness=out / "p.completeness.json",
+    )
 
 
 def test_stage_writes_the_contract_files(tmp_path, tiny_dir):
@@ -389,8 +473,16 @@ def test_stage_writes_the_contract_files(tmp_path, tiny_dir):
     diag = json.loads((tmp_path / "out" / "p.completeness.json").read_text())
     assert diag["passed"] and diag["max_rel_error"] < COMPLETENESS_TOLERANCE
     assert [r["sample_idx"] for r in diag["continuations"]] == list(range(len(conts)))
-    assert {"target", "prefix_kept", "continuation", "constant", "bias", "prefix_dropped",
-            "rel_error", "prefix_share"} <= set(diag["continuations"][0])
+    assert {
+        "target",
+        "prefix_kept",
+        "continuation",
+        "constant",
+        "bias",
+        "prefix_dropped",
+        "rel_error",
+        "prefix_share",
+    } <= set(diag["continuations"][0])
     first = (tmp_path / "out" / "p.safetensors").read_bytes()
     _run_stage(tmp_path, tiny_dir)  # deterministic, to the byte
     assert (tmp_path / "out" / "p.safetensors").read_bytes() == first
@@ -403,8 +495,12 @@ def test_stage_with_a_transcoder(tmp_path, tiny_dir):
     _write_samples(tmp_path, tiny_dir, conts)
     tc_dir = tmp_path / "tc"
     transcoder_basis(load_model(str(tiny_dir), device="cpu", dtype="float32"), tc_dir, layers=(1,))
-    _run_stage(tmp_path, tiny_dir, {"basis": "transcoder", "max_feature_nodes": 10, "batch_size": 2},
-               transcoder_dir=tc_dir)
+    _run_stage(
+        tmp_path,
+        tiny_dir,
+        {"basis": "transcoder", "max_feature_nodes": 10, "batch_size": 2},
+        transcoder_dir=tc_dir,
+    )
     nodes = io.read_parquet(tmp_path / "out" / "p.nodes.parquet")
     assert set(nodes.kind) == {"feature", "error", "token"}
     assert set(nodes[nodes.kind == "feature"].layer) == {1}
@@ -427,7 +523,9 @@ def test_stage_rejects_samples_from_another_tokenizer(tmp_path, tiny_dir):
         _run_stage(tmp_path, tiny_dir)
     _write_samples(tmp_path, tiny_dir, conts)
     # The schema (the one place of config constraints) refuses it, naming the key and bound.
-    with pytest.raises(ValueError, match="attribution.max_feature_nodes: 0 is less than the minimum of 1"):
+    with pytest.raises(
+        ValueError, match="attribution.max_feature_nodes: 0 is less than the minimum of 1"
+    ):
         _run_stage(tmp_path, tiny_dir, {"basis": "mlp_neurons", "max_feature_nodes": 0})
     with pytest.raises(ValueError, match="transcoder_dir"):
         _run_stage(tmp_path, tiny_dir, {"basis": "transcoder", "max_feature_nodes": 5})
@@ -437,8 +535,11 @@ def test_stage_rejects_samples_from_another_tokenizer(tmp_path, tiny_dir):
 # The real default model
 # --------------------------------------------------------------------------------------------
 
-REAL_PROMPTS = {"mercury": "What is Mercury?", "java": "What is Java known for?",
-                "bank": "Why would someone go to the bank?"}
+REAL_PROMPTS = {
+    "mercury": "What is Mercury?",
+    "java": "What is Java known for?",
+    "bank": "Why would someone go to the bank?",
+}
 
 
 @pytest.fixture(scope="module")
@@ -446,7 +547,9 @@ def real_samples(default_model):
     from semmech.model.loading import format_prompt
     from semmech.views.sampling import SamplingSettings, sample_continuations
 
-    settings = SamplingSettings.from_config(dict(n_continuations=10, max_new_tokens=10, batch_size=10, patience=1))
+    settings = SamplingSettings.from_config(
+        dict(n_continuations=10, max_new_tokens=10, batch_size=10, patience=1)
+    )
     out = {}
     for k, (pid, text) in enumerate(REAL_PROMPTS.items()):
         _, ids = format_prompt(default_model.tokenizer, text, True)
@@ -458,8 +561,10 @@ def real_samples(default_model):
 @pytest.fixture(scope="module")
 def real_attributions(default_model, real_samples):
     basis = load_basis("mlp_neurons", default_model)
-    return basis, {pid: attribute(default_model, basis, ids, conts, max_feature_nodes=512, batch_size=8)
-                   for pid, (ids, conts) in real_samples.items()}
+    return basis, {
+        pid: attribute(default_model, basis, ids, conts, max_feature_nodes=512, batch_size=8)
+        for pid, (ids, conts) in real_samples.items()
+    }
 
 
 def test_completeness_on_the_default_model(default_model, real_samples, real_attributions):
@@ -468,13 +573,16 @@ def test_completeness_on_the_default_model(default_model, real_samples, real_att
         ids, conts = real_samples[pid]
         assert res.max_rel_error < COMPLETENESS_TOLERANCE
         target = [r["target"] for r in res.completeness]
-        np.testing.assert_allclose(target, true_targets(default_model, ids, conts[:len(target)]),
-                                   rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            target, true_targets(default_model, ids, conts[: len(target)]), rtol=1e-4, atol=1e-4
+        )
         shares = [r["prefix_share"] for r in res.completeness]
         assert np.all(np.isfinite(shares))
 
 
-def test_ablating_top_nodes_hurts_more_than_random_nodes(default_model, real_samples, real_attributions):
+def test_ablating_top_nodes_hurts_more_than_random_nodes(
+    default_model, real_samples, real_attributions
+):
     """Removing a continuation's 10 most supportive feature nodes lowers its log-probability
     more than removing 10 random feature nodes of the same node set (paired, one-sided test)."""
     from scipy.stats import wilcoxon
@@ -505,8 +613,8 @@ def _logprobs(model, basis, prompt, conts, nodes, chosen) -> np.ndarray:
     ids = torch.full((len(conts), S), model.tokenizer.pad_token_id)
     mask = torch.zeros_like(ids)
     for r, c in enumerate(conts):
-        ids[r, :M + len(c)] = torch.tensor(prompt + c)
-        mask[r, :M + len(c)] = 1
+        ids[r, : M + len(c)] = torch.tensor(prompt + c)
+        mask[r, : M + len(c)] = 1
     scales = torch.zeros(len(conts), len(nodes))
     if chosen is not None:
         for r, sel in enumerate(chosen):

@@ -38,8 +38,16 @@ from semmech.config import section_defaults
 from semmech.report.tables import clustering_comparison_latex
 from semmech.stages import clustering as stage
 
-PLANTED = dict(n_per_mode=30, d_e=16, d_a=32, sem_sep=2.0, mech_sep=0.6, noise_a=0.3,
-               mech_support=8, weights="lognormal")
+PLANTED = dict(
+    n_per_mode=30,
+    d_e=16,
+    d_a=32,
+    sem_sep=2.0,
+    mech_sep=0.6,
+    noise_a=0.3,
+    mech_support=8,
+    weights="lognormal",
+)
 BETA = 4.0
 BASELINES = section_defaults("baselines")  # the schema's defaults, as a validated config has them
 UMAP, HDBSCAN = BASELINES["umap"], BASELINES["hdbscan"]
@@ -60,7 +68,9 @@ def planted():
 def test_partition_entropy_and_d_gamma():
     assert partition_entropy([0, 0, 1, 1]) == pytest.approx(math.log(2))
     assert partition_entropy([5, 5, 5]) == 0.0
-    assert partition_entropy([0, 1], [3.0, 1.0]) == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    assert partition_entropy([0, 1], [3.0, 1.0]) == pytest.approx(
+        -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    )
     with pytest.raises(ValueError):
         partition_entropy([0, 1], [0.0, 0.0])
     assert d_gamma(2.0, 4.0, 0.25) == pytest.approx(3.5)
@@ -81,8 +91,10 @@ def test_rate_match_picks_closest_rate_then_smaller_k():
 
 
 def test_win_rate_counts_ties_apart():
-    wr = win_rate(np.array([1.0, 2.0, 3.0, 1.0]), [np.array([2.0, 2.0, 1.0, 5.0]),
-                                                    np.array([3.0, 2.0, 4.0, 0.5])])
+    wr = win_rate(
+        np.array([1.0, 2.0, 3.0, 1.0]),
+        [np.array([2.0, 2.0, 1.0, 5.0]), np.array([3.0, 2.0, 4.0, 0.5])],
+    )
     assert wr == {"win": 0.25, "tie": 0.25, "loss": 0.5}
 
 
@@ -111,14 +123,19 @@ def test_umap_and_hdbscan_params_adapt_to_n(n):
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
 def test_density_baseline_survives_tiny_n(n):
     rng = np.random.default_rng(n)
-    lab = umap_hdbscan(rng.standard_normal((n, 6)), "manhattan", seed=0, umap_cfg=UMAP,
-                       hdbscan_cfg=HDBSCAN)
+    lab = umap_hdbscan(
+        rng.standard_normal((n, 6)), "manhattan", seed=0, umap_cfg=UMAP, hdbscan_cfg=HDBSCAN
+    )
     assert lab.shape == (n,) and lab.dtype == np.int64
 
 
 def test_density_baseline_identical_points():
-    assert umap_hdbscan(np.ones((20, 3)), "euclidean", seed=0, umap_cfg=UMAP,
-                        hdbscan_cfg=HDBSCAN).tolist() == [0] * 20
+    assert (
+        umap_hdbscan(
+            np.ones((20, 3)), "euclidean", seed=0, umap_cfg=UMAP, hdbscan_cfg=HDBSCAN
+        ).tolist()
+        == [0] * 20
+    )
 
 
 def test_hdbscan_finds_only_its_own_view(planted):
@@ -145,11 +162,22 @@ def test_kmeans_is_seeded_and_capped(planted):
 def compared(planted):
     E, A, P = planted["E"], planted["A"], planted["P"]
     sweep = rd_sweep(E, A, P, [1.0, BETA], [0.1, 0.5, 0.9], prompt_id="q")
-    rd_labels = {(b, g): grp.sort_values("sample_idx")["label"].to_numpy()
-                 for (b, g), grp in sweep.labels.groupby(["beta", "gamma"])}
-    res = run_baselines(E, planted["At"], P, sweep.table, rd_labels, seed=0, prompt_id="q",
-                        cfg=section_defaults("baselines", {"kmeans": {"n_init": 4, "k_max": 6},
-                                                           "silhouette_k": [2, 3, 4, 5]}))
+    rd_labels = {
+        (b, g): grp.sort_values("sample_idx")["label"].to_numpy()
+        for (b, g), grp in sweep.labels.groupby(["beta", "gamma"])
+    }
+    res = run_baselines(
+        E,
+        planted["At"],
+        P,
+        sweep.table,
+        rd_labels,
+        seed=0,
+        prompt_id="q",
+        cfg=section_defaults(
+            "baselines", {"kmeans": {"n_init": 4, "k_max": 6}, "silhouette_k": [2, 3, 4, 5]}
+        ),
+    )
     return sweep, res
 
 
@@ -158,20 +186,30 @@ def test_comparison_rows(compared, planted):
     c = res.comparison
     assert len(c) == len(sweep.table) * 7
     assert set(zip(c["method"], c["match"])) == {
-        ("rd", "self"), ("km_sem", "k"), ("km_sem", "rate"), ("km_att", "k"), ("km_att", "rate"),
-        ("hdbscan_sem", "none"), ("hdbscan_att", "none")}
+        ("rd", "self"),
+        ("km_sem", "k"),
+        ("km_sem", "rate"),
+        ("km_att", "k"),
+        ("km_att", "rate"),
+        ("hdbscan_sem", "none"),
+        ("hdbscan_att", "none"),
+    }
     rd = c[c["method"] == "rd"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(rd[["beta", "gamma", "K", "H", "D_e", "D_a"]],
-                                  sweep.table[["beta", "gamma", "K", "H", "D_e", "D_a"]],
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(
+        rd[["beta", "gamma", "K", "H", "D_e", "D_a"]],
+        sweep.table[["beta", "gamma", "K", "H", "D_e", "D_a"]],
+        check_dtype=False,
+    )
     assert (rd["ari_rd"] == 1.0).all()
     np.testing.assert_allclose(c["D_gamma"], c["gamma"] * c["D_e"] + (1 - c["gamma"]) * c["D_a"])
     # K-matched K-means has RD's K; rate-matched has the grid's closest rate
     km_k = c[(c["method"] == "km_sem") & (c["match"] == "k")].reset_index(drop=True)
     assert (km_k["K"] <= rd["K"]).all()
     grid = res.labels[res.labels["method"] == "km_sem"]
-    Hs = {k: partition_entropy(g.sort_values("sample_idx")["label"], planted["P"])
-          for k, g in grid.groupby("k")}
+    Hs = {
+        k: partition_entropy(g.sort_values("sample_idx")["label"], planted["P"])
+        for k, g in grid.groupby("k")
+    }
     km_r = c[(c["method"] == "km_sem") & (c["match"] == "rate")].reset_index(drop=True)
     for h_rd, h_km in zip(rd["H"], km_r["H"]):
         assert abs(h_km - h_rd) == pytest.approx(min(abs(h - h_rd) for h in Hs.values()), abs=1e-9)
@@ -211,12 +249,18 @@ def test_comparison_table_shape(compared):
 def _table1_latex_before_the_move(table: pd.DataFrame) -> str:
     """Table 1's LaTeX exactly as the clustering stage wrote it before it went through
     latex_tabular (the reference for the bytes of tables/clustering_comparison.tex)."""
-    lines = [r"\begin{tabular}{lrrrrrr}", r"\toprule",
-             r"Method & $\bar K$ & $H$ & $D_e$ & $D_a$ & $D_\gamma$ & RD lower \\", r"\midrule"]
+    lines = [
+        r"\begin{tabular}{lrrrrrr}",
+        r"\toprule",
+        r"Method & $\bar K$ & $H$ & $D_e$ & $D_a$ & $D_\gamma$ & RD lower \\",
+        r"\midrule",
+    ]
     for r in table.itertuples(index=False):
         win = f"{100 * r.rd_win:.0f}\\%" if np.isfinite(r.rd_win) else "--"
-        lines.append(f"{r.method} & {r.K:.2f} & {r.H:.3f} & {r.D_e:.3f} & {r.D_a:.3f} & "
-                     f"{r.D_gamma:.3f} & {win} \\\\")
+        lines.append(
+            f"{r.method} & {r.K:.2f} & {r.H:.3f} & {r.D_e:.3f} & {r.D_a:.3f} & "
+            f"{r.D_gamma:.3f} & {win} \\\\"
+        )
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(lines)
 
@@ -226,14 +270,19 @@ def test_table1_latex_bytes_are_unchanged(compared):
     table = comparison_table(res.comparison)
     assert clustering_comparison_latex(table) == _table1_latex_before_the_move(table)
     # every row label, a rate that rounds to zero from below, an undefined win rate, K = 1
-    edge = pd.DataFrame({"method": [label for _, _, label in COMPARISON_ROWS],
-                         "n_settings": 3, "K": [1.0, 2.5, 1.0, 3.0, 4.0, 1.0, 12.345],
-                         "H": [-1e-17, 0.6931, 0.0, 1.0986, 1.3863, -2e-16, 2.0],
-                         "D_e": [0.12345, 0.5, 1e-9, 0.25, 0.0, 0.9999, 1.0005],
-                         "D_a": [3.14159, 2.0, 0.1, 0.0005, 0.0015, 7.0, 0.001],
-                         "D_gamma": [1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625],
-                         "rd_win": [0.25, 1.0, 0.0, np.nan, 0.125, 0.995, 0.005],
-                         "rd_tie": 0.0})
+    edge = pd.DataFrame(
+        {
+            "method": [label for _, _, label in COMPARISON_ROWS],
+            "n_settings": 3,
+            "K": [1.0, 2.5, 1.0, 3.0, 4.0, 1.0, 12.345],
+            "H": [-1e-17, 0.6931, 0.0, 1.0986, 1.3863, -2e-16, 2.0],
+            "D_e": [0.12345, 0.5, 1e-9, 0.25, 0.0, 0.9999, 1.0005],
+            "D_a": [3.14159, 2.0, 0.1, 0.0005, 0.0015, 7.0, 0.001],
+            "D_gamma": [1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625],
+            "rd_win": [0.25, 1.0, 0.0, np.nan, 0.125, 0.995, 0.005],
+            "rd_tie": 0.0,
+        }
+    )
     assert clustering_comparison_latex(edge) == _table1_latex_before_the_move(edge)
     assert "-0.000" in clustering_comparison_latex(edge)
 
@@ -243,47 +292,85 @@ def test_table1_latex_bytes_are_unchanged(compared):
 
 def _write_inputs(root, pid, d, n_rows=None):
     n = len(d["P"]) if n_rows is None else n_rows
-    io.write_parquet(pd.DataFrame({"prompt_id": pid, "sample_idx": np.arange(n),
-                                   "weight": d["P"][:n]}), root / "samples" / f"{pid}.parquet")
+    io.write_parquet(
+        pd.DataFrame({"prompt_id": pid, "sample_idx": np.arange(n), "weight": d["P"][:n]}),
+        root / "samples" / f"{pid}.parquet",
+    )
     io.write_npz(root / "embeddings" / f"{pid}.npz", embeddings=d["E"].astype(np.float32))
-    io.write_safetensors({"signatures": torch.from_numpy(d["A"].astype(np.float32))},
-                         root / "attribution" / f"{pid}.safetensors", metadata={"basis": "test"})
+    io.write_safetensors(
+        {"signatures": torch.from_numpy(d["A"].astype(np.float32))},
+        root / "attribution" / f"{pid}.safetensors",
+        metadata={"basis": "test"},
+    )
 
 
 def _stage_paths(root, pid):
     s = root / "samples" / f"{pid}.parquet"
     e = root / "embeddings" / f"{pid}.npz"
     a = root / "attribution" / f"{pid}.safetensors"
-    c = {k: root / "clusters" / f"{pid}.{k}" for k in
-         ("sweep.parquet", "labels.parquet", "history.parquet", "npz", "runtime.json")}
-    b = {k: root / "baselines" / f"{pid}.{k}" for k in
-         ("parquet", "labels.parquet", "silhouette.parquet")}
+    c = {
+        k: root / "clusters" / f"{pid}.{k}"
+        for k in ("sweep.parquet", "labels.parquet", "history.parquet", "npz", "runtime.json")
+    }
+    b = {
+        k: root / "baselines" / f"{pid}.{k}"
+        for k in ("parquet", "labels.parquet", "silhouette.parquet")
+    }
     return s, e, a, c, b
 
 
 def _cluster(pid, s, e, a, cfg, c):
-    return stage.run_cluster(prompt_id=pid, samples=s, embeddings=e, signatures=a,
-                             clustering_cfg=cfg, out_sweep=c["sweep.parquet"],
-                             out_labels=c["labels.parquet"], out_history=c["history.parquet"],
-                             out_npz=c["npz"], out_runtime=c["runtime.json"])
+    return stage.run_cluster(
+        prompt_id=pid,
+        samples=s,
+        embeddings=e,
+        signatures=a,
+        clustering_cfg=cfg,
+        out_sweep=c["sweep.parquet"],
+        out_labels=c["labels.parquet"],
+        out_history=c["history.parquet"],
+        out_npz=c["npz"],
+        out_runtime=c["runtime.json"],
+    )
 
 
 def _baselines(pid, s, e, a, cfg, seed, c, b):
-    stage.run_baselines(prompt_id=pid, samples=s, embeddings=e, signatures=a,
-                        sweep=c["sweep.parquet"], labels=c["labels.parquet"], clusters=c["npz"],
-                        baselines_cfg=cfg, seed=seed, out_table=b["parquet"],
-                        out_labels=b["labels.parquet"], out_silhouette=b["silhouette.parquet"])
+    stage.run_baselines(
+        prompt_id=pid,
+        samples=s,
+        embeddings=e,
+        signatures=a,
+        sweep=c["sweep.parquet"],
+        labels=c["labels.parquet"],
+        clusters=c["npz"],
+        baselines_cfg=cfg,
+        seed=seed,
+        out_table=b["parquet"],
+        out_labels=b["labels.parquet"],
+        out_silhouette=b["silhouette.parquet"],
+    )
 
 
 def test_stages_end_to_end(tmp_path):
-    cfg_c = section_defaults("clustering", {"betas": [1.0, BETA], "gammas": [0.5],
-                                            "max_rounds": 50, "tol": 1e-3})
-    cfg_b = section_defaults("baselines", {"kmeans": {"n_init": 3, "k_max": 5},
-                                           "silhouette_k": [2, 3]})
+    cfg_c = section_defaults(
+        "clustering", {"betas": [1.0, BETA], "gammas": [0.5], "max_rounds": 50, "tol": 1e-3}
+    )
+    cfg_b = section_defaults(
+        "baselines", {"kmeans": {"n_init": 3, "k_max": 5}, "silhouette_k": [2, 3]}
+    )
     outs = []
     for pid, seed in (("p1", 1), ("p2", 2)):
-        d = make_two_view_data(n_per_mode=8, d_e=8, d_a=12, sem_sep=2.0, mech_sep=0.6,
-                               noise_a=0.3, mech_support=6, weights="lognormal", seed=seed)
+        d = make_two_view_data(
+            n_per_mode=8,
+            d_e=8,
+            d_a=12,
+            sem_sep=2.0,
+            mech_sep=0.6,
+            noise_a=0.3,
+            mech_support=6,
+            weights="lognormal",
+            seed=seed,
+        )
         _write_inputs(tmp_path, pid, d)
         s, e, a, c, b = _stage_paths(tmp_path, pid)
         _cluster(pid, s, e, a, cfg_c, c)
@@ -299,11 +386,13 @@ def test_stages_end_to_end(tmp_path):
         assert io.read_parquet(c["sweep.parquet"])["prompt_id"].unique().tolist() == [pid]
         outs.append(b)
     tables = tmp_path / "tables"
-    stage.run_aggregate_clustering(tables=[o["parquet"] for o in outs],
-                                   silhouettes=[o["silhouette.parquet"] for o in outs],
-                                   out_csv=tables / "clustering_comparison.csv",
-                                   out_tex=tables / "clustering_comparison.tex",
-                                   out_silhouette=tables / "cross_view_silhouette.csv")
+    stage.run_aggregate_clustering(
+        tables=[o["parquet"] for o in outs],
+        silhouettes=[o["silhouette.parquet"] for o in outs],
+        out_csv=tables / "clustering_comparison.csv",
+        out_tex=tables / "clustering_comparison.tex",
+        out_silhouette=tables / "cross_view_silhouette.csv",
+    )
     t = pd.read_csv(tables / "clustering_comparison.csv")
     assert t["method"].iloc[0] == "RD" and (t["n_settings"] == 4).all()
     tex = (tables / "clustering_comparison.tex").read_text()
@@ -340,13 +429,19 @@ def test_umap_with_numba_disk_cache_gives_the_same_map_in_a_fresh_process(tmp_pa
         "assert enable_caching() == 0  # every umap/pynndescent dispatcher is already cached\n"
         "X = np.random.default_rng(0).standard_normal((40, 16))\n"
         "Y = umap.UMAP(metric='cosine', random_state=0, n_jobs=1, n_neighbors=8).fit_transform(X)\n"
-        "np.save(sys.argv[1], Y)\n")
+        "np.save(sys.argv[1], Y)\n"
+    )
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
     maps = []
     for i in range(2):
         out = tmp_path / f"map{i}.npy"
-        proc = subprocess.run([sys.executable, "-c", script, str(out)], env=env,
-                              capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-c", script, str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         maps.append(np.load(out))
         if i == 0:

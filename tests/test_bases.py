@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
-
-from dataclasses import replace
+from safetensors.torch import save_file
+from tiny_models import TINY_MODELS, tiny_llama
 
 from semmech import io
-from safetensors.torch import save_file
-
-from semmech.model.bases import MlpNeuronBasis, TranscoderBasis, load_basis
+from semmech.model.bases import TranscoderBasis, load_basis
 from semmech.model.layout import ModelLayout, UnsupportedModelError, envoy
-from semmech.model.transcoders import BasisMismatchError, LayerTranscoder, TranscoderFormatError, read_transcoder_file, write_transcoder_file
+from semmech.model.transcoders import (
+    BasisMismatchError,
+    LayerTranscoder,
+    TranscoderFormatError,
+    read_transcoder_file,
+    write_transcoder_file,
+)
 from semmech.steer.intervention import steer_nodes
-from tiny_models import TINY_MODELS, tiny_gpt2, tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -23,16 +28,18 @@ def models():
     return {name: make(seed=0) for name, make in TINY_MODELS.items()}
 
 
-def random_transcoder(d: int, n_features: int, seed: int, threshold: bool = False,
-                      skip: bool = False) -> LayerTranscoder:
+def random_transcoder(
+    d: int, n_features: int, seed: int, threshold: bool = False, skip: bool = False
+) -> LayerTranscoder:
     g = torch.Generator().manual_seed(seed)
     return LayerTranscoder(
-        W_enc=torch.randn(d, n_features, generator=g) / d ** 0.5,
+        W_enc=torch.randn(d, n_features, generator=g) / d**0.5,
         b_enc=0.1 * torch.randn(n_features, generator=g),
-        W_dec=torch.randn(n_features, d, generator=g) / n_features ** 0.5,
+        W_dec=torch.randn(n_features, d, generator=g) / n_features**0.5,
         b_dec=0.1 * torch.randn(d, generator=g),
         threshold=0.2 * torch.rand(n_features, generator=g) if threshold else None,
-        W_skip=0.1 * torch.randn(d, d, generator=g) if skip else None)
+        W_skip=0.1 * torch.randn(d, d, generator=g) if skip else None,
+    )
 
 
 @pytest.mark.parametrize("name", list(TINY_MODELS))
@@ -45,7 +52,11 @@ def test_layout_is_found_and_verified_for_every_family(models, name):
     for lay in layout.layers:
         assert model.hf.get_submodule(lay.down) is not None
         # nnsight is asked in execution order: the down projection starts after its MLP does.
-        assert layout.order[(lay.mlp, "in")] < layout.order[(lay.down, "in")] < layout.order[(lay.mlp, "out")]
+        assert (
+            layout.order[(lay.mlp, "in")]
+            < layout.order[(lay.down, "in")]
+            < layout.order[(lay.mlp, "out")]
+        )
     norms = layout.norms.values()
     if name == "gpt2":
         assert all(n.center and n.has_bias for n in norms)
@@ -105,8 +116,11 @@ def test_transcoder_file_errors(tmp_path, models):
     def write(name, ts, meta=None):
         path = tmp_path / name
         path.mkdir()
-        save_file({k: v.contiguous() for k, v in ts.items()}, str(path / "layer_0.safetensors"),
-                  metadata=meta)
+        save_file(
+            {k: v.contiguous() for k, v in ts.items()},
+            str(path / "layer_0.safetensors"),
+            metadata=meta,
+        )
         return path
 
     missing = write("missing", {k: v for k, v in tensors.items() if k != "W_dec"})
@@ -116,7 +130,9 @@ def test_transcoder_file_errors(tmp_path, models):
     with pytest.raises(TranscoderFormatError, match="b_dec has shape"):
         TranscoderBasis.load(layout, wrong, torch.device("cpu"), torch.float32)
     other = random_transcoder(d + 4, 8, seed=0)
-    other_model = write("other", {k: getattr(other, k) for k in ("W_enc", "b_enc", "W_dec", "b_dec")})
+    other_model = write(
+        "other", {k: getattr(other, k) for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    )
     with pytest.raises(BasisMismatchError, match="hidden size is 32"):
         TranscoderBasis.load(layout, other_model, torch.device("cpu"), torch.float32)
     act = write("act", tensors, meta={"activation": "jumprelu"})
@@ -143,8 +159,11 @@ def _mlp_hooks(model, layout, fn_by_layer):
     """Plain torch hooks (independent of nnsight) that edit MLP internals layer by layer."""
     handles = []
     for l, fn in fn_by_layer.items():
-        handles.append(model.hf.get_submodule(layout.layers[l].down).register_forward_pre_hook(
-            lambda m, args, fn=fn: (fn(args[0]),)))
+        handles.append(
+            model.hf.get_submodule(layout.layers[l].down).register_forward_pre_hook(
+                lambda m, args, fn=fn: (fn(args[0]),)
+            )
+        )
     return handles
 
 
@@ -165,6 +184,7 @@ def test_steering_neurons_matches_hooked_edit(models, name):
                 if l == layer:
                     h[:, p, f] = h[:, p, f] * (1 + scales[:, k])
             return h
+
         return fn
 
     handles = _mlp_hooks(model, layout, {0: edit(0), 1: edit(1)})
@@ -186,8 +206,10 @@ def test_steering_neurons_matches_hooked_edit(models, name):
 def test_steering_transcoder_adds_decoder_rows(tmp_path, models):
     model = models["llama"]
     layout = ModelLayout.discover(model)
-    tcs = {0: random_transcoder(layout.d_model, 16, seed=1, threshold=False),
-           2: random_transcoder(layout.d_model, 16, seed=2, skip=True)}
+    tcs = {
+        0: random_transcoder(layout.d_model, 16, seed=1, threshold=False),
+        2: random_transcoder(layout.d_model, 16, seed=2, skip=True),
+    }
     for l, tc in tcs.items():
         write_transcoder_file(tc, tmp_path / f"layer_{l}.safetensors", l)
     basis = load_basis("transcoder", model, layout, transcoder_dir=tmp_path)
@@ -220,21 +242,34 @@ def test_steering_transcoder_adds_decoder_rows(tmp_path, models):
 
 
 def test_transcoder_training_writes_loadable_deterministic_files(tmp_path):
-    from semmech.model.transcoder_training import TranscoderTrainingSettings, corpus_from_samples, train_transcoders
+    from semmech.model.transcoder_training import (
+        TranscoderTrainingSettings,
+        corpus_from_samples,
+        train_transcoders,
+    )
 
     model = tiny_llama(seed=0)
-    settings = replace(TranscoderTrainingSettings.from_config(
-        {"layers": [0, 2], "n_features": 32, "steps": 60, "n_tokens": 150}), batch_tokens=64)
+    settings = replace(
+        TranscoderTrainingSettings.from_config(
+            {"layers": [0, 2], "n_features": 32, "steps": 60, "n_tokens": 150}
+        ),
+        batch_tokens=64,
+    )
     prompts = [model.tokenizer(t)["input_ids"] for t in ["who won the cup ?", "what is java ?"]]
     g = torch.Generator().manual_seed(0)
     conts = [[torch.randint(3, 70, (8,), generator=g).tolist() for _ in range(12)] for _ in prompts]
     corpus = corpus_from_samples(prompts, conts, 10_000)
     # Each prompt's own positions once, then only continuation positions.
     assert corpus[0][1] == 1 and corpus[1][1] == len(prompts[0])
-    assert sum(len(s) - start for s, start in corpus) == sum(len(p) - 1 for p in prompts) + 2 * 12 * 8
+    assert (
+        sum(len(s) - start for s, start in corpus) == sum(len(p) - 1 for p in prompts) + 2 * 12 * 8
+    )
     stats = train_transcoders(model, prompts, conts, settings, seed=4, out_dir=tmp_path / "a")
     again = train_transcoders(model, prompts, conts, settings, seed=4, out_dir=tmp_path / "b")
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["layer_0.safetensors", "layer_2.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "layer_0.safetensors",
+        "layer_2.safetensors",
+    ]
     for name in ("layer_0.safetensors", "layer_2.safetensors"):
         ta, ma = io.read_safetensors(tmp_path / "a" / name)
         tb, mb = io.read_safetensors(tmp_path / "b" / name)
@@ -247,4 +282,11 @@ def test_transcoder_training_writes_loadable_deterministic_files(tmp_path):
     basis = load_basis("transcoder", model, transcoder_dir=tmp_path / "a")
     assert basis.feature_layers() == [0, 2] and basis.n_features(0) == 32
     with pytest.raises(ValueError, match="do not exist"):
-        train_transcoders(model, prompts, conts, TranscoderTrainingSettings.from_config({"layers": [7]}), 0, tmp_path / "c")
+        train_transcoders(
+            model,
+            prompts,
+            conts,
+            TranscoderTrainingSettings.from_config({"layers": [7]}),
+            0,
+            tmp_path / "c",
+        )

@@ -98,4 +98,5 @@ def test_section_defaults_come_from_the_schema():
     with pytest.raises(ConfigError, match="sampling.n_continuations"):
         section_defaults("sampling", {"n_continuations": "many"})
     assert load_config(REPO / "config" / "config.yaml")["steering"] == section_defaults(
-        "steering", load_config(REPO / "config" / "config.yaml")["steering"])
+        "steering", load_config(REPO / "config" / "config.yaml")["steering"]
+    )

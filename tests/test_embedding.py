@@ -13,10 +13,21 @@ import torch
 from semmech import io
 from semmech.config import section_defaults
 from semmech.stages.embedding import run_embed
-from semmech.views.embedding import ContextualEncoder, EmbeddingModelNotFoundError, continuation_window, resolve_embedding_source
+from semmech.views.embedding import (
+    ContextualEncoder,
+    EmbeddingModelNotFoundError,
+    continuation_window,
+    resolve_embedding_source,
+)
 
 PREFIX = "Which city is the capital of France?"
-CONTS = [" Paris is the capital.", "Lyon, maybe?", " It is Paris!", "Paris", "I'm not sure — Marseille?"]
+CONTS = [
+    " Paris is the capital.",
+    "Lyon, maybe?",
+    " It is Paris!",
+    "Paris",
+    "I'm not sure — Marseille?",
+]
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +47,18 @@ def bpe_tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "</s>", "<pad>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator([PREFIX, *CONTS] * 20, trainer)
     tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>")
+        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
 
 
 def _alone(tok, text):
@@ -55,8 +71,8 @@ def test_window_is_the_continuation_wordpiece(minilm_tokenizer, cont):
     w = continuation_window(tok, PREFIX, cont)
     ids = list(w.input_ids)
     assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
-    assert ids[w.start:w.end] == _alone(tok, cont)
-    assert ids[1:w.start] == _alone(tok, PREFIX)  # everything before is the prefix
+    assert ids[w.start : w.end] == _alone(tok, cont)
+    assert ids[1 : w.start] == _alone(tok, PREFIX)  # everything before is the prefix
     assert w.end == len(ids) - 1  # only [SEP] after it
 
 
@@ -70,11 +86,11 @@ def test_window_is_the_continuation_bytelevel(bpe_tokenizer, cont):
     # precede the window (byte-level BPE glues the space to the next word or keeps it apart)
     joined = cont if cont[:1].isspace() else " " + cont
     alone = _alone(tok, joined)
-    got = ids[w.start:w.end]
-    assert alone[len(alone) - len(got):] == got
-    assert tok.decode(alone[:len(alone) - len(got)]).strip() == ""
+    got = ids[w.start : w.end]
+    assert alone[len(alone) - len(got) :] == got
+    assert tok.decode(alone[: len(alone) - len(got)]).strip() == ""
     assert tok.decode(got).strip() == cont.strip()
-    assert tok.decode(ids[1:w.start]).strip() == PREFIX  # the rest before it is the prefix
+    assert tok.decode(ids[1 : w.start]).strip() == PREFIX  # the rest before it is the prefix
 
 
 def test_window_without_prefix_and_with_trailing_space(minilm_tokenizer):
@@ -82,7 +98,7 @@ def test_window_without_prefix_and_with_trailing_space(minilm_tokenizer):
     w = continuation_window(tok, "", "Paris.")
     assert (w.start, w.end) == (1, len(w.input_ids) - 1)
     w2 = continuation_window(tok, PREFIX + " ", "Paris.")
-    assert list(w2.input_ids[w2.start:w2.end]) == _alone(tok, "Paris.")
+    assert list(w2.input_ids[w2.start : w2.end]) == _alone(tok, "Paris.")
 
 
 def test_truncation_drops_the_prefix_from_the_left(minilm_tokenizer):
@@ -91,8 +107,8 @@ def test_truncation_drops_the_prefix_from_the_left(minilm_tokenizer):
     w = continuation_window(tok, long_prefix, " Paris is the capital.", max_length=32)
     ids = list(w.input_ids)
     assert len(ids) == 32
-    assert ids[w.start:w.end] == _alone(tok, " Paris is the capital.")
-    assert ids[w.start - 3:w.start] == _alone(tok, "last question?")  # nearest prefix kept
+    assert ids[w.start : w.end] == _alone(tok, " Paris is the capital.")
+    assert ids[w.start - 3 : w.start] == _alone(tok, "last question?")  # nearest prefix kept
     with pytest.raises(ValueError, match="alone exceeds"):
         continuation_window(tok, "Q?", " ".join(["long"] * 40), max_length=16)
 
@@ -129,7 +145,7 @@ def test_pooled_positions_are_the_window(minilm_tokenizer, side):
     for e, cont in zip(E, CONTS):
         w = continuation_window(tok, PREFIX, cont)
         expect = np.zeros(64)
-        expect[w.start:w.end] = 1.0
+        expect[w.start : w.end] = 1.0
         np.testing.assert_allclose(e, expect / np.linalg.norm(expect), atol=1e-6)
 
 
@@ -138,8 +154,14 @@ def tiny_bert(minilm_tokenizer):
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=minilm_tokenizer.vocab_size, hidden_size=16, num_hidden_layers=2,
-                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=128)
+    cfg = BertConfig(
+        vocab_size=minilm_tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=128,
+    )
     return BertModel(cfg).eval()
 
 
@@ -151,7 +173,7 @@ def test_tiny_bert_pooling_matches_manual(minilm_tokenizer, tiny_bert):
         w = continuation_window(minilm_tokenizer, PREFIX, cont)
         with torch.no_grad():
             h = tiny_bert(input_ids=torch.tensor([w.input_ids])).last_hidden_state[0]
-        m = h[w.start:w.end].mean(0)
+        m = h[w.start : w.end].mean(0)
         np.testing.assert_allclose(e, (m / m.norm()).numpy(), atol=1e-5)
     # batching and batch size do not change the result beyond float noise
     np.testing.assert_allclose(E, enc.encode(PREFIX, CONTS, batch_size=1), atol=1e-5)
@@ -171,7 +193,7 @@ def test_real_minilm_window_and_semantics(minilm):
     w = continuation_window(tok, PREFIX, CONTS[0])
     with torch.no_grad():
         h = minilm.model(input_ids=torch.tensor([w.input_ids])).last_hidden_state[0]
-    m = h[w.start:w.end].mean(0)
+    m = h[w.start : w.end].mean(0)
     np.testing.assert_allclose(E[0], (m / m.norm()).numpy(), atol=1e-5)
     # meaning: the two "Paris" answers are closer to each other than to "Lyon"
     assert E[0] @ E[2] > E[0] @ E[1]
@@ -181,7 +203,9 @@ def test_real_minilm_window_and_semantics(minilm):
 
 
 def test_unknown_model_fails_offline_with_advice(tmp_path):
-    with pytest.raises(EmbeddingModelNotFoundError, match="'no-such-org/no-such-encoder'.*local copy"):
+    with pytest.raises(
+        EmbeddingModelNotFoundError, match="'no-such-org/no-such-encoder'.*local copy"
+    ):
         resolve_embedding_source("no-such-org/no-such-encoder")
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -193,9 +217,18 @@ def test_sentence_transformers_module_subfolder(tmp_path):
     root = tmp_path / "st_model"
     (root / "0_Transformer").mkdir(parents=True)
     (root / "0_Transformer" / "config.json").write_text("{}")
-    (root / "modules.json").write_text(json.dumps(
-        [{"idx": 0, "name": "0", "path": "0_Transformer",
-          "type": "sentence_transformers.models.Transformer"}]))
+    (root / "modules.json").write_text(
+        json.dumps(
+            [
+                {
+                    "idx": 0,
+                    "name": "0",
+                    "path": "0_Transformer",
+                    "type": "sentence_transformers.models.Transformer",
+                }
+            ]
+        )
+    )
     assert resolve_embedding_source(str(root)) == str(root / "0_Transformer")
 
 
@@ -204,15 +237,23 @@ def test_stage_writes_embeddings(tmp_path):
     io.write_parquet(samples, tmp_path / "p1.parquet")
     io.write_json({"prompt_id": "p1", "text": PREFIX}, tmp_path / "p1.prompt.json")
     out = tmp_path / "emb" / "p1.npz"
-    run_embed(prompt_id="p1", samples=tmp_path / "p1.parquet", prompt=tmp_path / "p1.prompt.json",
-              embedding_cfg=section_defaults("embedding", {"model": "default", "batch_size": 2}),
-              out_npz=out)
+    run_embed(
+        prompt_id="p1",
+        samples=tmp_path / "p1.parquet",
+        prompt=tmp_path / "p1.prompt.json",
+        embedding_cfg=section_defaults("embedding", {"model": "default", "batch_size": 2}),
+        out_npz=out,
+    )
     z = io.read_npz(out, required=["embeddings", "sample_idx"])
     assert z["embeddings"].shape == (3, 384) and z["embeddings"].dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(z["embeddings"], axis=1), 1.0, atol=1e-5)
     assert z["sample_idx"].tolist() == [0, 1, 2]
     first = out.read_bytes()
-    run_embed(prompt_id="p1", samples=tmp_path / "p1.parquet", prompt=tmp_path / "p1.prompt.json",
-              embedding_cfg=section_defaults("embedding", {"model": "default", "batch_size": 2}),
-              out_npz=out)
+    run_embed(
+        prompt_id="p1",
+        samples=tmp_path / "p1.parquet",
+        prompt=tmp_path / "p1.prompt.json",
+        embedding_cfg=section_defaults("embedding", {"model": "default", "batch_size": 2}),
+        out_npz=out,
+    )
     assert out.read_bytes() == first  # deterministic on CPU

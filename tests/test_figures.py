@@ -30,9 +30,18 @@ def sweep():
         for b in BETAS:
             for g in GAMMAS:
                 K = int(1 + round(2 * b))
-                rows.append({"prompt_id": p, "beta": b, "gamma": g, "K": K, "L": 1.0,
-                             "H": float(np.log(K)), "D_e": 0.5 / K + rng.normal(0, 0.01),
-                             "D_a": 1.0 / K + rng.normal(0, 0.01)})
+                rows.append(
+                    {
+                        "prompt_id": p,
+                        "beta": b,
+                        "gamma": g,
+                        "K": K,
+                        "L": 1.0,
+                        "H": float(np.log(K)),
+                        "D_e": 0.5 / K + rng.normal(0, 0.01),
+                        "D_a": 1.0 / K + rng.normal(0, 0.01),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -40,8 +49,16 @@ def test_rate_distortion_has_one_panel_per_gamma_and_one_curve_per_method(sweep)
     rows = []
     for r in sweep.itertuples(index=False):
         for m, f in (("RD", 1.0), ("KM-Sem", 1.2), ("KM-Att", 1.1)):
-            rows.append({"prompt_id": r.prompt_id, "method": m, "beta": r.beta, "gamma": r.gamma,
-                         "H": r.H, "D_gamma": f * (r.gamma * r.D_e + (1 - r.gamma) * r.D_a)})
+            rows.append(
+                {
+                    "prompt_id": r.prompt_id,
+                    "method": m,
+                    "beta": r.beta,
+                    "gamma": r.gamma,
+                    "H": r.H,
+                    "D_gamma": f * (r.gamma * r.D_e + (1 - r.gamma) * r.D_a),
+                }
+            )
     fig = F.rate_distortion(pd.DataFrame(rows))
     axes = fig.axes
     assert len(axes) == len(GAMMAS)
@@ -61,8 +78,11 @@ def test_rate_distortion_has_one_panel_per_gamma_and_one_curve_per_method(sweep)
 def test_gamma_sweep_plots_k_and_both_distortions_per_beta(sweep):
     fig = F.gamma_sweep(sweep)
     assert len(fig.axes) == 3
-    assert [ax.get_ylabel() for ax in fig.axes] == ["clusters K", "semantic distortion $D_e$",
-                                                    "mechanistic distortion $D_a$"]
+    assert [ax.get_ylabel() for ax in fig.axes] == [
+        "clusters K",
+        "semantic distortion $D_e$",
+        "mechanistic distortion $D_a$",
+    ]
     for ax in fig.axes:
         labels = [l.get_label() for l in ax.get_lines()]
         assert labels == [f"β = {b:g}" for b in BETAS]
@@ -76,12 +96,30 @@ def test_gamma_sweep_plots_k_and_both_distortions_per_beta(sweep):
 def test_iteration_trace_marks_each_step_kind():
     rows = []
     for b in BETAS:
-        seq = [("init", 3.0, 1), ("assign", 2.5, 1), ("split", 2.0, 2), ("assign", 1.8, 2),
-               ("split", 1.6, 3), ("merge", 1.5, 2), ("assign", 1.5, 2)]
+        seq = [
+            ("init", 3.0, 1),
+            ("assign", 2.5, 1),
+            ("split", 2.0, 2),
+            ("assign", 1.8, 2),
+            ("split", 1.6, 3),
+            ("merge", 1.5, 2),
+            ("assign", 1.5, 2),
+        ]
         for g in GAMMAS:
             for step, (kind, L, K) in enumerate(seq):
-                rows.append({"prompt_id": "a", "beta": b, "gamma": g, "step": step, "round": step,
-                             "kind": kind, "L": L * b, "K": K, "predicted_delta": 0.0})
+                rows.append(
+                    {
+                        "prompt_id": "a",
+                        "beta": b,
+                        "gamma": g,
+                        "step": step,
+                        "round": step,
+                        "kind": kind,
+                        "L": L * b,
+                        "K": K,
+                        "predicted_delta": 0.0,
+                    }
+                )
     fig = F.iteration_trace(pd.DataFrame(rows), gamma=0.5, prompt_id="a")
     main = [ax for ax in fig.axes if ax.get_xlabel() == "step"]
     assert len(main) == len(BETAS)
@@ -91,7 +129,12 @@ def test_iteration_trace_marks_each_step_kind():
         assert kinds == ["assign", "init", "merge", "split"]
         assert len(ax.get_lines()[0].get_xdata()) == 7
     assert "'a'" in fig.get_suptitle()
-    assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == ["assign", "init", "merge", "split"]
+    assert sorted(t.get_text() for t in fig.legends[0].get_texts()) == [
+        "assign",
+        "init",
+        "merge",
+        "split",
+    ]
     with pytest.raises(F.FigureDataError, match="no history rows"):
         F.iteration_trace(pd.DataFrame(rows), gamma=0.9)
 
@@ -100,12 +143,17 @@ def test_two_view_scatter_has_a_panel_per_view_and_labelling():
     rng = np.random.default_rng(1)
     n = 30
     coords = {"semantic view": rng.normal(size=(n, 2)), "mechanistic view": rng.normal(size=(n, 2))}
-    lab = {"RD": np.repeat([0, 1, 2], 10), "HDBSCAN on semantics": np.r_[np.zeros(25), -np.ones(5)],
-           "HDBSCAN on mechanisms": np.repeat([0, 1], 15)}
+    lab = {
+        "RD": np.repeat([0, 1, 2], 10),
+        "HDBSCAN on semantics": np.r_[np.zeros(25), -np.ones(5)],
+        "HDBSCAN on mechanisms": np.repeat([0, 1], 15),
+    }
     fig = F.two_view_scatter(coords, lab, weights=rng.random(n), title="t")
     assert len(fig.axes) == 6
-    assert [fig.axes[j].get_title() for j in range(2)] == ["semantic view (UMAP)",
-                                                            "mechanistic view (UMAP)"]
+    assert [fig.axes[j].get_title() for j in range(2)] == [
+        "semantic view (UMAP)",
+        "mechanistic view (UMAP)",
+    ]
     assert [fig.axes[2 * i].get_ylabel() for i in range(3)] == [f"coloured by {k}" for k in lab]
     first = fig.axes[0]
     groups = [c for c in first.collections if isinstance(c, PathCollection)]
@@ -132,16 +180,28 @@ def test_cross_view_silhouette_bars_per_scored_view():
         for cv in ("semantic", "mechanistic", "both (RD)"):
             for sv in ("semantic", "mechanistic"):
                 for k in (2, 3, 4, 5):
-                    rows.append({"prompt_id": p, "clustered_view": cv, "score_view": sv, "K": k,
-                                 "silhouette": 0.5 if cv == sv else 0.0})
+                    rows.append(
+                        {
+                            "prompt_id": p,
+                            "clustered_view": cv,
+                            "score_view": sv,
+                            "K": k,
+                            "silhouette": 0.5 if cv == sv else 0.0,
+                        }
+                    )
     fig = F.cross_view_silhouette(pd.DataFrame(rows))
-    assert [ax.get_title() for ax in fig.axes] == ["clustered in the semantic view",
-                                                   "clustered in the mechanistic view",
-                                                   "clustered in both (RD)"]
+    assert [ax.get_title() for ax in fig.axes] == [
+        "clustered in the semantic view",
+        "clustered in the mechanistic view",
+        "clustered in both (RD)",
+    ]
     ax = fig.axes[0]
     assert len(ax.patches) == 2 * 4  # two scored views x four K
-    heights = {c.get_label(): [p.get_height() for p in c.patches] for c in ax.containers
-               if isinstance(c, BarContainer)}
+    heights = {
+        c.get_label(): [p.get_height() for p in c.patches]
+        for c in ax.containers
+        if isinstance(c, BarContainer)
+    }
     assert heights["scored in semantic"] == [0.5] * 4
     assert heights["scored in mechanistic"] == [0.0] * 4
     assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "3", "4", "5"]
@@ -150,20 +210,30 @@ def test_cross_view_silhouette_bars_per_scored_view():
 def test_feature_lineage_heatmaps_between_consecutive_betas():
     mask = np.ones(10, dtype=bool)
     mask[-2:] = False  # token nodes never count
-    centres = {0.5: np.array([[5, 4, 3, 0, 0, 0, 0, 0, 9, 9.0]]),
-               1.0: np.array([[5, 4, 3, 0, 0, 0, 0, 0, 9, 9.0], [0, 0, 0, 0, 0, 3, 4, 5, 9, 9.0]]),
-               1.5: np.array([[5, 4, 0, 3, 0, 0, 0, 0, 9, 9.0], [0, 0, 0, 0, 0, 3, 4, 5, 9, 9.0]])}
-    levels = [(b, top_feature_sets(c, mask, 3), np.ones(len(c)) / len(c)) for b, c in centres.items()]
+    centres = {
+        0.5: np.array([[5, 4, 3, 0, 0, 0, 0, 0, 9, 9.0]]),
+        1.0: np.array([[5, 4, 3, 0, 0, 0, 0, 0, 9, 9.0], [0, 0, 0, 0, 0, 3, 4, 5, 9, 9.0]]),
+        1.5: np.array([[5, 4, 0, 3, 0, 0, 0, 0, 9, 9.0], [0, 0, 0, 0, 0, 3, 4, 5, 9, 9.0]]),
+    }
+    levels = [
+        (b, top_feature_sets(c, mask, 3), np.ones(len(c)) / len(c)) for b, c in centres.items()
+    ]
     assert levels[0][1] == [frozenset({0, 1, 2})]
     table = F.lineage_table(levels)
     j = table.set_index(["beta_from", "cluster_from", "cluster_to"])["jaccard"]
     assert j[(0.5, 0, 0)] == 1.0 and j[(0.5, 0, 1)] == 0.0
     assert j[(1.0, 0, 0)] == pytest.approx(2 / 4) and j[(1.0, 1, 1)] == 1.0
     # zero entries are no features; two featureless clusters have no defined similarity
-    flat = F.lineage_table([(0.5, top_feature_sets(np.zeros((1, 10)), mask, 3), np.ones(1)),
-                            (1.0, top_feature_sets(np.zeros((1, 10)), mask, 3), np.ones(1))])
+    flat = F.lineage_table(
+        [
+            (0.5, top_feature_sets(np.zeros((1, 10)), mask, 3), np.ones(1)),
+            (1.0, top_feature_sets(np.zeros((1, 10)), mask, 3), np.ones(1)),
+        ]
+    )
     assert flat["jaccard"].isna().all()
-    assert top_feature_sets(np.array([[0, 2.0, 0, 0, 0, 0, 0, 0, 9, 9]]), mask, 3) == [frozenset({1})]
+    assert top_feature_sets(np.array([[0, 2.0, 0, 0, 0, 0, 0, 0, 9, 9]]), mask, 3) == [
+        frozenset({1})
+    ]
     fig = F.feature_lineage(table, gamma=0.5, prompt_id="a", top_k=3)
     images = [(ax, im) for ax in fig.axes for im in ax.images if isinstance(im, AxesImage)]
     assert len(images) == 2
@@ -179,10 +249,21 @@ def test_steering_response_one_panel_per_budget_with_bands():
         for B in (5, 10):
             for u in range(4):
                 for eps in (-1.0, -0.5, 0.0, 0.5, 1.0):
-                    rows.append({"method": m, "budget": B, "epsilon": eps, "unit": f"p|{u}",
-                                 "delta": slope * eps + 0.01 * u, "delta_sem": 0.1})
+                    rows.append(
+                        {
+                            "method": m,
+                            "budget": B,
+                            "epsilon": eps,
+                            "unit": f"p|{u}",
+                            "delta": slope * eps + 0.01 * u,
+                            "delta_sem": 0.1,
+                        }
+                    )
     fig = F.steering_response(pd.DataFrame(rows))
-    assert [ax.get_title() for ax in fig.axes] == ["budget B = 5 features", "budget B = 10 features"]
+    assert [ax.get_title() for ax in fig.axes] == [
+        "budget B = 5 features",
+        "budget B = 10 features",
+    ]
     for ax in fig.axes:
         lines = [l for l in ax.get_lines() if l.get_label().endswith("(n=4)")]
         assert [l.get_label().split(" ")[0] for l in lines] == ["RD", "KM-Sem", "Single", "Random"]
@@ -195,8 +276,11 @@ def test_steering_response_one_panel_per_budget_with_bands():
 
 def test_missing_columns_and_empty_frames_are_named():
     with pytest.raises(F.FigureDataError, match=r"missing columns \['D_a'\]"):
-        F.gamma_sweep(pd.DataFrame({"prompt_id": ["a"], "beta": [1.0], "gamma": [0.5], "K": [1],
-                                    "D_e": [0.1]}))
+        F.gamma_sweep(
+            pd.DataFrame(
+                {"prompt_id": ["a"], "beta": [1.0], "gamma": [0.5], "K": [1], "D_e": [0.1]}
+            )
+        )
     with pytest.raises(F.FigureDataError, match="no rows"):
         F.steering_response(pd.DataFrame(columns=["method", "budget", "epsilon", "delta", "unit"]))
     with pytest.raises(F.FigureDataError, match="unknown figure"):
@@ -210,7 +294,11 @@ def test_saved_png_and_pdf_are_nonempty_and_byte_identical(tmp_path, sweep):
         save_figure(F.gamma_sweep(sweep), png, pdf, dpi=80)
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pdf.read_bytes()[:5] == b"%PDF-"
         assert b"CreationDate" not in pdf.read_bytes()
-        digests.append((hashlib.sha256(png.read_bytes()).hexdigest(),
-                        hashlib.sha256(pdf.read_bytes()).hexdigest()))
+        digests.append(
+            (
+                hashlib.sha256(png.read_bytes()).hexdigest(),
+                hashlib.sha256(pdf.read_bytes()).hexdigest(),
+            )
+        )
     assert digests[0] == digests[1]
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind

@@ -35,7 +35,11 @@ def test_no_private_name_crosses_a_module():
                 for alias in node.names:
                     if alias.name.startswith("_"):
                         crossing.append(f"{_module_name(path)}: {alias.name} from {node.module}")
-            elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            elif (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
                 # module._private: a name of another module reached through its module object
                 if isinstance(node.value, ast.Name) and node.value.id in {"io", "np", "torch"}:
                     crossing.append(f"{_module_name(path)}: {node.value.id}.{node.attr}")
@@ -75,7 +79,9 @@ def test_the_import_graph_has_no_cycles():
                 target = ".".join(base + ([node.module] if node.module else []))
                 for alias in node.names:
                     full = f"{target}.{alias.name}"
-                    deps.add(full if (SRC.parent / (full.replace(".", "/") + ".py")).exists() else target)
+                    deps.add(
+                        full if (SRC.parent / (full.replace(".", "/") + ".py")).exists() else target
+                    )
     seen: dict[str, int] = {}
 
     def visit(n: str, trail: list[str]) -> None:
@@ -101,8 +107,13 @@ def test_the_grid_lookup_exists_once():
 
 @pytest.mark.parametrize(
     "module",
-    ["semmech.config", "semmech.prompts", "semmech.model.source", "semmech.steer.settings",
-     "semmech.cluster.grid"],
+    [
+        "semmech.config",
+        "semmech.prompts",
+        "semmech.model.source",
+        "semmech.steer.settings",
+        "semmech.cluster.grid",
+    ],
 )
 def test_modules_the_snakefile_imports_do_not_import_torch(module):
     """The Snakefile is parsed once per job on a cluster: its imports must stay light."""
@@ -114,11 +125,17 @@ def test_modules_the_snakefile_imports_do_not_import_torch(module):
 def test_workflow_scripts_call_one_stage_function_with_keywords():
     for script in sorted((REPO / "workflow" / "scripts").glob("*.py")):
         tree = _tree(script)
-        stage_imports = [n for n in tree.body if isinstance(n, ast.ImportFrom)
-                         and (n.module or "").startswith("semmech.stages.")]
+        stage_imports = [
+            n
+            for n in tree.body
+            if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("semmech.stages.")
+        ]
         assert len(stage_imports) == 1 and len(stage_imports[0].names) == 1, script
         fn = stage_imports[0].names[0].name
         assert fn.startswith("run_"), script
-        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)
-                 and isinstance(n.func, ast.Name) and n.func.id == fn]
+        calls = [
+            n
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == fn
+        ]
         assert len(calls) == 1 and not calls[0].args, f"{script}: call {fn} once, keywords only"

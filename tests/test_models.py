@@ -6,15 +6,21 @@ import pytest
 import torch
 
 from semmech.model.loading import format_prompt, resolve_device_dtype
-from semmech.model.source import ModelNotFoundError, check_model_available, default_gguf_file, weights_sha256
+from semmech.model.source import (
+    ModelNotFoundError,
+    check_model_available,
+    default_gguf_file,
+    weights_sha256,
+)
 
 
 def test_safetensors_copy_gives_the_gguf_models_logits(default_model, default_model_dir):
     from transformers import AutoModelForCausalLM
 
     gguf = default_gguf_file()
-    ref = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                               dtype=torch.float32).eval()
+    ref = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    ).eval()
     _, ids = format_prompt(default_model.tokenizer, "Who won the World Cup?", chat_template=True)
     x = torch.tensor([ids])
     with torch.no_grad():

@@ -35,7 +35,8 @@ PDFTOTEXT = shutil.which("pdftotext")
 needs_tex = pytest.mark.skipif(
     LATEXMK is None or PDFTOTEXT is None,
     reason="latexmk or pdftotext is not installed (Debian: apt-get install -y latexmk "
-           "texlive-latex-base texlive-latex-recommended texlive-latex-extra poppler-utils)")
+    "texlive-latex-base texlive-latex-recommended texlive-latex-extra poppler-utils)",
+)
 IDS = [p for p, _ in PROMPTS]
 EXAMPLE = "java"
 FIG = section_defaults("figures")  # the schema's defaults, as the workflow passes them
@@ -44,11 +45,23 @@ NUM = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def _macros():
-    return {"RunName": "syn", "ModelName": "synthetic", "EmbeddingModel": "synthetic",
-            "NPrompts": len(IDS), "NContinuations": 32, "MaxNewTokens": 20, "Seed": 0,
-            "ExamplePrompt": EXAMPLE, "Basis": "mlp_neurons", "MaxFeatureNodes": 48,
-            "Betas": "0.5, 1, 2", "Gammas": "0.3, 0.5, 0.7", "FigureBeta": "1",
-            "FigureGamma": "0.5", "Budgets": ", ".join(map(str, BUDGETS))}
+    return {
+        "RunName": "syn",
+        "ModelName": "synthetic",
+        "EmbeddingModel": "synthetic",
+        "NPrompts": len(IDS),
+        "NContinuations": 32,
+        "MaxNewTokens": 20,
+        "Seed": 0,
+        "ExamplePrompt": EXAMPLE,
+        "Basis": "mlp_neurons",
+        "MaxFeatureNodes": 48,
+        "Betas": "0.5, 1, 2",
+        "Gammas": "0.3, 0.5, 0.7",
+        "FigureBeta": "1",
+        "FigureGamma": "0.5",
+        "Budgets": ", ".join(map(str, BUDGETS)),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -63,34 +76,65 @@ def paper(tmp_path_factory):
         "rate_distortion": {"baselines": P("baselines/{p}.parquet")},
         "gamma_sweep": {"sweeps": P("clusters/{p}.sweep.parquet")},
         "iteration_trace": {"history": ex("clusters/{p}.history.parquet")},
-        "two_view_scatter": {"samples": ex("samples/{p}.parquet"), "embeddings": ex("embeddings/{p}.npz"),
-                             "signatures": ex("attribution/{p}.safetensors"),
-                             "clusters": ex("clusters/{p}.npz"), "labels": ex("clusters/{p}.labels.parquet"),
-                             "hdbscan": ex("baselines/{p}.labels.parquet")},
+        "two_view_scatter": {
+            "samples": ex("samples/{p}.parquet"),
+            "embeddings": ex("embeddings/{p}.npz"),
+            "signatures": ex("attribution/{p}.safetensors"),
+            "clusters": ex("clusters/{p}.npz"),
+            "labels": ex("clusters/{p}.labels.parquet"),
+            "hdbscan": ex("baselines/{p}.labels.parquet"),
+        },
         "cross_view_silhouette": {"silhouettes": P("baselines/{p}.silhouette.parquet")},
-        "feature_lineage": {"clusters": ex("clusters/{p}.npz"), "nodes": ex("attribution/{p}.nodes.parquet")},
+        "feature_lineage": {
+            "clusters": ex("clusters/{p}.npz"),
+            "nodes": ex("attribution/{p}.nodes.parquet"),
+        },
         "steering_response": {"curves": P("steering/{p}.curves.parquet")},
     }
     for name, inp in inputs.items():
-        run_figure(name=name, inputs=inp,
-                   params={"prompt": EXAMPLE, "config": STEER_CONFIG, "top_k": 10, "dpi": 60,
-                           "seed": 0, "umap": FIG["umap"]},
-                   png=run / f"figures/{name}.png", pdf=run / f"figures/{name}.pdf")
-    run_cluster_summary(prompt_id=EXAMPLE, samples=ex("samples/{p}.parquet"),
-                        prompt=ex("samples/{p}.prompt.json"), labels=ex("clusters/{p}.labels.parquet"),
-                        clusters=ex("clusters/{p}.npz"), sweep=ex("clusters/{p}.sweep.parquet"),
-                        nodes=ex("attribution/{p}.nodes.parquet"),
-                        signatures=ex("attribution/{p}.safetensors"),
-                        embeddings=ex("embeddings/{p}.npz"), configs=[STEER_CONFIG],
-                        n_representatives=FIG["n_representatives"], n_features=FIG["n_features"],
-                        n_browser_features=FIG["browser_features"], out_json=root / "summary.json",
-                        out_csv=ex("tables/cluster_summary/{p}.csv"),
-                        out_tex=ex("tables/cluster_summary/{p}.tex"))
-    pdf = run_paper(run_dir=run, main_tex=REPO / "paper" / "main.tex",
-                    out_pdf=root / "build" / "main.pdf", latexmk=LATEXMK_NAME, macros=_macros(),
-                    aliases={"example_cluster_summary.tex": f"tables/cluster_summary/{EXAMPLE}.tex"})
-    text = subprocess.run([PDFTOTEXT, "-layout", str(pdf), "-"], capture_output=True, text=True,
-                          check=True).stdout
+        run_figure(
+            name=name,
+            inputs=inp,
+            params={
+                "prompt": EXAMPLE,
+                "config": STEER_CONFIG,
+                "top_k": 10,
+                "dpi": 60,
+                "seed": 0,
+                "umap": FIG["umap"],
+            },
+            png=run / f"figures/{name}.png",
+            pdf=run / f"figures/{name}.pdf",
+        )
+    run_cluster_summary(
+        prompt_id=EXAMPLE,
+        samples=ex("samples/{p}.parquet"),
+        prompt=ex("samples/{p}.prompt.json"),
+        labels=ex("clusters/{p}.labels.parquet"),
+        clusters=ex("clusters/{p}.npz"),
+        sweep=ex("clusters/{p}.sweep.parquet"),
+        nodes=ex("attribution/{p}.nodes.parquet"),
+        signatures=ex("attribution/{p}.safetensors"),
+        embeddings=ex("embeddings/{p}.npz"),
+        configs=[STEER_CONFIG],
+        n_representatives=FIG["n_representatives"],
+        n_features=FIG["n_features"],
+        n_browser_features=FIG["browser_features"],
+        out_json=root / "summary.json",
+        out_csv=ex("tables/cluster_summary/{p}.csv"),
+        out_tex=ex("tables/cluster_summary/{p}.tex"),
+    )
+    pdf = run_paper(
+        run_dir=run,
+        main_tex=REPO / "paper" / "main.tex",
+        out_pdf=root / "build" / "main.pdf",
+        latexmk=LATEXMK_NAME,
+        macros=_macros(),
+        aliases={"example_cluster_summary.tex": f"tables/cluster_summary/{EXAMPLE}.tex"},
+    )
+    text = subprocess.run(
+        [PDFTOTEXT, "-layout", str(pdf), "-"], capture_output=True, text=True, check=True
+    ).stdout
     return run, pdf, text.replace("\u2212", "-")
 
 
@@ -99,8 +143,10 @@ def _row(text: str, label: str, n_numbers: int, start: str | None = None) -> lis
     rows = []
     for line in text.splitlines():
         s = line.strip()
-        if s.startswith(label + " ") and (start is None or re.match(rf"{re.escape(label)}\s+{start}\b", s)):
-            nums = [float(x) for x in NUM.findall(s[len(label):])]
+        if s.startswith(label + " ") and (
+            start is None or re.match(rf"{re.escape(label)}\s+{start}\b", s)
+        ):
+            nums = [float(x) for x in NUM.findall(s[len(label) :])]
             if len(nums) >= n_numbers:
                 rows.append(nums[:n_numbers])
     return rows
@@ -110,13 +156,22 @@ def _row(text: str, label: str, n_numbers: int, start: str | None = None) -> lis
 def test_paper_compiles_with_every_figure_and_table(paper):
     run, pdf, text = paper
     assert pdf.read_bytes()[:5] == b"%PDF-"
-    pages = int(re.search(r"Pages:\s+(\d+)", subprocess.run(["pdfinfo", str(pdf)], capture_output=True,
-                                                            text=True).stdout).group(1))
+    pages = int(
+        re.search(
+            r"Pages:\s+(\d+)",
+            subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True).stdout,
+        ).group(1)
+    )
     assert pages >= 5
     for n in range(1, len(FIGURES) + 1):
         assert f"Figure {n}:" in text
-    for title in ("Rate–distortion over β", "γ sweep", "Cross-view silhouette",
-                  "Feature lineage across β", "Steering response on held-out members"):
+    for title in (
+        "Rate–distortion over β",
+        "γ sweep",
+        "Cross-view silhouette",
+        "Feature lineage across β",
+        "Steering response on held-out members",
+    ):
         assert title in text, title  # figure text is embedded, so the PDFs were included
     assert "Table 1:" in text and "Table 2:" in text and f"Clusters of prompt {EXAMPLE}" in text
     assert "Figure ??" not in text and "Table ??" not in text and "[?]" not in text
@@ -145,9 +200,18 @@ def test_typeset_tables_carry_the_numbers_of_the_results(paper):
         rows = _row(text, r.method, 10, start=str(int(r.budget)))
         assert rows, f"no PDF line for {r.method} B={r.budget}"
         got = rows[0]
-        want = [r.budget, r.n_clusters, r.pearson_mean, r.pearson_ci_low, r.pearson_ci_high,
-                r.spearman_mean, r.spearman_ci_low, r.spearman_ci_high, r.frac_moved_mean,
-                r.specificity_mean]
+        want = [
+            r.budget,
+            r.n_clusters,
+            r.pearson_mean,
+            r.pearson_ci_low,
+            r.pearson_ci_high,
+            r.spearman_mean,
+            r.spearman_ci_low,
+            r.spearman_ci_high,
+            r.frac_moved_mean,
+            r.specificity_mean,
+        ]
         tol = [0, 0, 0.005, 0.005, 0.005, 0.005, 0.005, 0.005, 0.005, 0.0005]
         for g, w, t in zip(got, want, tol):
             assert abs(g - w) <= t + 1e-9, (r.method, r.budget, got, want)
@@ -161,8 +225,12 @@ def test_typeset_tables_carry_the_numbers_of_the_results(paper):
 
 def test_missing_latexmk_is_named_with_the_fix(tmp_path):
     with pytest.raises(PaperBuildError, match="not found on PATH.*apt-get install"):
-        run_paper(run_dir=tmp_path, main_tex=REPO / "paper" / "main.tex",
-                  out_pdf=tmp_path / "build" / "main.pdf", latexmk="semmech-no-such-latexmk")
+        run_paper(
+            run_dir=tmp_path,
+            main_tex=REPO / "paper" / "main.tex",
+            out_pdf=tmp_path / "build" / "main.pdf",
+            latexmk="semmech-no-such-latexmk",
+        )
 
 
 def test_paper_needs_the_run_outputs(tmp_path):
@@ -170,37 +238,63 @@ def test_paper_needs_the_run_outputs(tmp_path):
         pytest.skip("latexmk is not installed")
     (tmp_path / "run").mkdir()
     with pytest.raises(PaperBuildError, match="run the workflow first"):
-        run_paper(run_dir=tmp_path / "run", main_tex=REPO / "paper" / "main.tex",
-                  out_pdf=tmp_path / "build" / "main.pdf", latexmk=LATEXMK_NAME)
+        run_paper(
+            run_dir=tmp_path / "run",
+            main_tex=REPO / "paper" / "main.tex",
+            out_pdf=tmp_path / "build" / "main.pdf",
+            latexmk=LATEXMK_NAME,
+        )
 
 
 def test_latex_cells_escape_text_and_round_numbers():
     assert latex_escape("50% of a_b & {c} #1 ~ ^ \\") == (
-        r"50\% of a\_b \& \{c\} \#1 \textasciitilde{} \textasciicircum{} \textbackslash{}")
+        r"50\% of a\_b \& \{c\} \#1 \textasciitilde{} \textasciicircum{} \textbackslash{}"
+    )
     assert latex_escape("naïve “quote” 日本 $5 «x»") == r'naïve "quote" ?? $\$$5 ?x?'
     assert format_value(-0.0001, "{:.3f}") == "0.000" and format_value(float("nan")) == "--"
     assert format_value(3) == "3" and format_value(True) == "yes"
     df = pd.DataFrame({"g": ["a", "a", "b"], "x": [1.23456, -2.0, 0.5]})
-    tex = latex_tabular(df, [Column("g", "group", None, "l"), Column("x", "$x$", "{:.2f}")],
-                        group_by="g")
-    assert tex.splitlines()[:4] == [r"\begin{tabular}{lr}", r"\toprule", r"group & $x$ \\", r"\midrule"]
+    tex = latex_tabular(
+        df, [Column("g", "group", None, "l"), Column("x", "$x$", "{:.2f}")], group_by="g"
+    )
+    assert tex.splitlines()[:4] == [
+        r"\begin{tabular}{lr}",
+        r"\toprule",
+        r"group & $x$ \\",
+        r"\midrule",
+    ]
     assert r"a & 1.23 \\" in tex and r"a & -2.00 \\" in tex
     assert tex.count(r"\midrule") == 2  # after the header and where g changes
 
 
 def test_steering_comparison_is_seeded_and_brackets_the_mean():
     rng = __import__("numpy").random.default_rng(0)
-    rows = [{"method": m, "budget": b, "pearson": float(rng.normal(mu, 0.2)),
-             "spearman": float(rng.normal(mu, 0.2)), "frac_moved": 0.6, "specificity": 0.1}
-            for m, mu in (("RD", 0.3), ("KM-Sem", 0.0), ("Random", 0.0)) for b in (5, 10)
-            for _ in range(40)]
+    rows = [
+        {
+            "method": m,
+            "budget": b,
+            "pearson": float(rng.normal(mu, 0.2)),
+            "spearman": float(rng.normal(mu, 0.2)),
+            "frac_moved": 0.6,
+            "specificity": 0.1,
+        }
+        for m, mu in (("RD", 0.3), ("KM-Sem", 0.0), ("Random", 0.0))
+        for b in (5, 10)
+        for _ in range(40)
+    ]
     metrics = pd.DataFrame(rows)
     a = steering_comparison(metrics, n_boot=300, seed=1)
     b = steering_comparison(metrics, n_boot=300, seed=1)
     pd.testing.assert_frame_equal(a, b)
     assert list(a.columns) == STEERING_COLUMNS
     assert [(r.budget, r.method) for r in a.itertuples()] == [
-        (5, "RD"), (5, "KM-Sem"), (5, "Random"), (10, "RD"), (10, "KM-Sem"), (10, "Random")]
+        (5, "RD"),
+        (5, "KM-Sem"),
+        (5, "Random"),
+        (10, "RD"),
+        (10, "KM-Sem"),
+        (10, "Random"),
+    ]
     assert (a["pearson_ci_low"] <= a["pearson_mean"]).all()
     assert (a["pearson_mean"] <= a["pearson_ci_high"]).all()
     assert (a["n_clusters"] == 40).all()
@@ -208,5 +302,6 @@ def test_steering_comparison_is_seeded_and_brackets_the_mean():
     assert (rd["pearson_ci_low"] > 0).all()  # a true mean of 0.3 with 40 clusters is detected
     # dropping a method leaves the others' intervals unchanged
     c = steering_comparison(metrics[metrics["method"] != "KM-Sem"], n_boot=300, seed=1)
-    pd.testing.assert_frame_equal(c.reset_index(drop=True),
-                                  a[a["method"] != "KM-Sem"].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        c.reset_index(drop=True), a[a["method"] != "KM-Sem"].reset_index(drop=True)
+    )

@@ -15,7 +15,9 @@ def test_default_prompt_set_has_at_least_twelve_unique_prompts():
 
 
 def test_yaml_and_csv_and_tsv_agree(tmp_path):
-    (tmp_path / "p.yaml").write_text("- {id: a, text: 'Who won?'}\n- {id: b-2, text: 'What is it?'}\n")
+    (tmp_path / "p.yaml").write_text(
+        "- {id: a, text: 'Who won?'}\n- {id: b-2, text: 'What is it?'}\n"
+    )
     (tmp_path / "p.csv").write_text('id,text\na,Who won?\nb-2,"What is it?"\n')
     (tmp_path / "p.tsv").write_text("id\ttext\na\tWho won?\nb-2\tWhat is it?\n")
     got = [read_prompts(tmp_path / f) for f in ("p.yaml", "p.csv", "p.tsv")]
@@ -23,18 +25,21 @@ def test_yaml_and_csv_and_tsv_agree(tmp_path):
     assert [p.id for p in got[0]] == ["a", "b-2"]
 
 
-@pytest.mark.parametrize("content,match", [
-    ("", "empty"),
-    ("[]\n", "empty"),
-    ("- {id: a, text: x}\n- {id: a, text: y}\n", "duplicate prompt id 'a'"),
-    ("- {id: ../etc, text: x}\n", "unsafe prompt id"),
-    ("- {id: 'a/b', text: x}\n", "unsafe prompt id"),
-    ("- {id: '', text: x}\n", "unsafe prompt id"),
-    ("- {id: a, text: '   '}\n", "empty text"),
-    ("- {id: a}\n", "exactly the keys"),
-    ("- {id: a, text: x, extra: 1}\n", "exactly the keys"),
-    ("{a: 1}\n", "list"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ("", "empty"),
+        ("[]\n", "empty"),
+        ("- {id: a, text: x}\n- {id: a, text: y}\n", "duplicate prompt id 'a'"),
+        ("- {id: ../etc, text: x}\n", "unsafe prompt id"),
+        ("- {id: 'a/b', text: x}\n", "unsafe prompt id"),
+        ("- {id: '', text: x}\n", "unsafe prompt id"),
+        ("- {id: a, text: '   '}\n", "empty text"),
+        ("- {id: a}\n", "exactly the keys"),
+        ("- {id: a, text: x, extra: 1}\n", "exactly the keys"),
+        ("{a: 1}\n", "list"),
+    ],
+)
 def test_bad_prompt_files_name_the_problem(tmp_path, content, match):
     f = tmp_path / "p.yaml"
     f.write_text(content)

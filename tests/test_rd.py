@@ -30,8 +30,16 @@ from semmech.cluster.synthetic import make_two_view_data
 
 # Planted data whose two views carry comparable split gains, so a single β shows all three
 # regimes as γ moves (checked by test_planted_gains_are_balanced).
-PLANTED = dict(n_per_mode=50, d_e=16, d_a=32, sem_sep=2.0, mech_sep=0.6, noise_a=0.3,
-               mech_support=8, weights="lognormal")
+PLANTED = dict(
+    n_per_mode=50,
+    d_e=16,
+    d_a=32,
+    sem_sep=2.0,
+    mech_sep=0.6,
+    noise_a=0.3,
+    mech_support=8,
+    weights="lognormal",
+)
 BETA = 4.0
 
 
@@ -60,8 +68,11 @@ def test_weighted_median_is_the_l1_minimiser(n):
         w[:2] = 0.0  # zero weights are ignored
     m = weighted_median(X, w)
     np.testing.assert_array_equal(m, _reference_median(X, w))
+
     # L1 optimality against every candidate value of every column
-    cost = lambda c, j: float(w @ np.abs(X[:, j] - c))
+    def cost(c, j):
+        return float(w @ np.abs(X[:, j] - c))
+
     for j in range(X.shape[1]):
         assert cost(m[j], j) <= min(cost(c, j) for c in X[:, j]) + 1e-12
 
@@ -190,10 +201,14 @@ def test_merge_predicts_its_exact_delta(planted):
     labels[rng.choice(half, half.size // 2, replace=False)] = 4  # a useless fifth cluster
     centres = [ws.centre(np.nonzero(labels == c)[0]) for c in range(5)]
     cols = [ws.distances(c) for c in centres]
-    st = _State(labels=labels, centres=centres,
-                mass=np.bincount(labels, weights=ws.w, minlength=5),
-                de=np.stack([c[0] for c in cols], 1), da=np.stack([c[1] for c in cols], 1),
-                dirty=np.zeros(5, dtype=bool))
+    st = _State(
+        labels=labels,
+        centres=centres,
+        mass=np.bincount(labels, weights=ws.w, minlength=5),
+        de=np.stack([c[0] for c in cols], 1),
+        da=np.stack([c[1] for c in cols], 1),
+        dirty=np.zeros(5, dtype=bool),
+    )
     before = est._objective(ws, st)[0]
     predicted = est._merge(ws, st)
     assert predicted is not None and predicted < 0
@@ -216,7 +231,10 @@ def test_planted_gains_are_balanced(planted):
 
 def test_planted_structure_is_recovered(planted):
     E, A, P = planted["E"], planted["A"], planted["P"]
-    fit = lambda g: RateDistortionClustering(beta=BETA, gamma=g).fit(E, A, P).labels_
+
+    def fit(g):
+        return RateDistortionClustering(beta=BETA, gamma=g).fit(E, A, P).labels_
+
     both = fit(0.5)
     assert adjusted_rand_score(planted["mode"], both) >= 0.9
     sem_end = fit(0.9)
@@ -232,8 +250,10 @@ def test_gamma_path_moves_between_views(planted):
     mechanistic one falls, at the ends matching that view's two groups."""
     E, A, P = planted["E"], planted["A"], planted["P"]
     res = rd_sweep(E, A, P, [BETA], [0.0, 0.1, 0.5, 0.9, 1.0])
-    lab = {g: grp.sort_values("sample_idx")["label"].to_numpy()
-           for g, grp in res.labels.groupby("gamma")}
+    lab = {
+        g: grp.sort_values("sample_idx")["label"].to_numpy()
+        for g, grp in res.labels.groupby("gamma")
+    }
     sem = [adjusted_rand_score(planted["sem"], lab[g]) for g in sorted(lab)]
     mech = [adjusted_rand_score(planted["mech"], lab[g]) for g in sorted(lab)]
     assert mech[0] >= 0.9 and sem[-1] >= 0.9

@@ -34,7 +34,8 @@ from semmech.stages.report import run_cluster_browser, run_cluster_summary
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium)")
+    CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium)"
+)
 IDS = [p for p, _ in PROMPTS]
 FIG_CFG = section_defaults("figures")  # the schema's defaults, as the workflow passes them
 
@@ -46,16 +47,30 @@ FIG_CFG = section_defaults("figures")  # the schema's defaults, as the workflow 
 class Chromium:
     """Headless Chromium with one page, driven over the DevTools protocol."""
 
-    FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio",
-             "--remote-debugging-port=0", "--remote-allow-origins=*"]
+    FLAGS = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--mute-audio",
+        "--remote-debugging-port=0",
+        "--remote-allow-origins=*",
+    ]
 
     def __init__(self, profile: Path, width: int = 1280, height: int = 900):
         profile.mkdir(parents=True, exist_ok=True)
         self.log = open(profile / "chromium.log", "w")
-        self.proc = subprocess.Popen([CHROMIUM, *self.FLAGS, f"--user-data-dir={profile}",
-                                      "about:blank"], stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [CHROMIUM, *self.FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
         while not (port_file.is_file() and port_file.read_text().strip()):
@@ -64,16 +79,24 @@ class Chromium:
                 raise RuntimeError(f"chromium did not start; see {profile / 'chromium.log'}")
             time.sleep(0.1)
         port = int(port_file.read_text().split()[0])
-        targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10))
+        targets = json.load(
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10)
+        )
         page = next(t for t in targets if t["type"] == "page")
-        self.ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30,
-                                              suppress_origin=True)
+        self.ws = websocket.create_connection(
+            page["webSocketDebuggerUrl"], timeout=30, suppress_origin=True
+        )
         self._id = 0
         self.events: list[dict] = []
         for method in ("Runtime.enable", "Log.enable", "Page.enable"):
             self.call(method)
-        self.call("Emulation.setDeviceMetricsOverride",
-                  width=width, height=height, deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
 
     def call(self, method: str, **params):
         self._id += 1
@@ -117,8 +140,9 @@ class Chromium:
         self.settle(settle)
 
     def evaluate(self, expression: str):
-        res = self.call("Runtime.evaluate", expression=expression, returnByValue=True,
-                        awaitPromise=True)
+        res = self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
         if "exceptionDetails" in res:
             raise RuntimeError(f"{expression}: {res['exceptionDetails']}")
         return res["result"].get("value")
@@ -172,24 +196,31 @@ def chromium(tmp_path):
 def run_dir(tmp_path_factory):
     run = make_synthetic_run(tmp_path_factory.mktemp("run") / "syn")
     for p in IDS:
-        run_cluster_summary(prompt_id=p, samples=run / f"samples/{p}.parquet",
-                            prompt=run / f"samples/{p}.prompt.json",
-                            labels=run / f"clusters/{p}.labels.parquet",
-                            clusters=run / f"clusters/{p}.npz",
-                            sweep=run / f"clusters/{p}.sweep.parquet",
-                            nodes=run / f"attribution/{p}.nodes.parquet",
-                            signatures=run / f"attribution/{p}.safetensors",
-                            embeddings=run / f"embeddings/{p}.npz",
-                            configs=[STEER_CONFIG, [2.0, 0.3]],
-                            n_representatives=FIG_CFG["n_representatives"],
-                            n_features=FIG_CFG["n_features"],
-                            n_browser_features=FIG_CFG["browser_features"],
-                            out_json=run / f"summaries/{p}.json",
-                            out_csv=run / f"tables/cluster_summary/{p}.csv",
-                            out_tex=run / f"tables/cluster_summary/{p}.tex")
-    run_cluster_browser(summaries=[run / f"summaries/{p}.json" for p in IDS], run="syn",
-                        n_representatives=FIG_CFG["n_representatives"], max_members=None,
-                        out_html=run / "report/cluster_browser.html")
+        run_cluster_summary(
+            prompt_id=p,
+            samples=run / f"samples/{p}.parquet",
+            prompt=run / f"samples/{p}.prompt.json",
+            labels=run / f"clusters/{p}.labels.parquet",
+            clusters=run / f"clusters/{p}.npz",
+            sweep=run / f"clusters/{p}.sweep.parquet",
+            nodes=run / f"attribution/{p}.nodes.parquet",
+            signatures=run / f"attribution/{p}.safetensors",
+            embeddings=run / f"embeddings/{p}.npz",
+            configs=[STEER_CONFIG, [2.0, 0.3]],
+            n_representatives=FIG_CFG["n_representatives"],
+            n_features=FIG_CFG["n_features"],
+            n_browser_features=FIG_CFG["browser_features"],
+            out_json=run / f"summaries/{p}.json",
+            out_csv=run / f"tables/cluster_summary/{p}.csv",
+            out_tex=run / f"tables/cluster_summary/{p}.tex",
+        )
+    run_cluster_browser(
+        summaries=[run / f"summaries/{p}.json" for p in IDS],
+        run="syn",
+        n_representatives=FIG_CFG["n_representatives"],
+        max_members=None,
+        out_html=run / "report/cluster_browser.html",
+    )
     return run
 
 
@@ -214,7 +245,10 @@ def test_summary_orders_members_and_features(run_dir):
     s = json.loads((run_dir / "summaries/mercury.json").read_text())
     samples = io.read_parquet(run_dir / "samples/mercury.parquet")
     nodes = io.read_parquet(run_dir / "attribution/mercury.nodes.parquet")
-    assert [tuple(c[k] for k in ("beta", "gamma")) for c in s["configs"]] == [(1.0, 0.5), (2.0, 0.3)]
+    assert [tuple(c[k] for k in ("beta", "gamma")) for c in s["configs"]] == [
+        (1.0, 0.5),
+        (2.0, 0.3),
+    ]
     for cfg in s["configs"]:
         clusters = cfg["clusters"]
         assert cfg["K"] == len(clusters)
@@ -246,13 +280,21 @@ def test_summary_orders_members_and_features(run_dir):
 def test_summary_rejects_a_configuration_off_the_grid(run_dir):
     p = "java"
     arr = io.read_npz(run_dir / f"clusters/{p}.npz")
-    with pytest.raises(ConfigNotInSweepError,
-                       match=r"\(beta=3, gamma=0.5\) is not in the clustering sweep"):
-        summarise_prompt(p, "x", io.read_parquet(run_dir / f"samples/{p}.parquet"),
-                         io.read_parquet(run_dir / f"clusters/{p}.labels.parquet"), arr,
-                         io.read_parquet(run_dir / f"attribution/{p}.nodes.parquet"),
-                         np.zeros((32, 54)), np.zeros((32, 16)), [[3.0, 0.5]],
-                         n_features=FIG_CFG["browser_features"])
+    with pytest.raises(
+        ConfigNotInSweepError, match=r"\(beta=3, gamma=0.5\) is not in the clustering sweep"
+    ):
+        summarise_prompt(
+            p,
+            "x",
+            io.read_parquet(run_dir / f"samples/{p}.parquet"),
+            io.read_parquet(run_dir / f"clusters/{p}.labels.parquet"),
+            arr,
+            io.read_parquet(run_dir / f"attribution/{p}.nodes.parquet"),
+            np.zeros((32, 54)),
+            np.zeros((32, 16)),
+            [[3.0, 0.5]],
+            n_features=FIG_CFG["browser_features"],
+        )
 
 
 def test_browser_lists_every_prompt_and_loads_nothing_external(run_dir):
@@ -267,41 +309,104 @@ def test_browser_lists_every_prompt_and_loads_nothing_external(run_dir):
 
 
 def test_browser_escapes_text():
-    s = {"prompt_id": "x", "text": "<script>alert(1)</script>", "n_continuations": 1,
-         "configs": [{"beta": 1.0, "gamma": 0.5, "K": 1, "clusters": [{
-             "cluster": 0, "mass": 1.0, "n_members": 1,
-             "members": [{"sample_idx": 0, "text": "a <b> & c", "weight": 1.0, "distance": 0.0}],
-             "features": [{"node_idx": 0, "layer": 1, "position": 2, "feature": 3, "token": "<",
-                           "value": 0.5, "deviation": 0.1}]}]}]}
+    s = {
+        "prompt_id": "x",
+        "text": "<script>alert(1)</script>",
+        "n_continuations": 1,
+        "configs": [
+            {
+                "beta": 1.0,
+                "gamma": 0.5,
+                "K": 1,
+                "clusters": [
+                    {
+                        "cluster": 0,
+                        "mass": 1.0,
+                        "n_members": 1,
+                        "members": [
+                            {"sample_idx": 0, "text": "a <b> & c", "weight": 1.0, "distance": 0.0}
+                        ],
+                        "features": [
+                            {
+                                "node_idx": 0,
+                                "layer": 1,
+                                "position": 2,
+                                "feature": 3,
+                                "token": "<",
+                                "value": 0.5,
+                                "deviation": 0.1,
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
     page = render_browser([s], n_representatives=FIG_CFG["n_representatives"])
     assert "<script>alert" not in page
-    two = dict(s, configs=[dict(s["configs"][0], clusters=[dict(
-        s["configs"][0]["clusters"][0], n_members=3,
-        members=[dict(s["configs"][0]["clusters"][0]["members"][0], text=t) for t in "xyz"])])])
+    two = dict(
+        s,
+        configs=[
+            dict(
+                s["configs"][0],
+                clusters=[
+                    dict(
+                        s["configs"][0]["clusters"][0],
+                        n_members=3,
+                        members=[
+                            dict(s["configs"][0]["clusters"][0]["members"][0], text=t)
+                            for t in "xyz"
+                        ],
+                    )
+                ],
+            )
+        ],
+    )
     capped = render_browser([two], n_representatives=FIG_CFG["n_representatives"], max_members=2)
-    assert capped.count("<tr class=") == 2 and "and 1 more (farther from the centres)" in capped and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert (
+        capped.count("<tr class=") == 2
+        and "and 1 more (farther from the centres)" in capped
+        and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    )
     assert "a &lt;b&gt; &amp; c" in page
     with pytest.raises(ReportDataError, match="duplicate prompt ids"):
         render_browser([s, s], n_representatives=FIG_CFG["n_representatives"])
 
 
 def test_two_view_figure_from_run_files_is_reproducible(run_dir, tmp_path):
-    inputs = dict(samples=run_dir / "samples/mercury.parquet",
-                  embeddings=run_dir / "embeddings/mercury.npz",
-                  signatures=run_dir / "attribution/mercury.safetensors",
-                  clusters=run_dir / "clusters/mercury.npz",
-                  labels=run_dir / "clusters/mercury.labels.parquet",
-                  hdbscan=run_dir / "baselines/mercury.labels.parquet")
-    params = {"prompt": "mercury", "config": STEER_CONFIG, "seed": 3, "umap": FIG_CFG["umap"],
-              "dpi": 60}
+    inputs = dict(
+        samples=run_dir / "samples/mercury.parquet",
+        embeddings=run_dir / "embeddings/mercury.npz",
+        signatures=run_dir / "attribution/mercury.safetensors",
+        clusters=run_dir / "clusters/mercury.npz",
+        labels=run_dir / "clusters/mercury.labels.parquet",
+        hdbscan=run_dir / "baselines/mercury.labels.parquet",
+    )
+    params = {
+        "prompt": "mercury",
+        "config": STEER_CONFIG,
+        "seed": 3,
+        "umap": FIG_CFG["umap"],
+        "dpi": 60,
+    }
     for rep in range(2):
-        run_figure(name="two_view_scatter", inputs=inputs, params=params,
-                   png=tmp_path / f"{rep}.png", pdf=tmp_path / f"{rep}.pdf")
+        run_figure(
+            name="two_view_scatter",
+            inputs=inputs,
+            params=params,
+            png=tmp_path / f"{rep}.png",
+            pdf=tmp_path / f"{rep}.pdf",
+        )
     assert (tmp_path / "0.png").read_bytes() == (tmp_path / "1.png").read_bytes()
     assert (tmp_path / "0.pdf").read_bytes() == (tmp_path / "1.pdf").read_bytes()
     with pytest.raises(Exception, match="not in the clustering sweep"):
-        run_figure(name="two_view_scatter", inputs=inputs, params={**params, "config": [9.0, 0.5]},
-                   png=tmp_path / "x.png", pdf=tmp_path / "x.pdf")
+        run_figure(
+            name="two_view_scatter",
+            inputs=inputs,
+            params={**params, "config": [9.0, 0.5]},
+            png=tmp_path / "x.png",
+            pdf=tmp_path / "x.pdf",
+        )
 
 
 def test_every_figure_builds_from_run_files(run_dir, tmp_path):
@@ -311,17 +416,25 @@ def test_every_figure_builds_from_run_files(run_dir, tmp_path):
         "gamma_sweep": {"sweeps": P("clusters/{p}.sweep.parquet")},
         "iteration_trace": {"history": run_dir / "clusters/java.history.parquet"},
         "cross_view_silhouette": {"silhouettes": P("baselines/{p}.silhouette.parquet")},
-        "feature_lineage": {"clusters": run_dir / "clusters/java.npz",
-                            "nodes": run_dir / "attribution/java.nodes.parquet"},
+        "feature_lineage": {
+            "clusters": run_dir / "clusters/java.npz",
+            "nodes": run_dir / "attribution/java.nodes.parquet",
+        },
         "steering_response": {"curves": P("steering/{p}.curves.parquet")},
     }
     for name, inputs in cases.items():
         png = tmp_path / f"{name}.png"
-        run_figure(name=name, inputs=inputs,
-                   params={"prompt": "java", "config": STEER_CONFIG, "top_k": 10, "dpi": 60},
-                   png=png, pdf=tmp_path / f"{name}.pdf")
+        run_figure(
+            name=name,
+            inputs=inputs,
+            params={"prompt": "java", "config": STEER_CONFIG, "top_k": 10, "dpi": 60},
+            png=png,
+            pdf=tmp_path / f"{name}.pdf",
+        )
         assert png.stat().st_size > 2000, name
-    data = rate_distortion_points(read_tables(cases["rate_distortion"]["baselines"], BASELINE_COLUMNS))
+    data = rate_distortion_points(
+        read_tables(cases["rate_distortion"]["baselines"], BASELINE_COLUMNS)
+    )
     assert sorted(data["method"].unique()) == ["KM-Att", "KM-Sem", "RD"]
     assert len(data) == 3 * len(IDS) * 9  # three methods x prompts x (beta, gamma) grid
 
@@ -330,10 +443,18 @@ def test_every_figure_builds_from_run_files(run_dir, tmp_path):
 def test_browser_opens_in_chromium_without_errors(run_dir, chromium, tmp_path):
     chromium.open((run_dir / "report/cluster_browser.html").as_uri())
     assert chromium.errors() == []
-    assert chromium.evaluate("[...document.querySelectorAll('section.prompt')].map(s => s.dataset.promptId)") == IDS
+    assert (
+        chromium.evaluate(
+            "[...document.querySelectorAll('section.prompt')].map(s => s.dataset.promptId)"
+        )
+        == IDS
+    )
     assert chromium.evaluate("document.querySelectorAll('#prompt-index li').length") == len(IDS)
-    n_clusters = sum(len(c["clusters"]) for p in IDS
-                     for c in json.loads((run_dir / f"summaries/{p}.json").read_text())["configs"])
+    n_clusters = sum(
+        len(c["clusters"])
+        for p in IDS
+        for c in json.loads((run_dir / f"summaries/{p}.json").read_text())["configs"]
+    )
     assert chromium.evaluate("document.querySelectorAll('details.cluster').length") == n_clusters
     shot = chromium.screenshot(tmp_path / "browser.png")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
@@ -342,7 +463,8 @@ def test_browser_opens_in_chromium_without_errors(run_dir, chromium, tmp_path):
         "(() => { const b = document.getElementById('filter'); b.value = 'Java <b>known';"
         " b.dispatchEvent(new Event('input'));"
         " return [...document.querySelectorAll('section.prompt')].filter(s => s.style.display !== 'none')"
-        ".map(s => s.dataset.promptId); })()")
+        ".map(s => s.dataset.promptId); })()"
+    )
     assert visible == ["java"]
     assert chromium.errors() == []
 
@@ -378,14 +500,20 @@ def test_snakemake_report_holds_every_figure_and_the_browser(smoke_report):
         assert f"{fig}.png" in names, fig
         rec = next(r for p, r in results.items() if Path(p).name == f"{fig}.png")
         assert rec["caption"].strip(), f"{fig} has no caption"
-    assert {"cluster_browser.html", "tables.html", "clustering_comparison.csv",
-            "steering_comparison.csv"} <= names
+    assert {
+        "cluster_browser.html",
+        "tables.html",
+        "clustering_comparison.csv",
+        "steering_comparison.csv",
+    } <= names
     browser = next(r for p, r in results.items() if Path(p).name == "cluster_browser.html")
     page = base64.b64decode(browser["data_uri"].split(",", 1)[1]).decode()
     links = _Links()
     links.feed(page)
-    smoke_ids = [r["id"] for r in __import__("yaml").safe_load(
-        (REPO / "config/prompts_smoke.yaml").read_text())]
+    smoke_ids = [
+        r["id"]
+        for r in __import__("yaml").safe_load((REPO / "config/prompts_smoke.yaml").read_text())
+    ]
     assert links.sections == smoke_ids and links.nav == smoke_ids
 
 
@@ -401,9 +529,13 @@ def test_snakemake_report_opens_in_chromium_without_errors(smoke_report, chromiu
     assert shot.stat().st_size > 10_000
     # open the cluster browser inside the report (an iframe with a data: URI) and look again
     path = chromium.evaluate("Object.keys(results).find(p => p.endsWith('cluster_browser.html'))")
-    chromium.evaluate(f"app.setView({{content: 'html', contentPath: results[{json.dumps(path)}].data_uri,"
-                      f" resultPath: {json.dumps(path)}}})")
+    chromium.evaluate(
+        f"app.setView({{content: 'html', contentPath: results[{json.dumps(path)}].data_uri,"
+        f" resultPath: {json.dumps(path)}}})"
+    )
     chromium.settle(3.0)
-    assert chromium.evaluate("document.querySelector('iframe').src.slice(0, 15)") == "data:text/html;"
+    assert (
+        chromium.evaluate("document.querySelector('iframe').src.slice(0, 15)") == "data:text/html;"
+    )
     assert chromium.errors() == []
     assert chromium.screenshot(tmp_path / "report_browser.png").stat().st_size > 10_000

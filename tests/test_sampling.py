@@ -8,10 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_models import tiny_llama
 
 from semmech.views import sampling
-from semmech.views.sampling import PromptTooLongError, SamplingSettings, sample_continuations, stop_token_mask, truncate
-from tiny_models import tiny_llama
+from semmech.views.sampling import (
+    PromptTooLongError,
+    SamplingSettings,
+    sample_continuations,
+    stop_token_mask,
+    truncate,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +32,19 @@ def _prompt_ids(model, text="who won the cup ?"):
 def test_truncate_rules():
     mask = torch.zeros(10, dtype=torch.bool)
     mask[7] = True  # "." token
-    assert truncate([3, 4, 7, 5], [0.1, 0.2, 0.3, 0.4], mask, {9}) == ([3, 4, 7], [0.1, 0.2, 0.3], "sentence")
+    assert truncate([3, 4, 7, 5], [0.1, 0.2, 0.3, 0.4], mask, {9}) == (
+        [3, 4, 7],
+        [0.1, 0.2, 0.3],
+        "sentence",
+    )
     assert truncate([3, 9, 7], [0.1, 0.2, 0.3], mask, {9}) == ([3], [0.1], "eos")
     assert truncate([3, 4], [0.1, 0.2], mask, {9}) == ([3, 4], [0.1, 0.2], "length")
 
 
 def test_samples_are_distinct_stopped_and_weighted(tiny):
-    settings = SamplingSettings.from_config(dict(n_continuations=12, max_new_tokens=6, batch_size=8, patience=3))
+    settings = SamplingSettings.from_config(
+        dict(n_continuations=12, max_new_tokens=6, batch_size=8, patience=3)
+    )
     ids = _prompt_ids(tiny)
     df = sample_continuations(tiny, "p", ids, settings, seed=3)
     assert 1 <= len(df) <= 12
@@ -56,8 +68,9 @@ def test_samples_are_distinct_stopped_and_weighted(tiny):
 
 
 def test_weights_match_an_independent_forward_pass(tiny):
-    settings = SamplingSettings.from_config(dict(n_continuations=6, max_new_tokens=5, batch_size=6,
-                                temperature=1.7, top_p=0.8))
+    settings = SamplingSettings.from_config(
+        dict(n_continuations=6, max_new_tokens=5, batch_size=6, temperature=1.7, top_p=0.8)
+    )
     ids = _prompt_ids(tiny)
     df = sample_continuations(tiny, "p", ids, settings, seed=5)
     for row in df.itertuples():
@@ -102,7 +115,9 @@ def test_dedup_keeps_most_probable_sequence_and_stops_when_exhausted(tiny, monke
         return ids, lp
 
     monkeypatch.setattr(sampling, "generate_batch", scripted)
-    settings = SamplingSettings.from_config(dict(n_continuations=10, max_new_tokens=2, batch_size=3, patience=2))
+    settings = SamplingSettings.from_config(
+        dict(n_continuations=10, max_new_tokens=2, batch_size=3, patience=2)
+    )
     df = sample_continuations(tiny, "p", [1, 2], settings, seed=0)
     assert len(df) == 2
     assert calls["n"] == 3  # one productive batch, then `patience` fruitless ones
@@ -113,4 +128,6 @@ def test_dedup_keeps_most_probable_sequence_and_stops_when_exhausted(tiny, monke
 def test_prompt_longer_than_context_is_rejected(tiny):
     too_long = [1] * (tiny.max_context - 2)
     with pytest.raises(PromptTooLongError, match="exceeds the model's context"):
-        sample_continuations(tiny, "p", too_long, SamplingSettings.from_config(dict(max_new_tokens=5)), seed=0)
+        sample_continuations(
+            tiny, "p", too_long, SamplingSettings.from_config(dict(max_new_tokens=5)), seed=0
+        )

@@ -8,12 +8,9 @@ the Debian slurm packages, so it only runs with SEMMECH_SLURM_TEST=1.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -74,7 +71,10 @@ def test_scripts_parse_and_document_usage(script: str) -> None:
 def test_check_script_rejects_bad_usage() -> None:
     out = subprocess.run(
         ["bash", str(CI / "slurm_check.sh"), "--configfile", "does/not/exist.yaml"],
-        capture_output=True, text=True, cwd=REPO, timeout=30,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
     )
     assert out.returncode == 2
     assert "does/not/exist.yaml" in out.stderr
@@ -140,16 +140,35 @@ def test_plugin_gpu_job_mapping() -> None:
 
 # --- the paper-scale preset --------------------------------------------------------------------
 
-PER_PROMPT_RULES = ["sample", "attribute", "embed", "cluster", "baselines", "steer", "cluster_summary"]
+PER_PROMPT_RULES = [
+    "sample",
+    "attribute",
+    "embed",
+    "cluster",
+    "baselines",
+    "steer",
+    "cluster_summary",
+]
 GPU_RULES = {"sample", "attribute", "steer"}
 
 
 def test_paper_preset_dry_runs_through_the_profile_with_per_prompt_jobs() -> None:
     """The 300-prompt Qwen3-8B preset plans one job per prompt and stage, sized from the config."""
     snakemake = str(Path(sys.executable).with_name("snakemake"))
-    proc = subprocess.run([snakemake, "-n", "--profile", str(PROFILE.parent), "--configfile",
-                           str(REPO / "config" / "paper.yaml")], cwd=REPO, capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            snakemake,
+            "-n",
+            "--profile",
+            str(PROFILE.parent),
+            "--configfile",
+            str(REPO / "config" / "paper.yaml"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", out, re.M)}
@@ -172,5 +191,7 @@ def test_paper_preset_dry_runs_through_the_profile_with_per_prompt_jobs() -> Non
         assert int(res["runtime"]) > 0, (rule, res)
         assert (int(res.get("gpu", 0)) == 1) == (rule in GPU_RULES), (rule, res)
     # Model jobs are sized for an 8B model in bfloat16: more than its 16 GB of weights.
-    assert all(int(dict(kv.split("=", 1) for kv in requested[r].split(", "))["mem_mb"]) > 16000
-               for r in GPU_RULES)
+    assert all(
+        int(dict(kv.split("=", 1) for kv in requested[r].split(", "))["mem_mb"]) > 16000
+        for r in GPU_RULES
+    )

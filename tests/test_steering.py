@@ -11,26 +11,36 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_attribution import PROMPT, continuations, transcoder_basis, true_targets
+from tiny_models import TINY_MODELS, tiny_llama
 
 from semmech import io
-from semmech.config import section_defaults
 from semmech.cluster.medians import weighted_median
 from semmech.cluster.objective import normalise_mechanistic
+from semmech.config import section_defaults
 from semmech.model.bases import load_basis
-from semmech.model.layout import ModelLayout, logits_from_hidden
-from semmech.model.target import DemeanedLogit
+from semmech.model.layout import logits_from_hidden
 from semmech.stages import steering as steer_stage
 from semmech.stats import pearson, rankdata, slope, spearman
 from semmech.steer import measure
 from semmech.steer.intervention import Intervention, steered_generate, steered_prefix
-from semmech.steer.measure import (CURVE_COLUMNS, METRIC_COLUMNS, metrics_frame, steer_sources,
-                                   steered_targets)
+from semmech.steer.measure import (
+    CURVE_COLUMNS,
+    METRIC_COLUMNS,
+    metrics_frame,
+    steer_sources,
+    steered_targets,
+)
 from semmech.steer.settings import SteeringInputError, SteeringSettings, check_steering_configs
-from semmech.steer.sources import (METHODS, Source, measured_members, plan_sources, random_nodes,
-                                   top_nodes)
+from semmech.steer.sources import (
+    METHODS,
+    Source,
+    measured_members,
+    plan_sources,
+    random_nodes,
+    top_nodes,
+)
 from semmech.views.attribution import attribute, select_nodes
-from test_attribution import PROMPT, continuations, transcoder_basis, true_targets
-from tiny_models import TINY_MODELS, tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +49,11 @@ def llama():
 
 
 def _basis(model, name, tmp_path):
-    return load_basis("mlp_neurons", model) if name == "mlp_neurons" else transcoder_basis(model, tmp_path)
+    return (
+        load_basis("mlp_neurons", model)
+        if name == "mlp_neurons"
+        else transcoder_basis(model, tmp_path)
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -59,10 +73,10 @@ def hooked_targets(model, basis, prompt_ids, conts, nodes, scales) -> np.ndarray
         for layer in sorted({n[0] for n in nodes}):
             mine = [(k, n) for k, n in enumerate(nodes) if n[0] == layer]
 
-            def pre(mod, args, layer=layer):
+            def pre(mod, args, layer=layer, site=site):
                 site[layer] = args[0].detach()
 
-            def post(mod, args, output, layer=layer, mine=mine):
+            def post(mod, args, output, layer=layer, mine=mine, site=site):
                 alpha = basis.encode(layer, site[layer])
                 output = output.clone()
                 for k, (_, p, f) in mine:
@@ -78,7 +92,7 @@ def hooked_targets(model, basis, prompt_ids, conts, nodes, scales) -> np.ndarray
             for h in handles:
                 h.remove()
         M = len(prompt_ids)
-        lt = logits[M - 1:M - 1 + len(c)]
+        lt = logits[M - 1 : M - 1 + len(c)]
         out.append(float((lt[torch.arange(len(c)), torch.tensor(c)] - lt.mean(-1)).mean()))
     return np.array(out)
 
@@ -111,14 +125,18 @@ def test_eps_zero_reproduces_the_unsteered_pass_exactly(llama):
     prompt = llama.tokenizer(PROMPT)["input_ids"]
     conts = continuations(3)
     nodes = ((1, 3, 5), (0, 2, 7), (2, 5, 11))
-    ivs = [Intervention(), Intervention(nodes, (0.0, 0.0, 0.0)), Intervention(nodes, (1.0, -1.0, 0.5))]
+    ivs = [
+        Intervention(),
+        Intervention(nodes, (0.0, 0.0, 0.0)),
+        Intervention(nodes, (1.0, -1.0, 0.5)),
+    ]
     hidden, _ = steered_prefix(llama, basis, prompt, ivs)
     assert torch.equal(hidden[0], hidden[1])  # adding 0·α·d leaves every value bit-identical
     assert not torch.equal(hidden[0], hidden[2])
     # Through the whole measurement: one row per forward, so batch composition is the same.
     pairs = np.array([(i, n) for i in range(2) for n in range(len(conts))])
     values, _ = steered_targets(llama, basis, prompt, conts, ivs, pairs, batch_size=1)
-    assert np.array_equal(values[:len(conts)], values[len(conts):])
+    assert np.array_equal(values[: len(conts)], values[len(conts) :])
 
 
 @pytest.mark.parametrize("basis_name", ["mlp_neurons", "transcoder"])
@@ -126,8 +144,9 @@ def test_steering_changes_nothing_before_the_node_position(llama, basis_name, tm
     basis = _basis(llama, basis_name, tmp_path)
     prompt = llama.tokenizer(PROMPT)["input_ids"]
     layer = basis.feature_layers()[0]
-    ivs = [Intervention()] + [Intervention(((layer, p, 2), (layer, p, 9)), (1.5, -2.0))
-                              for p in range(1, len(prompt))]
+    ivs = [Intervention()] + [
+        Intervention(((layer, p, 2), (layer, p, 9)), (1.5, -2.0)) for p in range(1, len(prompt))
+    ]
     hidden, cache = steered_prefix(llama, basis, prompt, ivs)
     for p in range(1, len(prompt)):
         assert torch.equal(hidden[p, :p], hidden[0, :p]), p
@@ -155,8 +174,15 @@ def test_small_eps_effect_has_the_sign_attribution_predicts(name, basis_name, tm
         A = res.signatures[n, :nf].numpy()
         top = np.argsort(-np.abs(A), kind="stable")[:5]
         ivs = [Intervention()] + [Intervention((keys[j],), (e,)) for j in top for e in (eps, -eps)]
-        v, _ = steered_targets(model, basis, prompt, conts, ivs,
-                               np.array([(i, n) for i in range(len(ivs))]), batch_size=16)
+        v, _ = steered_targets(
+            model,
+            basis,
+            prompt,
+            conts,
+            ivs,
+            np.array([(i, n) for i in range(len(ivs))]),
+            batch_size=16,
+        )
         d = (v[1:] - v[0]).reshape(len(top), 2)
         agree += list(np.sign(d[:, 0]) == np.sign(A[top]))
         agree += list(np.sign(d[:, 1]) == -np.sign(A[top]))
@@ -174,8 +200,14 @@ def test_steered_generation_steers_the_prefix_step_only(llama):
     signs = [1.0, -1.0, 1.0]
     cfg = {"max_new_tokens": 6, "top_p": 1e-9, "stop_chars": "\x00"}
     got = steered_generate(llama, basis, prompt, nodes, signs, (-3.0, 0.0, 3.0), 2, cfg, seed=1)
-    assert [(e, i) for e, i, *_ in got] == [(-3.0, 0), (-3.0, 1), (0.0, 0), (0.0, 1), (3.0, 0), (3.0, 1)]
-    unembed = DemeanedLogit(basis.layout, llama.hf)
+    assert [(e, i) for e, i, *_ in got] == [
+        (-3.0, 0),
+        (-3.0, 1),
+        (0.0, 0),
+        (0.0, 1),
+        (3.0, 0),
+        (3.0, 1),
+    ]
     for e, _, toks, text, _ in got:
         iv = Intervention(tuple(nodes), tuple(e * s for s in signs))
         hidden, cache = steered_prefix(llama, basis, prompt, [iv])
@@ -188,16 +220,25 @@ def test_steered_generation_steers_the_prefix_step_only(llama):
                 break
             expect.append(tok)
             with torch.no_grad():
-                out = llama.hf.base_model(input_ids=torch.tensor([[tok]]), past_key_values=cache,
-                                          position_ids=torch.tensor([[pos]]), use_cache=True)
+                out = llama.hf.base_model(
+                    input_ids=torch.tensor([[tok]]),
+                    past_key_values=cache,
+                    position_ids=torch.tensor([[pos]]),
+                    use_cache=True,
+                )
             h, cache, pos = out.last_hidden_state, out.past_key_values, pos + 1
         assert toks == expect, (e, toks, expect)
         assert text == llama.tokenizer.decode(toks)
     by_eps = {e: toks for e, _, toks, _, _ in got}
     assert by_eps[-3.0] != by_eps[0.0] or by_eps[3.0] != by_eps[0.0]
     ids = torch.tensor([prompt])
-    plain = llama.hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
-                              do_sample=False, pad_token_id=2)[0, len(prompt):].tolist()
+    plain = llama.hf.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=6,
+        do_sample=False,
+        pad_token_id=2,
+    )[0, len(prompt) :].tolist()
     cut = next((i for i, t in enumerate(plain) if t in llama.eos_token_ids), len(plain))
     assert by_eps[0.0] == plain[:cut]
 
@@ -247,13 +288,23 @@ def test_measured_members_leave_out_the_source_and_small_clusters():
 # --------------------------------------------------------------------------------------------
 
 
-def _write_prompt(root: Path, model, basis_meta="mlp_neurons", n=12, labels=None, km=None,
-                  max_nodes=30, configs=((1.0, 0.5), (0.5, 0.1))) -> dict[str, Path]:
+def _write_prompt(
+    root: Path,
+    model,
+    basis_meta="mlp_neurons",
+    n=12,
+    labels=None,
+    km=None,
+    max_nodes=30,
+    configs=((1.0, 0.5), (0.5, 0.1)),
+) -> dict[str, Path]:
     pid = "toy"
     prompt = model.tokenizer(PROMPT)["input_ids"]
     g = torch.Generator().manual_seed(7)
-    conts = [torch.randint(3, 70, (int(k),), generator=g).tolist()
-             for k in torch.randint(1, 7, (n,), generator=g)]
+    conts = [
+        torch.randint(3, 70, (int(k),), generator=g).tolist()
+        for k in torch.randint(1, 7, (n,), generator=g)
+    ]
     basis = load_basis("mlp_neurons", model)
     res = attribute(model, basis, prompt, conts, max_feature_nodes=max_nodes, batch_size=6)
     A = res.signatures.double().numpy()
@@ -265,51 +316,122 @@ def _write_prompt(root: Path, model, basis_meta="mlp_neurons", n=12, labels=None
     km = np.arange(n) % 3 if km is None else np.asarray(km)
     norm = normalise_mechanistic(A, P)
     K = int(labels.max()) + 1
-    arrays = {"H0": norm.H0, "scale": np.asarray(norm.scale),
-              "beta": np.array([b for b, _ in configs]), "gamma": np.array([g for _, g in configs]),
-              "K": np.array([K] * len(configs)), "labels": np.stack([labels] * len(configs))}
+    arrays = {
+        "H0": norm.H0,
+        "scale": np.asarray(norm.scale),
+        "beta": np.array([b for b, _ in configs]),
+        "gamma": np.array([g for _, g in configs]),
+        "K": np.array([K] * len(configs)),
+        "labels": np.stack([labels] * len(configs)),
+    }
     for i in range(len(configs)):
-        arrays[f"cfg{i:03d}_centres_e"] = np.stack([P[labels == c] @ E[labels == c] / P[labels == c].sum()
-                                                    for c in range(K)])
-        arrays[f"cfg{i:03d}_centres_a"] = np.stack([weighted_median(norm.A_tilde[labels == c], P[labels == c])
-                                                    for c in range(K)])
+        arrays[f"cfg{i:03d}_centres_e"] = np.stack(
+            [P[labels == c] @ E[labels == c] / P[labels == c].sum() for c in range(K)]
+        )
+        arrays[f"cfg{i:03d}_centres_a"] = np.stack(
+            [weighted_median(norm.A_tilde[labels == c], P[labels == c]) for c in range(K)]
+        )
         arrays[f"cfg{i:03d}_weights"] = np.array([P[labels == c].sum() / P.sum() for c in range(K)])
-    f = {k: root / v for k, v in {
-        "samples": "samples/toy.parquet", "prompt": "samples/toy.prompt.json",
-        "signatures": "attribution/toy.safetensors", "nodes": "attribution/toy.nodes.parquet",
-        "embeddings": "embeddings/toy.npz", "clusters": "clusters/toy.npz",
-        "baselines": "baselines/toy.labels.parquet"}.items()}
-    io.write_parquet(pd.DataFrame({
-        "prompt_id": pid, "sample_idx": np.arange(n), "text": [" ".join(map(str, c)) for c in conts],
-        "token_ids": [np.asarray(c, dtype=np.int64) for c in conts],
-        "n_tokens": [len(c) for c in conts], "mean_logprob": np.log(P), "weight": P,
-        "stop_reason": "length"}), f["samples"])
-    io.write_json({"prompt_id": pid, "text": PROMPT, "model_input": PROMPT, "prompt_token_ids": prompt,
-                   "model": model.name, "chat_template": False}, f["prompt"])
-    io.write_safetensors({"signatures": res.signatures.float()}, f["signatures"],
-                         metadata={"basis": basis_meta, "model": model.name, "prompt_id": pid})
+    f = {
+        k: root / v
+        for k, v in {
+            "samples": "samples/toy.parquet",
+            "prompt": "samples/toy.prompt.json",
+            "signatures": "attribution/toy.safetensors",
+            "nodes": "attribution/toy.nodes.parquet",
+            "embeddings": "embeddings/toy.npz",
+            "clusters": "clusters/toy.npz",
+            "baselines": "baselines/toy.labels.parquet",
+        }.items()
+    }
+    io.write_parquet(
+        pd.DataFrame(
+            {
+                "prompt_id": pid,
+                "sample_idx": np.arange(n),
+                "text": [" ".join(map(str, c)) for c in conts],
+                "token_ids": [np.asarray(c, dtype=np.int64) for c in conts],
+                "n_tokens": [len(c) for c in conts],
+                "mean_logprob": np.log(P),
+                "weight": P,
+                "stop_reason": "length",
+            }
+        ),
+        f["samples"],
+    )
+    io.write_json(
+        {
+            "prompt_id": pid,
+            "text": PROMPT,
+            "model_input": PROMPT,
+            "prompt_token_ids": prompt,
+            "model": model.name,
+            "chat_template": False,
+        },
+        f["prompt"],
+    )
+    io.write_safetensors(
+        {"signatures": res.signatures.float()},
+        f["signatures"],
+        metadata={"basis": basis_meta, "model": model.name, "prompt_id": pid},
+    )
     io.write_parquet(res.nodes.table(model.tokenizer), f["nodes"])
     io.write_npz(f["embeddings"], embeddings=E.astype(np.float32), sample_idx=np.arange(n))
     io.write_npz(f["clusters"], **arrays)
-    io.write_parquet(pd.DataFrame({"prompt_id": pid, "method": "km_sem", "k": K, "sample_idx": np.arange(n),
-                                   "label": km.astype(np.int64)}), f["baselines"])
+    io.write_parquet(
+        pd.DataFrame(
+            {
+                "prompt_id": pid,
+                "method": "km_sem",
+                "k": K,
+                "sample_idx": np.arange(n),
+                "label": km.astype(np.int64),
+            }
+        ),
+        f["baselines"],
+    )
     return f
 
 
 def _run_stage(root, f, model, monkeypatch, steering=None, attribution=None, seed=3):
     monkeypatch.setattr(steer_stage, "load_configured_model", lambda cfg: model)
-    out = {k: root / "steering" / f"toy.{k}.{ext}" for k, ext in
-           (("curves", "parquet"), ("metrics", "parquet"), ("generations", "parquet"), ("stats", "json"))}
-    steering = {"configs": [[1.0, 0.5]], "budgets": [2, 4], "batch_size": 16, "n_generate": 2,
-                **(steering or {})}
+    out = {
+        k: root / "steering" / f"toy.{k}.{ext}"
+        for k, ext in (
+            ("curves", "parquet"),
+            ("metrics", "parquet"),
+            ("generations", "parquet"),
+            ("stats", "json"),
+        )
+    }
+    steering = {
+        "configs": [[1.0, 0.5]],
+        "budgets": [2, 4],
+        "batch_size": 16,
+        "n_generate": 2,
+        **(steering or {}),
+    }
     attribution = section_defaults("attribution", attribution or {"basis": "mlp_neurons"})
     res = steer_stage.run_steer(
-        prompt_id="toy", samples=f["samples"], prompt=f["prompt"], signatures=f["signatures"],
-        nodes=f["nodes"], embeddings=f["embeddings"], clusters=f["clusters"],
-        baseline_labels=f["baselines"], model_cfg={"name": model.name}, attribution_cfg=attribution,
-        steering_cfg=steering, sampling_cfg={"max_new_tokens": 4}, transcoder_dir=None, seed=seed,
-        out_curves=out["curves"], out_metrics=out["metrics"], out_generations=out["generations"],
-        out_stats=out["stats"])
+        prompt_id="toy",
+        samples=f["samples"],
+        prompt=f["prompt"],
+        signatures=f["signatures"],
+        nodes=f["nodes"],
+        embeddings=f["embeddings"],
+        clusters=f["clusters"],
+        baseline_labels=f["baselines"],
+        model_cfg={"name": model.name},
+        attribution_cfg=attribution,
+        steering_cfg=steering,
+        sampling_cfg={"max_new_tokens": 4},
+        transcoder_dir=None,
+        seed=seed,
+        out_curves=out["curves"],
+        out_metrics=out["metrics"],
+        out_generations=out["generations"],
+        out_stats=out["stats"],
+    )
     return res, out
 
 
@@ -326,9 +448,20 @@ def test_stage_writes_the_contract_files(llama, toy_files, tmp_path, monkeypatch
     metrics = pd.read_parquet(out["metrics"])
     gens = pd.read_parquet(out["generations"])
     assert list(curves.columns) == CURVE_COLUMNS
-    assert list(metrics.columns[:12]) == ["prompt_id", "method", "budget", "beta", "gamma", "cluster",
-                                          "mass", "n_heldout", "pearson", "spearman", "frac_moved",
-                                          "specificity"]
+    assert list(metrics.columns[:12]) == [
+        "prompt_id",
+        "method",
+        "budget",
+        "beta",
+        "gamma",
+        "cluster",
+        "mass",
+        "n_heldout",
+        "pearson",
+        "spearman",
+        "frac_moved",
+        "specificity",
+    ]
     # every method, both budgets, RD clusters 0 and 1 and KM-Sem clusters 0..2
     got = metrics.groupby(["method", "budget"])["cluster"].apply(sorted).to_dict()
     for B in (2, 4):
@@ -348,15 +481,22 @@ def test_stage_writes_the_contract_files(llama, toy_files, tmp_path, monkeypatch
     assert (own.source_cluster == own.measured_cluster).all()
     # metrics are reductions of the curves
     for r in metrics.itertuples():
-        c = curves[(curves.method == r.method) & (curves.budget == r.budget)
-                   & (curves.source_cluster == r.cluster)]
+        c = curves[
+            (curves.method == r.method)
+            & (curves.budget == r.budget)
+            & (curves.source_cluster == r.cluster)
+        ]
         o = c[c.own].sort_values("epsilon")
         assert math.isclose(r.pearson, pearson(o.epsilon, o.delta), rel_tol=1e-12)
         assert math.isclose(r.spearman, spearman(o.epsilon, o.delta), rel_tol=1e-12, abs_tol=1e-15)
-        effects = {k: slope(g.sort_values("epsilon").epsilon, g.sort_values("epsilon").delta)
-                   for k, g in c.groupby("measured_cluster")}
+        effects = {
+            k: slope(g.sort_values("epsilon").epsilon, g.sort_values("epsilon").delta)
+            for k, g in c.groupby("measured_cluster")
+        }
         others = [v for k, v in effects.items() if k != r.cluster]
-        assert math.isclose(r.specificity, effects[r.cluster] - max(others), rel_tol=1e-9, abs_tol=1e-12)
+        assert math.isclose(
+            r.specificity, effects[r.cluster] - max(others), rel_tol=1e-9, abs_tol=1e-12
+        )
         assert math.isclose(r.frac_moved, o.frac_moved.dropna().mean(), rel_tol=1e-12)
     # the steering moves the target; the random control's effect is not forced to be zero
     assert (metrics.loc[metrics.method == "RD", "effect"].abs() > 1e-4).all()
@@ -365,7 +505,11 @@ def test_stage_writes_the_contract_files(llama, toy_files, tmp_path, monkeypatch
     assert (gens.method == "RD").all() and (gens.cluster == 0).all() and (gens.budget == 4).all()
     stats = io.read_json(out["stats"])
     assert stats["forwards"] == stats["prefix_forwards"] + stats["continuation_forwards"]
-    assert stats["min_forwards"] <= stats["forwards"] <= stats["min_forwards"] + stats["prefix_forwards"]
+    assert (
+        stats["min_forwards"]
+        <= stats["forwards"]
+        <= stats["min_forwards"] + stats["prefix_forwards"]
+    )
     assert stats["forwards"] < stats["naive_forwards"]
     # same seed -> identical bytes (parquet writer is deterministic)
     res2, out2 = _run_stage(tmp_path / "again", toy_files, llama, monkeypatch)
@@ -396,9 +540,19 @@ def test_every_method_goes_through_one_measurement_call(llama, toy_files, tmp_pa
 
 
 def _inputs(f, settings=None, basis="mlp_neurons", model="tiny-llama"):
-    return steer_stage.read_steering_inputs("toy", f["samples"], f["prompt"], f["signatures"], f["nodes"], f["embeddings"],
-                          f["clusters"], f["baselines"], settings or SteeringSettings.from_config({"configs": [[1.0, 0.5]], "budgets": [2, 4]}),
-                          basis, model)
+    return steer_stage.read_steering_inputs(
+        "toy",
+        f["samples"],
+        f["prompt"],
+        f["signatures"],
+        f["nodes"],
+        f["embeddings"],
+        f["clusters"],
+        f["baselines"],
+        settings or SteeringSettings.from_config({"configs": [[1.0, 0.5]], "budgets": [2, 4]}),
+        basis,
+        model,
+    )
 
 
 def test_sources_follow_their_definitions(toy_files):
@@ -410,8 +564,9 @@ def test_sources_follow_their_definitions(toy_files):
     for s in sources:
         members = np.nonzero(parts[(s.partition, 1.0, 0.5)] == s.cluster)[0]
         if s.method == "RD":
-            d = 0.5 * ((inp.embeddings[members] - rd["centres_e"][s.cluster]) ** 2).sum(1) \
-                + 0.5 * np.abs(At[members] - rd["centres_a"][s.cluster]).sum(1)
+            d = 0.5 * ((inp.embeddings[members] - rd["centres_e"][s.cluster]) ** 2).sum(
+                1
+            ) + 0.5 * np.abs(At[members] - rd["centres_a"][s.cluster]).sum(1)
             assert s.source_member == members[np.argmin(d)]
             vec = inp.signatures[s.source_member]
         elif s.method == "Single":
@@ -421,8 +576,12 @@ def test_sources_follow_their_definitions(toy_files):
             vec = inp.H0 + inp.scale * weighted_median(At[members], inp.weights[members])
             assert s.source_member == -1
             # raw units: the weighted median of the raw signatures themselves
-            np.testing.assert_allclose(vec, weighted_median(inp.signatures[members], inp.weights[members]),
-                                       rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(
+                vec,
+                weighted_median(inp.signatures[members], inp.weights[members]),
+                rtol=1e-9,
+                atol=1e-12,
+            )
         else:
             assert s.method == "Random" and s.columns.size == 3
             continue
@@ -432,11 +591,19 @@ def test_sources_follow_their_definitions(toy_files):
         assert (s.signs == np.sign(vec[s.columns])).all()
     assert any("has 1 member" in x for x in skipped)
     # the normalised view is an option
-    norm = plan_sources(inp, SteeringSettings.from_config(
-        {"configs": [[1.0, 0.5]], "budgets": [3], "source_space": "normalised"}), seed=5)[0]
+    norm = plan_sources(
+        inp,
+        SteeringSettings.from_config(
+            {"configs": [[1.0, 0.5]], "budgets": [3], "source_space": "normalised"}
+        ),
+        seed=5,
+    )[0]
     s = next(x for x in norm if x.method == "RD")
     assert set(s.columns.tolist()) == set(
-        inp.feature_cols[np.argsort(-np.abs(At[s.source_member][inp.feature_cols]), kind="stable")[:3]].tolist())
+        inp.feature_cols[
+            np.argsort(-np.abs(At[s.source_member][inp.feature_cols]), kind="stable")[:3]
+        ].tolist()
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,7 +626,9 @@ def test_settings_reject_bad_values():
 
 def test_config_not_in_the_sweep_is_an_error_at_start_up():
     check_steering_configs({"configs": [[1.0, 0.5]]}, {"betas": [0.5, 1.0], "gammas": [0.5]})
-    with pytest.raises(SteeringInputError, match=r"beta=2, gamma=0.5\) is not in the clustering sweep"):
+    with pytest.raises(
+        SteeringInputError, match=r"beta=2, gamma=0.5\) is not in the clustering sweep"
+    ):
         check_steering_configs({"configs": [[2.0, 0.5]]}, {"betas": [0.5, 1.0], "gammas": [0.5]})
 
 
@@ -469,13 +638,26 @@ def test_bad_inputs_fail_before_the_model_loads(llama, toy_files, tmp_path, monk
 
     monkeypatch.setattr(steer_stage, "load_configured_model", no_model)
     base = {"configs": [[1.0, 0.5]], "budgets": [2]}
-    with pytest.raises(SteeringInputError, match="basis 'mlp_neurons', but the configured attribution.basis is 'transcoder'"):
-        _run_stage(tmp_path, toy_files, llama, monkeypatch, steering=base,
-                   attribution={"basis": "transcoder", "transcoder_dir": str(tmp_path)})
+    with pytest.raises(
+        SteeringInputError,
+        match="basis 'mlp_neurons', but the configured attribution.basis is 'transcoder'",
+    ):
+        _run_stage(
+            tmp_path,
+            toy_files,
+            llama,
+            monkeypatch,
+            steering=base,
+            attribution={"basis": "transcoder", "transcoder_dir": str(tmp_path)},
+        )
     with pytest.raises(SteeringInputError, match="B=31 exceeds the 30 feature nodes"):
         _run_stage(tmp_path, toy_files, llama, monkeypatch, steering={**base, "budgets": [5, 31]})
-    with pytest.raises(SteeringInputError, match=r"\(beta=0.75, gamma=0.5\) is not in the clustering sweep"):
-        _run_stage(tmp_path, toy_files, llama, monkeypatch, steering={**base, "configs": [[0.75, 0.5]]})
+    with pytest.raises(
+        SteeringInputError, match=r"\(beta=0.75, gamma=0.5\) is not in the clustering sweep"
+    ):
+        _run_stage(
+            tmp_path, toy_files, llama, monkeypatch, steering={**base, "configs": [[0.75, 0.5]]}
+        )
     with pytest.raises(SteeringInputError, match="lacks 0"):
         _run_stage(tmp_path, toy_files, llama, monkeypatch, steering={**base, "epsilons": [-1, 1]})
     other = _write_prompt(tmp_path / "tc", llama, basis_meta="transcoder")
@@ -517,19 +699,42 @@ def test_aggregate_has_a_row_for_every_method_and_budget(tmp_path):
     rng = np.random.default_rng(1)
     paths = []
     for p in range(3):
-        rows = [{"prompt_id": f"p{p}", "method": m, "budget": B, "beta": 1.0, "gamma": 0.5, "cluster": c,
-                 "mass": 0.5, "n_heldout": 4, "pearson": rng.uniform(-1, 1), "spearman": rng.uniform(-1, 1),
-                 "frac_moved": rng.uniform(), "specificity": rng.normal(), "effect": 0.1,
-                 "max_other_effect": 0.0, "n_nodes": B, "source_member": 0}
-                for m in ("RD", "Single", "Random") for B in (5, 10) for c in range(2)]
+        rows = [
+            {
+                "prompt_id": f"p{p}",
+                "method": m,
+                "budget": B,
+                "beta": 1.0,
+                "gamma": 0.5,
+                "cluster": c,
+                "mass": 0.5,
+                "n_heldout": 4,
+                "pearson": rng.uniform(-1, 1),
+                "spearman": rng.uniform(-1, 1),
+                "frac_moved": rng.uniform(),
+                "specificity": rng.normal(),
+                "effect": 0.1,
+                "max_other_effect": 0.0,
+                "n_nodes": B,
+                "source_member": 0,
+            }
+            for m in ("RD", "Single", "Random")
+            for B in (5, 10)
+            for c in range(2)
+        ]
         paths.append(tmp_path / f"p{p}.parquet")
         io.write_parquet(metrics_frame(rows), paths[-1])
     out_csv, out_tex = tmp_path / "t.csv", tmp_path / "t.tex"
     table = steer_stage.run_aggregate_steering(
-        metrics=paths, steering_cfg={"budgets": [5, 10], "bootstrap": 200}, seed=0,
-        out_csv=out_csv, out_tex=out_tex)
+        metrics=paths,
+        steering_cfg={"budgets": [5, 10], "bootstrap": 200},
+        seed=0,
+        out_csv=out_csv,
+        out_tex=out_tex,
+    )
     assert [tuple(x) for x in table[["method", "budget"]].itertuples(index=False)] == [
-        (m, B) for B in (5, 10) for m in METHODS]
+        (m, B) for B in (5, 10) for m in METHODS
+    ]
     km = table[table.method == "KM-Sem"]
     assert (km.n_clusters == 0).all() and km.pearson_mean.isna().all()
     rd = table[(table.method == "RD") & (table.budget == 5)].iloc[0]
@@ -539,8 +744,12 @@ def test_aggregate_has_a_row_for_every_method_and_budget(tmp_path):
     assert rd.pearson_ci_low <= rd.pearson_mean <= rd.pearson_ci_high
     assert pd.read_csv(out_csv).shape[0] == 8 and "RD" in out_tex.read_text()
     again = steer_stage.run_aggregate_steering(
-        metrics=paths, steering_cfg={"budgets": [5, 10], "bootstrap": 200}, seed=0,
-        out_csv=tmp_path / "u.csv", out_tex=tmp_path / "u.tex")
+        metrics=paths,
+        steering_cfg={"budgets": [5, 10], "bootstrap": 200},
+        seed=0,
+        out_csv=tmp_path / "u.csv",
+        out_tex=tmp_path / "u.tex",
+    )
     pd.testing.assert_frame_equal(table, again)
 
 
@@ -551,8 +760,11 @@ def test_a_node_that_cannot_reach_the_continuation_is_flat(llama, toy_files):
     inp = _inputs(toy_files)
     last = llama.hf.config.num_hidden_layers - 1
     M = len(inp.prompt_ids)
-    dead = inp.feature_cols[((inp.nodes["layer"] == last) & (inp.nodes["position"] < M - 1)
-                             ).to_numpy()[inp.feature_cols]]
+    dead = inp.feature_cols[
+        ((inp.nodes["layer"] == last) & (inp.nodes["position"] < M - 1)).to_numpy()[
+            inp.feature_cols
+        ]
+    ]
     assert dead.size >= 2
     assert (inp.signatures[:, dead] == 0).all()  # attribution agrees: no path to the target
     settings = SteeringSettings.from_config({"configs": [[1.0, 0.5]], "budgets": [2]})
@@ -562,7 +774,9 @@ def test_a_node_that_cannot_reach_the_continuation_is_flat(llama, toy_files):
             assert (inp.signatures[:, s.columns] != 0).any(axis=0).all()
     flat = Source("Random", 2, 1.0, 0.5, 0, "RD", dead[:2], np.array([1.0, -1.0]), -1)
     live = next(s for s in sources if s.method == "RD" and s.cluster == 0)
-    res = steer_sources(llama, load_basis("mlp_neurons", llama), inp, [live, flat], parts, settings, 5)
+    res = steer_sources(
+        llama, load_basis("mlp_neurons", llama), inp, [live, flat], parts, settings, 5
+    )
     m = res.metrics.set_index("method")
     assert math.isnan(m.loc["Random", "pearson"]) and math.isnan(m.loc["Random", "spearman"])
     assert m.loc["Random", "frac_moved"] == 0.0

@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_snakemake, write_config
 
 SMOKE_PROMPTS = ["mercury", "java"]
@@ -14,8 +13,9 @@ SMOKE_PROMPTS = ["mercury", "java"]
 
 def _smoke_config(workdir: Path, **overrides) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
-    return write_config(workdir / "cfg.yaml", prompts=str(REPO / ".test" / "config" / "prompts.yaml"),
-                        **overrides)
+    return write_config(
+        workdir / "cfg.yaml", prompts=str(REPO / ".test" / "config" / "prompts.yaml"), **overrides
+    )
 
 
 def _planned_jobs(proc) -> dict[str, int]:
@@ -70,15 +70,18 @@ def test_same_seed_is_byte_identical_and_another_seed_differs(smoke_run, tmp_pat
     assert (same / target).read_bytes() == (wd / target).read_bytes()
 
 
-@pytest.mark.parametrize("prompts,overrides,message", [
-    ("- {id: a, text: x}\n", {"sampling__n_continuationz": 3}, "n_continuationz"),
-    ("- {id: a, text: x}\n", {"sampling__max_new_tokens": "many"}, "sampling.max_new_tokens"),
-    ("", {}, "prompt file is empty"),
-    ("- {id: a, text: x}\n- {id: a, text: y}\n", {}, "duplicate prompt id"),
-    ("- {id: '../../etc', text: x}\n", {}, "unsafe prompt id"),
-    ("- {id: a, text: ''}\n", {}, "empty text"),
-    ("- {id: a, text: x}\n", {"model__name": "nobody-here/no-such-model"}, "local copy"),
-])
+@pytest.mark.parametrize(
+    "prompts,overrides,message",
+    [
+        ("- {id: a, text: x}\n", {"sampling__n_continuationz": 3}, "n_continuationz"),
+        ("- {id: a, text: x}\n", {"sampling__max_new_tokens": "many"}, "sampling.max_new_tokens"),
+        ("", {}, "prompt file is empty"),
+        ("- {id: a, text: x}\n- {id: a, text: y}\n", {}, "duplicate prompt id"),
+        ("- {id: '../../etc', text: x}\n", {}, "unsafe prompt id"),
+        ("- {id: a, text: ''}\n", {}, "empty text"),
+        ("- {id: a, text: x}\n", {"model__name": "nobody-here/no-such-model"}, "local copy"),
+    ],
+)
 def test_bad_input_fails_before_any_job(tmp_path, prompts, overrides, message):
     pfile = tmp_path / "prompts.yaml"
     pfile.write_text(prompts)

@@ -8,7 +8,8 @@ non-linearities all matter: a linearisation that forgot to freeze one of them fa
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -36,10 +37,16 @@ def tiny_tokenizer() -> Any:
     tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
-                                   eos_token="</s>", model_max_length=64)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        model_max_length=64,
+    )
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
@@ -60,11 +67,21 @@ def _randomise(model: torch.nn.Module, seed: int, scale: float) -> None:
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen))
             else:
                 fan_in = p.shape[-1] if p.dim() > 1 else 1
-                if type(model).__name__.startswith("GPT2") and p.dim() == 2 and "wte" not in name \
-                        and "wpe" not in name:
+                if (
+                    type(model).__name__.startswith("GPT2")
+                    and p.dim() == 2
+                    and "wte" not in name
+                    and "wpe" not in name
+                ):
                     fan_in = p.shape[0]  # Conv1D stores (in, out)
-                std = scale / max(fan_in, 1) ** 0.5 if p.dim() > 1 and "embed" not in lname \
-                    and "wte" not in name and "wpe" not in name else 0.5
+                std = (
+                    scale / max(fan_in, 1) ** 0.5
+                    if p.dim() > 1
+                    and "embed" not in lname
+                    and "wte" not in name
+                    and "wpe" not in name
+                    else 0.5
+                )
                 p.copy_(std * torch.randn(p.shape, generator=gen))
 
 
@@ -76,7 +93,9 @@ def _build(config: Any, cls: Callable, seed: int, scale: float, name: str):
     from semmech.model.loading import wrap_model
 
     torch.manual_seed(seed)
-    config._attn_implementation = "eager" if getattr(config, "model_type", "") == "gemma2" else "sdpa"
+    config._attn_implementation = (
+        "eager" if getattr(config, "model_type", "") == "gemma2" else "sdpa"
+    )
     hf = cls(config).to(torch.float32)
     _randomise(hf, seed, scale)
     tokenizer = tiny_tokenizer()
@@ -87,48 +106,87 @@ def _common(vocab: int) -> dict[str, Any]:
     return dict(vocab_size=vocab, bos_token_id=1, eos_token_id=2, pad_token_id=2)
 
 
-def tiny_llama(seed: int = 0, n_layers: int = 3, hidden: int = 32, intermediate: int = 64,
-               tie: bool = False, scale: float = 1.5):
+def tiny_llama(
+    seed: int = 0,
+    n_layers: int = 3,
+    hidden: int = 32,
+    intermediate: int = 64,
+    tie: bool = False,
+    scale: float = 1.5,
+):
     """A 3-layer random Llama (grouped-query attention, gated SiLU MLP, RMSNorm, RoPE)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=n_layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      tie_word_embeddings=tie, **_common(len(tiny_tokenizer())))
+    cfg = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=tie,
+        **_common(len(tiny_tokenizer())),
+    )
     return _build(cfg, LlamaForCausalLM, seed, scale, "tiny-llama")
 
 
-def tiny_qwen2(seed: int = 0, n_layers: int = 2, hidden: int = 32, intermediate: int = 48,
-               scale: float = 1.5):
+def tiny_qwen2(
+    seed: int = 0, n_layers: int = 2, hidden: int = 32, intermediate: int = 48, scale: float = 1.5
+):
     """A random Qwen2 (biases on q/k/v, tied embeddings)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    cfg = Qwen2Config(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=n_layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      tie_word_embeddings=True, **_common(len(tiny_tokenizer())))
+    cfg = Qwen2Config(
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+        **_common(len(tiny_tokenizer())),
+    )
     return _build(cfg, Qwen2ForCausalLM, seed, scale, "tiny-qwen2")
 
 
-def tiny_gemma(seed: int = 0, n_layers: int = 2, hidden: int = 32, intermediate: int = 64,
-               scale: float = 1.5):
+def tiny_gemma(
+    seed: int = 0, n_layers: int = 2, hidden: int = 32, intermediate: int = 64, scale: float = 1.5
+):
     """A random Gemma (gain-minus-one RMSNorm, embedding scaled by sqrt(d), GeLU gated MLP)."""
     from transformers import GemmaConfig, GemmaForCausalLM
 
-    cfg = GemmaConfig(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=n_layers,
-                      num_attention_heads=4, num_key_value_heads=1, head_dim=8,
-                      max_position_embeddings=64, **_common(len(tiny_tokenizer())))
+    cfg = GemmaConfig(
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=8,
+        max_position_embeddings=64,
+        **_common(len(tiny_tokenizer())),
+    )
     return _build(cfg, GemmaForCausalLM, seed, scale, "tiny-gemma")
 
 
-def tiny_gemma2(seed: int = 0, n_layers: int = 2, hidden: int = 32, intermediate: int = 64,
-                scale: float = 1.5):
+def tiny_gemma2(
+    seed: int = 0, n_layers: int = 2, hidden: int = 32, intermediate: int = 64, scale: float = 1.5
+):
     """A random Gemma 2 (post-norms around attention and MLP, attention and final-logit softcaps)."""
     from transformers import Gemma2Config, Gemma2ForCausalLM
 
-    cfg = Gemma2Config(hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=n_layers,
-                       num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-                       max_position_embeddings=64, sliding_window=4, final_logit_softcapping=3.0,
-                       attn_logit_softcapping=5.0, **_common(len(tiny_tokenizer())))
+    cfg = Gemma2Config(
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=64,
+        sliding_window=4,
+        final_logit_softcapping=3.0,
+        attn_logit_softcapping=5.0,
+        **_common(len(tiny_tokenizer())),
+    )
     return _build(cfg, Gemma2ForCausalLM, seed, scale, "tiny-gemma2")
 
 
@@ -136,13 +194,23 @@ def tiny_gpt2(seed: int = 0, n_layers: int = 2, hidden: int = 32, scale: float =
     """A random GPT-2 (fused Conv1D qkv, LayerNorm with bias, learned position embeddings)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    cfg = GPT2Config(n_embd=hidden, n_layer=n_layers, n_head=4, n_positions=64,
-                     attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0,
-                     **_common(len(tiny_tokenizer())))
+    cfg = GPT2Config(
+        n_embd=hidden,
+        n_layer=n_layers,
+        n_head=4,
+        n_positions=64,
+        attn_pdrop=0.0,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        **_common(len(tiny_tokenizer())),
+    )
     return _build(cfg, GPT2LMHeadModel, seed, scale, "tiny-gpt2")
 
 
 TINY_MODELS: dict[str, Callable[..., Any]] = {
-    "llama": tiny_llama, "qwen2": tiny_qwen2, "gemma": tiny_gemma, "gemma2": tiny_gemma2,
+    "llama": tiny_llama,
+    "qwen2": tiny_qwen2,
+    "gemma": tiny_gemma,
+    "gemma2": tiny_gemma2,
     "gpt2": tiny_gpt2,
 }

@@ -25,8 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in problems:
             print(line)
         if problems:
-            print(f"verify: {len(problems)} problem(s) in {args.run_dir} against its {MANIFEST_NAME}",
-                  file=sys.stderr)
+            print(
+                f"verify: {len(problems)} problem(s) in {args.run_dir} against its {MANIFEST_NAME}",
+                file=sys.stderr,
+            )
             return 1
         print(f"verify: every artifact in {args.run_dir} matches its {MANIFEST_NAME}")
         return 0

@@ -11,8 +11,9 @@ import copy
 import functools
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jsonschema
 import yaml
@@ -32,7 +33,9 @@ def validate_config(cfg: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) 
     Uses Snakemake's own ``validate`` so that the rules see exactly what tests see.
     """
     schema = yaml.safe_load(Path(schema_path).read_text())
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(cfg))
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(cfg)
+    )
     if error is not None:
         where = ".".join(str(p) for p in error.absolute_path) or "<top level>"
         raise ConfigError(f"invalid config at {where}: {error.message}")
@@ -50,7 +53,7 @@ def load_config(path: str | Path, schema_path: str | Path = SCHEMA_PATH) -> dict
     return validate_config(cfg, schema_path)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _schema() -> dict[str, Any]:
     return yaml.safe_load(SCHEMA_PATH.read_text())
 
@@ -99,17 +102,25 @@ def config_reference() -> str:
     """``config/README.md``: every key of the schema with its type, default and meaning,
     generated from the schema so that the two cannot drift apart (a test compares them)."""
     schema = _schema()
-    lines = ["# Configuration reference", "",
-             "Generated from `workflow/schemas/config.schema.yaml` by `semmech config-reference`;",
-             "a test fails when the two differ. Every key is optional unless marked required;",
-             "unknown keys are errors. Nested keys are written with dots.", "",
-             "| key | type | default | meaning |", "|---|---|---|---|"]
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `workflow/schemas/config.schema.yaml` by `semmech config-reference`;",
+        "a test fails when the two differ. Every key is optional unless marked required;",
+        "unknown keys are errors. Nested keys are written with dots.",
+        "",
+        "| key | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
 
     def walk(sub: Mapping[str, Any], prefix: str, required: set[str]) -> None:
         for key, child in sub.get("properties", {}).items():
             path = f"{prefix}{key}"
-            default = json.dumps(child["default"]) if "default" in child else (
-                "required" if key in required else "")
+            default = (
+                json.dumps(child["default"])
+                if "default" in child
+                else ("required" if key in required else "")
+            )
             desc = str(child.get("description", "")).replace("|", "\\|")
             if child.get("type") == "object" and "properties" in child:
                 lines.append(f"| `{path}` | section | | {desc} |")

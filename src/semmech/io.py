@@ -10,15 +10,15 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
 from safetensors import safe_open
 from safetensors.numpy import save as save_numpy
-
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -44,7 +44,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     try:
         yield tmp_path
         if tmp_path.exists():
-            os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs are for reviewers too
+            os.chmod(
+                tmp_path, 0o666 & ~_UMASK
+            )  # mkstemp creates 0600; outputs are for reviewers too
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -66,9 +68,14 @@ def read_parquet(path: str | os.PathLike, required: list[str] | None = None) -> 
     return require_columns(df, required or [], str(path))
 
 
-def require_columns(df: pd.DataFrame, columns: Sequence[str], what: str, *,
-                    error: type[Exception] = CorruptInputError,
-                    allow_empty: bool = True) -> pd.DataFrame:
+def require_columns(
+    df: pd.DataFrame,
+    columns: Sequence[str],
+    what: str,
+    *,
+    error: type[Exception] = CorruptInputError,
+    allow_empty: bool = True,
+) -> pd.DataFrame:
     """``df`` itself if it is a DataFrame with all of ``columns`` (and at least one row unless
     ``allow_empty``); otherwise ``error`` naming ``what`` and the missing columns."""
     if not isinstance(df, pd.DataFrame):
@@ -122,8 +129,9 @@ def read_npz(path: str | os.PathLike, required: list[str] | None = None) -> dict
     return out
 
 
-def write_safetensors(tensors: Mapping[str, Any], path: str | os.PathLike,
-                      metadata: Mapping[str, str] | None = None) -> None:
+def write_safetensors(
+    tensors: Mapping[str, Any], path: str | os.PathLike, metadata: Mapping[str, str] | None = None
+) -> None:
     """Save arrays (numpy, or CPU torch tensors in a numpy dtype) atomically, with a canonical
     header so that equal content gives equal bytes.
 
@@ -131,18 +139,21 @@ def write_safetensors(tensors: Mapping[str, Any], path: str | os.PathLike,
     entries) varies between processes; the header is re-serialised with sorted keys. Tensor
     data and offsets are untouched. Written through numpy, so this module needs no torch.
     """
-    arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
-              for k, v in tensors.items()}
+    arrays = {
+        k: np.ascontiguousarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+        for k, v in tensors.items()
+    }
     raw = save_numpy(arrays, metadata=dict(metadata) if metadata else None)
     n = int.from_bytes(raw[:8], "little")
-    header = json.dumps(json.loads(raw[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header = json.dumps(json.loads(raw[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)  # the format pads the header to 8-byte alignment
     with atomic_path(path, suffix=".safetensors") as tmp:
-        tmp.write_bytes(len(header).to_bytes(8, "little") + header + raw[8 + n:])
+        tmp.write_bytes(len(header).to_bytes(8, "little") + header + raw[8 + n :])
 
 
-def read_safetensors(path: str | os.PathLike, required: list[str] | None = None
-                     ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def read_safetensors(
+    path: str | os.PathLike, required: list[str] | None = None
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Return (numpy arrays, metadata); name the file when it is unreadable or incomplete."""
     try:
         with safe_open(str(path), framework="numpy") as fh:

@@ -5,14 +5,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
 
 @contextlib.contextmanager
-def job_logging(log_path: str | Path | None, threads: int | None = None) -> Iterator[logging.Logger]:
+def job_logging(
+    log_path: str | Path | None, threads: int | None = None
+) -> Iterator[logging.Logger]:
     """Send logging, warnings and tqdm (stderr) of one job to its log file; set torch threads."""
     if threads:
         torch.set_num_threads(int(threads))

@@ -11,16 +11,32 @@ import hashlib
 import importlib.metadata
 import platform
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from . import io
 
 MANIFEST_NAME = "manifest.json"
 EXCLUDED_DIRS = ("logs", "benchmarks")
-PACKAGES = ("semmech", "torch", "transformers", "nnsight", "snakemake", "numpy", "pandas", "pyarrow",
-            "scikit-learn", "scipy", "umap-learn", "hdbscan", "matplotlib", "sentence-transformers",
-            "safetensors", "gguf")
+PACKAGES = (
+    "semmech",
+    "torch",
+    "transformers",
+    "nnsight",
+    "snakemake",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "scikit-learn",
+    "scipy",
+    "umap-learn",
+    "hdbscan",
+    "matplotlib",
+    "sentence-transformers",
+    "safetensors",
+    "gguf",
+)
 
 
 def sha256_file(path: str | Path) -> str:
@@ -63,25 +79,45 @@ def rule_for(path: str, producers: Mapping[str, str]) -> str:
     return "unknown"
 
 
-def build_manifest(run_dir: str | Path, producers: Mapping[str, str], config: Mapping[str, Any],
-                   model_weights_sha256: str) -> dict[str, Any]:
+def build_manifest(
+    run_dir: str | Path,
+    producers: Mapping[str, str],
+    config: Mapping[str, Any],
+    model_weights_sha256: str,
+) -> dict[str, Any]:
     run_dir = Path(run_dir)
     artifacts = []
     for rel in artifact_paths(run_dir):
         full = run_dir / rel
-        artifacts.append({"path": rel.as_posix(), "sha256": sha256_file(full),
-                          "bytes": full.stat().st_size,
-                          "rule": rule_for((run_dir / rel).as_posix(), producers)})
+        artifacts.append(
+            {
+                "path": rel.as_posix(),
+                "sha256": sha256_file(full),
+                "bytes": full.stat().st_size,
+                "rule": rule_for((run_dir / rel).as_posix(), producers),
+            }
+        )
     return {
-        "run": config.get("run"), "seed": config.get("seed"), "config": dict(config),
-        "model": {"name": config.get("model", {}).get("name"), "weights_sha256": model_weights_sha256},
-        "packages": package_versions(), "python": platform.python_version(),
+        "run": config.get("run"),
+        "seed": config.get("seed"),
+        "config": dict(config),
+        "model": {
+            "name": config.get("model", {}).get("name"),
+            "weights_sha256": model_weights_sha256,
+        },
+        "packages": package_versions(),
+        "python": platform.python_version(),
         "artifacts": artifacts,
     }
 
 
-def write_manifest(run_dir: str | Path, producers: Mapping[str, str], config: Mapping[str, Any],
-                   model_weights_sha256: str, out: str | Path | None = None) -> Path:
+def write_manifest(
+    run_dir: str | Path,
+    producers: Mapping[str, str],
+    config: Mapping[str, Any],
+    model_weights_sha256: str,
+    out: str | Path | None = None,
+) -> Path:
     out = Path(out) if out else Path(run_dir) / MANIFEST_NAME
     io.write_json(build_manifest(run_dir, producers, config, model_weights_sha256), out)
     return out

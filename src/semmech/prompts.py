@@ -36,13 +36,21 @@ def read_prompts(path: str | Path) -> list[Prompt]:
     prompts: list[Prompt] = []
     seen: set[str] = set()
     for i, rec in enumerate(records):
-        if not isinstance(rec, dict) or set(rec) - {"id", "text"} or "id" not in rec or "text" not in rec:
-            raise PromptFileError(f"{path}: record {i} must have exactly the keys 'id' and 'text', got {rec!r}")
+        if (
+            not isinstance(rec, dict)
+            or set(rec) - {"id", "text"}
+            or "id" not in rec
+            or "text" not in rec
+        ):
+            raise PromptFileError(
+                f"{path}: record {i} must have exactly the keys 'id' and 'text', got {rec!r}"
+            )
         pid, text = rec["id"], rec["text"]
         if not isinstance(pid, str) or not SAFE_ID.match(pid):
             raise PromptFileError(
                 f"{path}: record {i}: unsafe prompt id {pid!r} (ids become file names: use 1-64 "
-                "characters from letters, digits, '_' and '-', starting with a letter or digit)")
+                "characters from letters, digits, '_' and '-', starting with a letter or digit)"
+            )
         if pid in seen:
             raise PromptFileError(f"{path}: duplicate prompt id {pid!r}")
         if not isinstance(text, str) or not text.strip():
@@ -67,11 +75,14 @@ def _read_records(path: Path) -> list:
         if suffix in {".csv", ".tsv"}:
             if path.stat().st_size == 0:
                 return []
-            df = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str,
-                             keep_default_na=False)
+            df = pd.read_csv(
+                path, sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False
+            )
             return df.to_dict("records")
     except PromptFileError:
         raise
     except Exception as exc:
         raise PromptFileError(f"{path}: cannot parse prompt file ({exc})") from exc
-    raise PromptFileError(f"{path}: unsupported prompt file type {suffix!r} (use .yaml, .csv or .tsv)")
+    raise PromptFileError(
+        f"{path}: unsupported prompt file type {suffix!r} (use .yaml, .csv or .tsv)"
+    )

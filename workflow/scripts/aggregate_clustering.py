@@ -3,5 +3,10 @@ from semmech.stages.clustering import run_aggregate_clustering
 
 with job_logging(snakemake.log[0], snakemake.threads):
     i, o = snakemake.input, snakemake.output
-    run_aggregate_clustering(tables=i.tables, silhouettes=i.silhouettes, out_csv=o.csv,
-                             out_tex=o.tex, out_silhouette=o.silhouette)
+    run_aggregate_clustering(
+        tables=i.tables,
+        silhouettes=i.silhouettes,
+        out_csv=o.csv,
+        out_tex=o.tex,
+        out_silhouette=o.silhouette,
+    )

@@ -43,9 +43,9 @@ __all__ = [
     "silhouette_summary",
 ]
 
-SEMANTIC_METRIC = "euclidean"      # e is unit-norm: Euclidean is the D_e geometry
-MECHANISTIC_METRIC = "manhattan"   # the L1 geometry of D_a
-MIN_DENSITY_SAMPLES = 4            # below this, density clustering is not attempted
+SEMANTIC_METRIC = "euclidean"  # e is unit-norm: Euclidean is the D_e geometry
+MECHANISTIC_METRIC = "manhattan"  # the L1 geometry of D_a
+MIN_DENSITY_SAMPLES = 4  # below this, density clustering is not attempted
 
 
 # --------------------------------------------------------------------------------------
@@ -59,8 +59,12 @@ def adapt_umap_params(n: int, cfg: Mapping[str, Any]) -> dict[str, Any]:
     n_neighbors = max(2, min(int(cfg["n_neighbors"]), n - 1))
     n_components = max(1, min(int(cfg["n_components"]), n - 2))
     init = "spectral" if n > max(n_components + 2, 2 * n_neighbors) else "random"
-    return {"n_neighbors": n_neighbors, "n_components": n_components,
-            "min_dist": float(cfg["min_dist"]), "init": init}
+    return {
+        "n_neighbors": n_neighbors,
+        "n_components": n_components,
+        "min_dist": float(cfg["min_dist"]),
+        "init": init,
+    }
 
 
 def adapt_hdbscan_params(n: int, cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -73,8 +77,13 @@ def adapt_hdbscan_params(n: int, cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {"min_cluster_size": mcs, "min_samples": ms}
 
 
-def umap_hdbscan(X: np.ndarray, metric: str, seed: int, umap_cfg: Mapping[str, Any],
-                 hdbscan_cfg: Mapping[str, Any]) -> np.ndarray:
+def umap_hdbscan(
+    X: np.ndarray,
+    metric: str,
+    seed: int,
+    umap_cfg: Mapping[str, Any],
+    hdbscan_cfg: Mapping[str, Any],
+) -> np.ndarray:
     """Density clusters of one view: UMAP (seeded, single-threaded, so deterministic) to a
     few dimensions, then HDBSCAN. Returns labels with −1 for noise; with fewer than
     ``MIN_DENSITY_SAMPLES`` samples, or all rows identical, everything is one group."""
@@ -94,8 +103,9 @@ def umap_hdbscan(X: np.ndarray, metric: str, seed: int, umap_cfg: Mapping[str, A
 # K-means baselines
 
 
-def kmeans_labels(X: np.ndarray, k: int, sample_weight: np.ndarray, seed: int,
-                  n_init: int = 10) -> np.ndarray:
+def kmeans_labels(
+    X: np.ndarray, k: int, sample_weight: np.ndarray, seed: int, n_init: int = 10
+) -> np.ndarray:
     """P-weighted K-means (scikit-learn, seeded); k is capped at the number of samples."""
     n = X.shape[0]
     k = int(min(max(k, 1), n))
@@ -114,7 +124,7 @@ def kmeans_labels(X: np.ndarray, k: int, sample_weight: np.ndarray, seed: int,
 @dataclass
 class BaselineResult:
     comparison: pd.DataFrame  # one row per (β, γ, method, match)
-    labels: pd.DataFrame      # prompt_id, method, K, sample_idx, label
+    labels: pd.DataFrame  # prompt_id, method, K, sample_idx, label
     silhouette: pd.DataFrame  # cross-view silhouettes of K-means and RD partitions
 
 
@@ -127,9 +137,17 @@ def _dense(labels: np.ndarray) -> np.ndarray:
     return np.unique(labels, return_inverse=True)[1]
 
 
-def run_baselines(E: np.ndarray, A_tilde: np.ndarray, P: np.ndarray, rd_table: pd.DataFrame,
-                  rd_labels: Mapping[tuple[float, float], np.ndarray], *, seed: int,
-                  cfg: Mapping[str, Any], prompt_id: str = "") -> BaselineResult:
+def run_baselines(
+    E: np.ndarray,
+    A_tilde: np.ndarray,
+    P: np.ndarray,
+    rd_table: pd.DataFrame,
+    rd_labels: Mapping[tuple[float, float], np.ndarray],
+    *,
+    seed: int,
+    cfg: Mapping[str, Any],
+    prompt_id: str = "",
+) -> BaselineResult:
     """All baselines of one prompt, compared with its RD sweep.
 
     ``A_tilde`` is the normalised mechanistic view (the RD stage's H0 and s applied);
@@ -142,8 +160,9 @@ def run_baselines(E: np.ndarray, A_tilde: np.ndarray, P: np.ndarray, rd_table: p
     P = np.asarray(P, dtype=np.float64)
     n = E.shape[0]
     if A_tilde.shape[0] != n or P.shape[0] != n:
-        raise RDInputError(f"mismatched row counts: E {E.shape[0]}, A {A_tilde.shape[0]}, "
-                           f"P {P.shape[0]}{where}")
+        raise RDInputError(
+            f"mismatched row counts: E {E.shape[0]}, A {A_tilde.shape[0]}, P {P.shape[0]}{where}"
+        )
     for name, X in (("E", E), ("A", A_tilde), ("P", P)):
         if not np.isfinite(X).all():
             raise RDInputError(f"{name} has NaN/inf values{where}")
@@ -163,9 +182,16 @@ def run_baselines(E: np.ndarray, A_tilde: np.ndarray, P: np.ndarray, rd_table: p
             km[view, k] = kmeans_labels(X, k, P, seed, n_init)
             km_score[view, k] = _score(km[view, k], E, A_tilde, P)
     # density baselines, once per view
-    hd = {view: umap_hdbscan(X, SEMANTIC_METRIC if view == "sem" else MECHANISTIC_METRIC, seed,
-                             cfg["umap"], cfg["hdbscan"])
-          for view, X in views.items()}
+    hd = {
+        view: umap_hdbscan(
+            X,
+            SEMANTIC_METRIC if view == "sem" else MECHANISTIC_METRIC,
+            seed,
+            cfg["umap"],
+            cfg["hdbscan"],
+        )
+        for view, X in views.items()
+    }
     hd_score = {view: _score(lab, E, A_tilde, P) for view, lab in hd.items()}
 
     rows = []
@@ -174,11 +200,20 @@ def run_baselines(E: np.ndarray, A_tilde: np.ndarray, P: np.ndarray, rd_table: p
         rd_lab = np.asarray(rd_labels[(beta, gamma)])
         base = {"prompt_id": prompt_id, "beta": beta, "gamma": gamma}
 
-        def add(method, match, sc, labels):
-            rows.append({**base, "method": method, "match": match, "K": int(sc["K"]),
-                         "H": sc["H"], "D_e": sc["D_e"], "D_a": sc["D_a"],
-                         "D_gamma": float(d_gamma(sc["D_e"], sc["D_a"], gamma)),
-                         "ari_rd": ari(rd_lab, labels)})
+        def add(method, match, sc, labels, base=base, gamma=gamma, rd_lab=rd_lab):
+            rows.append(
+                {
+                    **base,
+                    "method": method,
+                    "match": match,
+                    "K": int(sc["K"]),
+                    "H": sc["H"],
+                    "D_e": sc["D_e"],
+                    "D_a": sc["D_a"],
+                    "D_gamma": float(d_gamma(sc["D_e"], sc["D_a"], gamma)),
+                    "ari_rd": ari(rd_lab, labels),
+                }
+            )
 
         add("rd", "self", {"K": r.K, "H": r.H, "D_e": r.D_e, "D_a": r.D_a}, rd_lab)
         cand_k = min(int(r.K), n)
@@ -193,26 +228,61 @@ def run_baselines(E: np.ndarray, A_tilde: np.ndarray, P: np.ndarray, rd_table: p
 
     lab_rows = []
     for (view, k), lab in km.items():
-        lab_rows.append(pd.DataFrame({"prompt_id": prompt_id, "method": f"km_{view}", "k": k,
-                                      "sample_idx": np.arange(n), "label": lab}))
+        lab_rows.append(
+            pd.DataFrame(
+                {
+                    "prompt_id": prompt_id,
+                    "method": f"km_{view}",
+                    "k": k,
+                    "sample_idx": np.arange(n),
+                    "label": lab,
+                }
+            )
+        )
     for view, lab in hd.items():
-        lab_rows.append(pd.DataFrame({"prompt_id": prompt_id, "method": f"hdbscan_{view}", "k": -1,
-                                      "sample_idx": np.arange(n), "label": lab}))
-    labels = pd.concat(lab_rows, ignore_index=True).astype({"k": np.int64, "sample_idx": np.int64,
-                                                            "label": np.int64})
+        lab_rows.append(
+            pd.DataFrame(
+                {
+                    "prompt_id": prompt_id,
+                    "method": f"hdbscan_{view}",
+                    "k": -1,
+                    "sample_idx": np.arange(n),
+                    "label": lab,
+                }
+            )
+        )
+    labels = pd.concat(lab_rows, ignore_index=True).astype(
+        {"k": np.int64, "sample_idx": np.int64, "label": np.int64}
+    )
 
     parts = []
     for view in views:
         for k in sil_k:
             if k <= n:
-                parts.append({"prompt_id": prompt_id, "method": f"km_{view}", "beta": np.nan,
-                              "gamma": np.nan, "K": k, "labels": km[view, k]})
+                parts.append(
+                    {
+                        "prompt_id": prompt_id,
+                        "method": f"km_{view}",
+                        "beta": np.nan,
+                        "gamma": np.nan,
+                        "K": k,
+                        "labels": km[view, k],
+                    }
+                )
     for r in rd_table.itertuples(index=False):
-        parts.append({"prompt_id": prompt_id, "method": "rd", "beta": float(r.beta),
-                      "gamma": float(r.gamma), "K": int(r.K),
-                      "labels": rd_labels[(float(r.beta), float(r.gamma))]})
-    sil = cross_view_silhouette({"semantic": (E, SEMANTIC_METRIC),
-                                 "mechanistic": (A_tilde, MECHANISTIC_METRIC)}, parts)
+        parts.append(
+            {
+                "prompt_id": prompt_id,
+                "method": "rd",
+                "beta": float(r.beta),
+                "gamma": float(r.gamma),
+                "K": int(r.K),
+                "labels": rd_labels[(float(r.beta), float(r.gamma))],
+            }
+        )
+    sil = cross_view_silhouette(
+        {"semantic": (E, SEMANTIC_METRIC), "mechanistic": (A_tilde, MECHANISTIC_METRIC)}, parts
+    )
     sil = sil.astype({"K": np.int64})
     return BaselineResult(comparison, labels, sil)
 
@@ -221,10 +291,15 @@ def run_baselines(E: np.ndarray, A_tilde: np.ndarray, P: np.ndarray, rd_table: p
 # All prompts: the paper's Table 1 and the cross-view silhouette summary
 
 # (method, match, row label) of Table 1, in order
-COMPARISON_ROWS = [("rd", "self", "RD"), ("km_sem", "rate", "KM-Sem (rate-matched)"),
-                   ("km_att", "rate", "KM-Att (rate-matched)"), ("km_sem", "k", "KM-Sem (K-matched)"),
-                   ("km_att", "k", "KM-Att (K-matched)"), ("hdbscan_sem", "none", "HDBSCAN-Sem"),
-                   ("hdbscan_att", "none", "HDBSCAN-Att")]
+COMPARISON_ROWS = [
+    ("rd", "self", "RD"),
+    ("km_sem", "rate", "KM-Sem (rate-matched)"),
+    ("km_att", "rate", "KM-Att (rate-matched)"),
+    ("km_sem", "k", "KM-Sem (K-matched)"),
+    ("km_att", "k", "KM-Att (K-matched)"),
+    ("hdbscan_sem", "none", "HDBSCAN-Sem"),
+    ("hdbscan_att", "none", "HDBSCAN-Att"),
+]
 
 
 def comparison_table(comparison: pd.DataFrame) -> pd.DataFrame:
@@ -240,13 +315,24 @@ def comparison_table(comparison: pd.DataFrame) -> pd.DataFrame:
         if sub.empty:
             continue
         sub = sub.set_index(key).sort_index().loc[rd.index]
-        row = {"method": label, "n_settings": int(len(sub)), "K": float(sub["K"].mean()),
-               "H": float(sub["H"].mean()), "D_e": float(sub["D_e"].mean()),
-               "D_a": float(sub["D_a"].mean()), "D_gamma": float(sub["D_gamma"].mean())}
+        row = {
+            "method": label,
+            "n_settings": int(len(sub)),
+            "K": float(sub["K"].mean()),
+            "H": float(sub["H"].mean()),
+            "D_e": float(sub["D_e"].mean()),
+            "D_a": float(sub["D_a"].mean()),
+            "D_gamma": float(sub["D_gamma"].mean()),
+        }
         if method == "rd":
-            others = [comparison[(comparison["method"] == m) & (comparison["match"] == "rate")]
-                      .set_index(key).sort_index().loc[rd.index, "D_gamma"].to_numpy()
-                      for m in ("km_sem", "km_att")]
+            others = [
+                comparison[(comparison["method"] == m) & (comparison["match"] == "rate")]
+                .set_index(key)
+                .sort_index()
+                .loc[rd.index, "D_gamma"]
+                .to_numpy()
+                for m in ("km_sem", "km_att")
+            ]
             wr = win_rate(rd["D_gamma"].to_numpy(), others)
             row.update(rd_win=wr["win"], rd_tie=wr["tie"])
         else:
@@ -259,9 +345,14 @@ def comparison_table(comparison: pd.DataFrame) -> pd.DataFrame:
 def silhouette_summary(silhouettes: pd.DataFrame) -> pd.DataFrame:
     """Mean and count of both views' silhouettes per method, K and configuration over all
     prompts (tables/cross_view_silhouette.csv)."""
-    summary = (silhouettes.groupby(["method", "K", "beta", "gamma"], dropna=False)
-               [["silhouette_semantic", "silhouette_mechanistic"]]
-               .agg(["mean", "count"]).reset_index())
-    summary.columns = ["_".join(c).rstrip("_") if isinstance(c, tuple) else c
-                       for c in summary.columns]
+    summary = (
+        silhouettes.groupby(["method", "K", "beta", "gamma"], dropna=False)[
+            ["silhouette_semantic", "silhouette_mechanistic"]
+        ]
+        .agg(["mean", "count"])
+        .reset_index()
+    )
+    summary.columns = [
+        "_".join(c).rstrip("_") if isinstance(c, tuple) else c for c in summary.columns
+    ]
     return summary

@@ -54,7 +54,9 @@ __all__ = ["RDWorkspace", "RDStep", "RateDistortionClustering"]
 
 
 def _members_key(idx: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(idx, dtype=np.int64).tobytes(), digest_size=16).digest()
+    return hashlib.blake2b(
+        np.ascontiguousarray(idx, dtype=np.int64).tobytes(), digest_size=16
+    ).digest()
 
 
 @dataclass
@@ -71,11 +73,11 @@ class _Centre:
 class _Proposal:
     """A 2-way split of one member set; it depends on γ and the members only (not β)."""
 
-    left: np.ndarray      # bool over the members: child 1 (keeps the parent's index)
+    left: np.ndarray  # bool over the members: child 1 (keeps the parent's index)
     keys: tuple[bytes, bytes]
     idx: tuple[np.ndarray, np.ndarray]
-    dist_e: np.ndarray    # (2,) Σ_{n ∈ child} w_n ||e_n − μ^e_child||²
-    dist_a: np.ndarray    # (2,) Σ_{n ∈ child} w_n ||ã_n − μ^a_child||₁
+    dist_e: np.ndarray  # (2,) Σ_{n ∈ child} w_n ||e_n − μ^e_child||²
+    dist_a: np.ndarray  # (2,) Σ_{n ∈ child} w_n ||ã_n − μ^a_child||₁
 
 
 class RDWorkspace:
@@ -87,8 +89,16 @@ class RDWorkspace:
     results do not depend on the order in which configurations run.
     """
 
-    def __init__(self, E: Any, A: Any, sample_weight: Any = None, *, name: str | None = None,
-                 normalize_semantic_centres: bool = False, cache_mb: float = 256.0):
+    def __init__(
+        self,
+        E: Any,
+        A: Any,
+        sample_weight: Any = None,
+        *,
+        name: str | None = None,
+        normalize_semantic_centres: bool = False,
+        cache_mb: float = 256.0,
+    ):
         E, A, P = validate_views(E, A, sample_weight, name)
         self.name = name
         # ã is a per-coordinate increasing map of a, so one row order serves H0 and every
@@ -170,8 +180,9 @@ class RDWorkspace:
             _, old = cache.popitem(last=False)
             self._used -= self._size(old)
 
-    def propose_split(self, idx: np.ndarray, key: bytes, gamma: float, refine_iter: int,
-                      power_iter: int) -> _Proposal | None:
+    def propose_split(
+        self, idx: np.ndarray, key: bytes, gamma: float, refine_iter: int, power_iter: int
+    ) -> _Proposal | None:
         """A 2-way split of the members ``idx`` (sorted), or None if they cannot be split.
 
         Principal direction of the joint space [√γ e, √(1−γ) ã] (weighted, centred;
@@ -196,6 +207,7 @@ class RDWorkspace:
         ge, ga = math.sqrt(gamma), math.sqrt(1.0 - gamma)
         sw = np.sqrt(w / Wc)
         me, ma = w @ E / Wc, w @ At / Wc
+
         # Z = diag(sw) [ge (E − me), ga (A − ma)], applied without forming the centred copy
         def zt(Y):  # Z^T Y, as its two blocks
             SY = sw[:, None] * Y
@@ -240,8 +252,13 @@ class RDWorkspace:
             left = new
             ids, keys, de, da = children(left)
         sel = np.stack([left, ~left], axis=1)
-        return _Proposal(left=left, keys=keys, idx=ids,
-                         dist_e=(w[:, None] * de * sel).sum(0), dist_a=(w[:, None] * da * sel).sum(0))
+        return _Proposal(
+            left=left,
+            keys=keys,
+            idx=ids,
+            dist_e=(w[:, None] * de * sel).sum(0),
+            dist_a=(w[:, None] * da * sel).sum(0),
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -318,9 +335,17 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
     n_rounds_, converged_.
     """
 
-    def __init__(self, beta: float = 1.0, gamma: float = 0.5, *, max_rounds: int = 100,
-                 tol: float = 1e-3, normalize_semantic_centres: bool = False,
-                 split_refine_iter: int = 3, split_power_iter: int = 2):
+    def __init__(
+        self,
+        beta: float = 1.0,
+        gamma: float = 0.5,
+        *,
+        max_rounds: int = 100,
+        tol: float = 1e-3,
+        normalize_semantic_centres: bool = False,
+        split_refine_iter: int = 3,
+        split_power_iter: int = 2,
+    ):
         self.beta = beta
         self.gamma = gamma
         self.max_rounds = max_rounds
@@ -330,13 +355,19 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
         self.split_power_iter = split_power_iter
 
     # ---- public API -------------------------------------------------------------------
-    def fit(self, E: Any, A: Any, sample_weight: Any = None, *, name: str | None = None
-            ) -> RateDistortionClustering:
+    def fit(
+        self, E: Any, A: Any, sample_weight: Any = None, *, name: str | None = None
+    ) -> RateDistortionClustering:
         """Cluster rows of E (semantic, N × d_e) and A (raw signatures, N × d_a) with
         weights P (default 1). ``name`` (a prompt id) appears in error messages."""
         self._check_params()
-        ws = RDWorkspace(E, A, sample_weight, name=name,
-                         normalize_semantic_centres=self.normalize_semantic_centres)
+        ws = RDWorkspace(
+            E,
+            A,
+            sample_weight,
+            name=name,
+            normalize_semantic_centres=self.normalize_semantic_centres,
+        )
         return self.fit_workspace(ws)
 
     def fit_workspace(self, ws: RDWorkspace) -> RateDistortionClustering:
@@ -362,8 +393,11 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
 
     # ---- internals --------------------------------------------------------------------
     def _check_params(self) -> None:
-        if not (isinstance(self.beta, (int, float, np.number)) and np.isfinite(self.beta)
-                and self.beta > 0):
+        if not (
+            isinstance(self.beta, (int, float, np.number))
+            and np.isfinite(self.beta)
+            and self.beta > 0
+        ):
             raise ValueError(f"beta must be a positive number, got {self.beta!r}")
         if not (0.0 <= float(self.gamma) <= 1.0):
             raise ValueError(f"gamma must lie in [0, 1], got {self.gamma!r}")
@@ -378,8 +412,14 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
         everyone = np.arange(N)
         c0 = ws.centre(everyone)
         de, da = ws.distances(c0)
-        st = _State(labels=np.zeros(N, dtype=np.int64), centres=[c0], mass=np.array([1.0]),
-                    de=de[:, None].copy(), da=da[:, None].copy(), dirty=np.zeros(1, dtype=bool))
+        st = _State(
+            labels=np.zeros(N, dtype=np.int64),
+            centres=[c0],
+            mass=np.array([1.0]),
+            de=de[:, None].copy(),
+            da=da[:, None].copy(),
+            dirty=np.zeros(1, dtype=bool),
+        )
         L = self._objective(ws, st)[0]
         history = [RDStep(0, "init", L, 1, 0.0)]
         rejected: set[bytes] = set()  # member sets whose split this β, γ rejected
@@ -466,8 +506,10 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
         be, ba, w = self.beta_e, self.beta_a, ws.w
         N, K = st.labels.shape[0], st.K
         own = np.arange(N), st.labels
-        spread = np.bincount(st.labels, weights=w * (be * st.de[own] + ba * st.da[own]),
-                             minlength=K) / st.mass
+        spread = (
+            np.bincount(st.labels, weights=w * (be * st.de[own] + ba * st.da[own]), minlength=K)
+            / st.mass
+        )
         for c in np.argsort(-spread, kind="stable"):
             idx = np.nonzero(st.labels == c)[0]
             if idx.size < 2:
@@ -475,14 +517,16 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
             key = _members_key(idx)
             if key in rejected:
                 continue
-            prop = ws.propose_split(idx, key, float(self.gamma), int(self.split_refine_iter),
-                                    int(self.split_power_iter))
+            prop = ws.propose_split(
+                idx, key, float(self.gamma), int(self.split_refine_iter), int(self.split_power_iter)
+            )
             if prop is None:
                 rejected.add(key)
                 continue
             wi = w[idx]
-            gain = (be * (float(wi @ st.de[idx, c]) - prop.dist_e.sum())
-                    + ba * (float(wi @ st.da[idx, c]) - prop.dist_a.sum()))
+            gain = be * (float(wi @ st.de[idx, c]) - prop.dist_e.sum()) + ba * (
+                float(wi @ st.da[idx, c]) - prop.dist_a.sum()
+            )
             m1, m2 = float(wi[prop.left].sum()), float(wi[~prop.left].sum())
             rate = (m1 + m2) * binary_entropy(m1 / (m1 + m2))
             if not gain > rate:

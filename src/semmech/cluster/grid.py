@@ -11,8 +11,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["GRID_RTOL", "GRID_ATOL", "ConfigNotInSweepError", "close_to", "config_mask",
-           "config_index", "on_grid"]
+__all__ = [
+    "GRID_RTOL",
+    "GRID_ATOL",
+    "ConfigNotInSweepError",
+    "close_to",
+    "config_mask",
+    "config_index",
+    "on_grid",
+]
 
 # Grid values are short decimals (0.1, 0.75, ...): anything closer than this is the same point.
 GRID_RTOL = 1e-9
@@ -25,12 +32,14 @@ class ConfigNotInSweepError(ValueError):
 
 def close_to(values: Sequence[float], value: float) -> np.ndarray:
     """Which of ``values`` (β's or γ's) are the grid value ``value``."""
-    return np.isclose(np.asarray(values, dtype=np.float64), float(value), rtol=GRID_RTOL,
-                      atol=GRID_ATOL)
+    return np.isclose(
+        np.asarray(values, dtype=np.float64), float(value), rtol=GRID_RTOL, atol=GRID_ATOL
+    )
 
 
-def config_mask(betas: Sequence[float], gammas: Sequence[float], beta: float,
-                gamma: float) -> np.ndarray:
+def config_mask(
+    betas: Sequence[float], gammas: Sequence[float], beta: float, gamma: float
+) -> np.ndarray:
     """Which rows of a sweep (per-configuration columns ``betas``, ``gammas`` of equal length,
     e.g. a labels table) belong to configuration (β, γ)."""
     return close_to(betas, beta) & close_to(gammas, gamma)
@@ -41,11 +50,16 @@ def config_index(betas: Sequence[float], gammas: Sequence[float], beta: float, g
     the per-configuration columns of a sweep (same length)."""
     hit = np.nonzero(config_mask(betas, gammas, beta, gamma))[0]
     if hit.size == 0:
-        have = ", ".join(f"({x:g}, {y:g})" for x, y in zip(np.asarray(betas, dtype=np.float64),
-                                                             np.asarray(gammas, dtype=np.float64)))
+        have = ", ".join(
+            f"({x:g}, {y:g})"
+            for x, y in zip(
+                np.asarray(betas, dtype=np.float64), np.asarray(gammas, dtype=np.float64)
+            )
+        )
         raise ConfigNotInSweepError(
             f"configuration (beta={beta:g}, gamma={gamma:g}) is not in the clustering sweep; "
-            f"the sweep has {have}")
+            f"the sweep has {have}"
+        )
     return int(hit[0])
 
 

@@ -27,11 +27,15 @@ def weighted_median(X: np.ndarray, w: np.ndarray) -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
     if X.ndim != 2 or w.shape != (X.shape[0],):
-        raise ValueError(f"weighted_median: X must be (n, d) and w (n,), got {X.shape} and {w.shape}")
+        raise ValueError(
+            f"weighted_median: X must be (n, d) and w (n,), got {X.shape} and {w.shape}"
+        )
     return weighted_median_rows(np.ascontiguousarray(X.T), w)
 
 
-def weighted_median_rows(XT: np.ndarray, w: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+def weighted_median_rows(
+    XT: np.ndarray, w: np.ndarray, idx: np.ndarray | None = None
+) -> np.ndarray:
     """Row-wise lower weighted median of ``XT`` (d × n), over the columns ``idx`` if given
     (weights ``w`` then belong to those columns), without copying the selected columns.
 
@@ -42,8 +46,11 @@ def weighted_median_rows(XT: np.ndarray, w: np.ndarray, idx: np.ndarray | None =
     """
     XT = np.asarray(XT, dtype=np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)
-    cols = (np.arange(XT.shape[1], dtype=np.int64) if idx is None
-            else np.ascontiguousarray(idx, dtype=np.int64))
+    cols = (
+        np.arange(XT.shape[1], dtype=np.int64)
+        if idx is None
+        else np.ascontiguousarray(idx, dtype=np.int64)
+    )
     if cols.shape != w.shape:
         raise ValueError(f"weighted median: {cols.shape[0]} columns but {w.shape[0]} weights")
     _check_median_weights(w)
@@ -55,8 +62,9 @@ def weighted_median_rows(XT: np.ndarray, w: np.ndarray, idx: np.ndarray | None =
 
 def _check_median_weights(w: np.ndarray) -> None:
     if w.size == 0 or not w.sum() > 0 or (w < 0).any():
-        raise ValueError("weighted median needs at least one sample with positive weight "
-                         "and no negative weights")
+        raise ValueError(
+            "weighted median needs at least one sample with positive weight and no negative weights"
+        )
 
 
 @numba.njit(cache=True, nogil=True)
@@ -94,8 +102,9 @@ def _weighted_select(v: np.ndarray, u: np.ndarray, half: float) -> float:  # pra
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _weighted_median_kernel(XT: np.ndarray, cols: np.ndarray, w: np.ndarray,
-                            out: np.ndarray) -> None:  # pragma: no cover
+def _weighted_median_kernel(
+    XT: np.ndarray, cols: np.ndarray, w: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover
     m = cols.shape[0]
     d = XT.shape[0]
     half = 0.5 * w.sum()
@@ -111,8 +120,9 @@ def _weighted_median_kernel(XT: np.ndarray, cols: np.ndarray, w: np.ndarray,
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _sorted_median_kernel(XT: np.ndarray, order: np.ndarray, w: np.ndarray, half: float,
-                          out: np.ndarray) -> None:  # pragma: no cover
+def _sorted_median_kernel(
+    XT: np.ndarray, order: np.ndarray, w: np.ndarray, half: float, out: np.ndarray
+) -> None:  # pragma: no cover
     n = order.shape[1]
     for r in numba.prange(XT.shape[0]):
         o = order[r]
@@ -133,7 +143,7 @@ def argsort_rows(XT: np.ndarray, chunk_elems: int = 1 << 22) -> np.ndarray:
     order = np.empty((d, n), dtype=np.int32)
     step = max(1, chunk_elems // max(n, 1))
     for r0 in range(0, d, step):
-        order[r0:r0 + step] = np.argsort(XT[r0:r0 + step], axis=1)
+        order[r0 : r0 + step] = np.argsort(XT[r0 : r0 + step], axis=1)
     return order
 
 
@@ -171,4 +181,3 @@ class _numba_threads:
     def __exit__(self, *exc: Any) -> None:
         numba.set_num_threads(self._old)
         torch.set_num_threads(self._torch)
-

@@ -71,8 +71,9 @@ def silhouette(X: np.ndarray, labels: Sequence[int], metric: str = "euclidean") 
     return float(silhouette_score(X, labels, metric=metric))
 
 
-def cross_view_silhouette(views: Mapping[str, tuple[np.ndarray, str]],
-                          partitions: Iterable[Mapping[str, object]]) -> pd.DataFrame:
+def cross_view_silhouette(
+    views: Mapping[str, tuple[np.ndarray, str]], partitions: Iterable[Mapping[str, object]]
+) -> pd.DataFrame:
     """Score every partition in every view.
 
     ``views``: name -> (matrix, metric), e.g. {"semantic": (E, "euclidean"),
@@ -94,7 +95,9 @@ def cross_view_silhouette(views: Mapping[str, tuple[np.ndarray, str]],
 # 3. Rate matching
 
 
-def rate_match(target_H: float, candidates: pd.DataFrame, h_col: str = "H", k_col: str = "K") -> int:
+def rate_match(
+    target_H: float, candidates: pd.DataFrame, h_col: str = "H", k_col: str = "K"
+) -> int:
     """Index (label) of the candidate row whose rate is closest to ``target_H``; ties go to
     the smaller K, then to the earlier row, so the choice is deterministic."""
     if candidates.empty:

@@ -86,8 +86,9 @@ def _where(name: str | None) -> str:
     return f" (prompt {name!r})" if name else ""
 
 
-def validate_views(E: Any, A: Any, sample_weight: Any = None, name: str | None = None
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def validate_views(
+    E: Any, A: Any, sample_weight: Any = None, name: str | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return float64 copies of (E, A, P) or raise one :class:`RDInputError` naming the problem.
 
     Checked before any expensive work: 2-D views with matching row counts, at least one
@@ -101,12 +102,16 @@ def validate_views(E: Any, A: Any, sample_weight: Any = None, name: str | None =
             raise RDInputError(f"{label} must be 2-D (samples × dims), got shape {X.shape}{where}")
         if X.shape[1] == 0:
             raise RDInputError(f"{label} has no columns{where}")
-    P = (np.ones(E.shape[0]) if sample_weight is None
-         else np.asarray(sample_weight, dtype=np.float64).reshape(-1))
+    P = (
+        np.ones(E.shape[0])
+        if sample_weight is None
+        else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+    )
     if not (E.shape[0] == A.shape[0] == P.shape[0]):
         raise RDInputError(
             f"mismatched row counts: E has {E.shape[0]} rows, A has {A.shape[0]}, "
-            f"sample_weight has {P.shape[0]}{where}")
+            f"sample_weight has {P.shape[0]}{where}"
+        )
     if E.shape[0] == 0:
         raise RDInputError(f"no samples to cluster{where}")
     for label, X in (("semantic view E", E), ("mechanistic view A", A), ("sample_weight", P)):
@@ -115,16 +120,20 @@ def validate_views(E: Any, A: Any, sample_weight: Any = None, name: str | None =
             rows = np.unique(np.nonzero(bad)[0] if X.ndim == 2 else np.nonzero(bad)[0])
             raise RDInputError(
                 f"{label} has {int(bad.sum())} NaN/inf values in {rows.size} rows "
-                f"(first rows: {rows[:5].tolist()}){where}")
+                f"(first rows: {rows[:5].tolist()}){where}"
+            )
     if (P < 0).any():
-        raise RDInputError(f"sample_weight has negative entries (rows {np.nonzero(P < 0)[0][:5].tolist()}){where}")
+        raise RDInputError(
+            f"sample_weight has negative entries (rows {np.nonzero(P < 0)[0][:5].tolist()}){where}"
+        )
     if not P.sum() > 0:
         raise RDInputError(f"all sample weights are zero: cluster masses are undefined{where}")
     return E, A, P
 
 
-def normalise_mechanistic(A: np.ndarray, P: np.ndarray, H0: np.ndarray | None = None
-                          ) -> Normalisation:
+def normalise_mechanistic(
+    A: np.ndarray, P: np.ndarray, H0: np.ndarray | None = None
+) -> Normalisation:
     """H0 = P-weighted coordinate-wise median, s = sqrt(mean_n ||a_n − H0||²) (METHOD §5).
 
     The scale puts D_a on a per-prefix footing, so one β grid serves every prompt. When all
@@ -152,8 +161,14 @@ class PartitionCost(NamedTuple):
     D_a: float
 
 
-def partition_cost(labels: np.ndarray, E: np.ndarray, A_tilde: np.ndarray, P: np.ndarray,
-                   beta_e: float = 0.0, beta_a: float = 0.0) -> PartitionCost:
+def partition_cost(
+    labels: np.ndarray,
+    E: np.ndarray,
+    A_tilde: np.ndarray,
+    P: np.ndarray,
+    beta_e: float = 0.0,
+    beta_a: float = 0.0,
+) -> PartitionCost:
     """H, D_e, D_a (and L for the given β's) of a hard partition with its optimal centres.
 
     Centres are the P-weighted mean (semantic) and median (mechanistic) of each group, the
@@ -178,4 +193,3 @@ def partition_cost(labels: np.ndarray, E: np.ndarray, A_tilde: np.ndarray, P: np
         D_e += float(wc @ ((E[idx] - mu_e) ** 2).sum(1))
         D_a += float(wc @ np.abs(A_tilde[idx] - mu_a).sum(1))
     return PartitionCost(K, H + beta_e * D_e + beta_a * D_a, H, D_e, D_a)
-

@@ -35,31 +35,51 @@ __all__ = ["RD_PARAM_KEYS", "RDSweepResult", "rd_sweep", "sweep_arrays"]
 
 # The estimator parameters a sweep takes from the clustering config (the rest of the section
 # is the grid and the cache budget).
-RD_PARAM_KEYS = ("max_rounds", "tol", "normalize_semantic_centres", "split_refine_iter",
-                 "split_power_iter")
+RD_PARAM_KEYS = (
+    "max_rounds",
+    "tol",
+    "normalize_semantic_centres",
+    "split_refine_iter",
+    "split_power_iter",
+)
 
 
 @dataclass
 class RDSweepResult:
     prompt_id: str
     normalisation: Normalisation
-    table: pd.DataFrame                 # prompt_id, beta, gamma, K, L, H, D_e, D_a
-    labels: pd.DataFrame                # prompt_id, beta, gamma, sample_idx, label
-    history: pd.DataFrame               # prompt_id, beta, gamma, step, round, kind, L, K, predicted_delta
+    table: pd.DataFrame  # prompt_id, beta, gamma, K, L, H, D_e, D_a
+    labels: pd.DataFrame  # prompt_id, beta, gamma, sample_idx, label
+    history: pd.DataFrame  # prompt_id, beta, gamma, step, round, kind, L, K, predicted_delta
     models: list[RateDistortionClustering] = field(default_factory=list)
     runtime_s: list[float] = field(default_factory=list)
 
 
-def rd_sweep(E: Any, A: Any, P: Any, betas: Sequence[float], gammas: Sequence[float], *,
-             prompt_id: str = "", cache_mb: float = 256.0, **rd_params: Any) -> RDSweepResult:
+def rd_sweep(
+    E: Any,
+    A: Any,
+    P: Any,
+    betas: Sequence[float],
+    gammas: Sequence[float],
+    *,
+    prompt_id: str = "",
+    cache_mb: float = 256.0,
+    **rd_params: Any,
+) -> RDSweepResult:
     """Fit RD at every (β, γ) of the grid, each from K = 1, on one shared workspace.
 
     Configurations are ordered β-major, in the order given. Runtimes are kept out of the
     tables, so that the tables are byte-reproducible.
     """
     template = RateDistortionClustering(**rd_params)  # the estimator's defaults for the rest
-    ws = RDWorkspace(E, A, P, name=prompt_id or None, cache_mb=cache_mb,
-                     normalize_semantic_centres=template.normalize_semantic_centres)
+    ws = RDWorkspace(
+        E,
+        A,
+        P,
+        name=prompt_id or None,
+        cache_mb=cache_mb,
+        normalize_semantic_centres=template.normalize_semantic_centres,
+    )
     rows, label_rows, hist_rows, models, runtimes = [], [], [], [], []
     N = ws.n_samples
     for beta in betas:
@@ -70,12 +90,29 @@ def rd_sweep(E: Any, A: Any, P: Any, betas: Sequence[float], gammas: Sequence[fl
             runtimes.append(time.perf_counter() - t0)
             models.append(est)
             o = est.objective_
-            rows.append({"prompt_id": prompt_id, "beta": float(beta), "gamma": float(gamma),
-                         "K": est.n_clusters_, "L": o["L"], "H": o["H"], "D_e": o["D_e"],
-                         "D_a": o["D_a"]})
-            label_rows.append(pd.DataFrame({
-                "prompt_id": prompt_id, "beta": float(beta), "gamma": float(gamma),
-                "sample_idx": np.arange(N, dtype=np.int64), "label": est.labels_.astype(np.int64)}))
+            rows.append(
+                {
+                    "prompt_id": prompt_id,
+                    "beta": float(beta),
+                    "gamma": float(gamma),
+                    "K": est.n_clusters_,
+                    "L": o["L"],
+                    "H": o["H"],
+                    "D_e": o["D_e"],
+                    "D_a": o["D_a"],
+                }
+            )
+            label_rows.append(
+                pd.DataFrame(
+                    {
+                        "prompt_id": prompt_id,
+                        "beta": float(beta),
+                        "gamma": float(gamma),
+                        "sample_idx": np.arange(N, dtype=np.int64),
+                        "label": est.labels_.astype(np.int64),
+                    }
+                )
+            )
             h = pd.DataFrame(est.history_, columns=list(RDStep._fields))
             h.insert(0, "step", np.arange(len(h), dtype=np.int64))
             h.insert(0, "gamma", float(gamma))
@@ -103,4 +140,3 @@ def sweep_arrays(result: RDSweepResult) -> dict[str, np.ndarray]:
         out[f"cfg{i:03d}_centres_a"] = m.cluster_centers_a_
         out[f"cfg{i:03d}_weights"] = m.cluster_weights_
     return out
-

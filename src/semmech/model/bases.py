@@ -23,8 +23,13 @@ import torch
 
 from .layout import ModelLayout
 from .loading import LoadedModel
-from .transcoders import (LAYER_FILE, BasisMismatchError, LayerTranscoder, TranscoderFormatError,
-                          read_transcoder_file)
+from .transcoders import (
+    LAYER_FILE,
+    BasisMismatchError,
+    LayerTranscoder,
+    TranscoderFormatError,
+    read_transcoder_file,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Feature bases
@@ -79,8 +84,10 @@ class MlpNeuronBasis(FeatureBasis):
 
     def __init__(self, layout: ModelLayout, hf: torch.nn.Module):
         super().__init__(layout)
-        self._decoders = [_down_columns(hf.get_submodule(lay.down), layout.d_mlp, verify=lay.index == 0)
-                          for lay in layout.layers]
+        self._decoders = [
+            _down_columns(hf.get_submodule(lay.down), layout.d_mlp, verify=lay.index == 0)
+            for lay in layout.layers
+        ]
 
     def feature_layers(self) -> list[int]:
         return list(range(self.layout.n_layers))
@@ -114,8 +121,13 @@ def _down_columns(down: torch.nn.Module, d_mlp: int, verify: bool = True) -> tor
     eye = torch.eye(d_mlp, device=p.device, dtype=p.dtype)
     with torch.no_grad():
         probed = (down(eye) - down(torch.zeros_like(eye[:1]))).detach()
-    if view is None or view.shape != probed.shape or not torch.allclose(
-            view.float(), probed.float(), rtol=1e-2, atol=1e-2 * float(probed.abs().max())):
+    if (
+        view is None
+        or view.shape != probed.shape
+        or not torch.allclose(
+            view.float(), probed.float(), rtol=1e-2, atol=1e-2 * float(probed.abs().max())
+        )
+    ):
         return probed
     return view
 
@@ -132,24 +144,30 @@ class TranscoderBasis(FeatureBasis):
         for layer in transcoders:
             if not 0 <= layer < layout.n_layers:
                 raise BasisMismatchError(
-                    f"transcoder for layer {layer}, but the model has layers 0..{layout.n_layers - 1}")
+                    f"transcoder for layer {layer}, but the model has layers 0..{layout.n_layers - 1}"
+                )
         self.transcoders = dict(sorted(transcoders.items()))
 
     @classmethod
-    def load(cls, layout: ModelLayout, directory: str | Path, device: torch.device,
-             dtype: torch.dtype) -> "TranscoderBasis":
+    def load(
+        cls, layout: ModelLayout, directory: str | Path, device: torch.device, dtype: torch.dtype
+    ) -> TranscoderBasis:
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"transcoder directory {directory} does not exist")
-        files = {int(m.group(1)): f for f in sorted(directory.iterdir())
-                 if (m := LAYER_FILE.match(f.name))}
+        files = {
+            int(m.group(1)): f
+            for f in sorted(directory.iterdir())
+            if (m := LAYER_FILE.match(f.name))
+        }
         if not files:
             raise TranscoderFormatError(f"{directory}: no layer_<l>.safetensors files")
         tcs = {}
         for layer, f in files.items():
             if layer >= layout.n_layers:
                 raise BasisMismatchError(
-                    f"{f}: layer {layer} does not exist; the model has {layout.n_layers} layers")
+                    f"{f}: layer {layer} does not exist; the model has {layout.n_layers} layers"
+                )
             tcs[layer] = read_transcoder_file(f, layout.d_model, layer).to(device, dtype)
         return cls(layout, tcs)
 
@@ -166,16 +184,20 @@ class TranscoderBasis(FeatureBasis):
         return self.transcoders[layer].W_dec
 
 
-def load_basis(name: str, model: LoadedModel, layout: ModelLayout | None = None,
-               transcoder_dir: str | Path | None = None) -> FeatureBasis:
+def load_basis(
+    name: str,
+    model: LoadedModel,
+    layout: ModelLayout | None = None,
+    transcoder_dir: str | Path | None = None,
+) -> FeatureBasis:
     """Build a basis by its config name (``attribution.basis``)."""
     layout = layout or ModelLayout.discover(model)
     if name == "mlp_neurons":
         return MlpNeuronBasis(layout, model.hf)
     if name == "transcoder":
         if not transcoder_dir:
-            raise ValueError("attribution.basis is 'transcoder' but no transcoder directory was given")
+            raise ValueError(
+                "attribution.basis is 'transcoder' but no transcoder directory was given"
+            )
         return TranscoderBasis.load(layout, transcoder_dir, model.device, model.dtype)
     raise ValueError(f"unknown feature basis {name!r}; expected mlp_neurons or transcoder")
-
-

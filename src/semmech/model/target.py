@@ -26,7 +26,11 @@ class DemeanedLogit:
         hs = hs.float()
         if self.softcap is None:
             direction = self.w[y].float() - self.w_mean
-            const = torch.zeros(y.shape, device=hs.device) if self.b is None else self.b[y] - self.b.mean()
+            const = (
+                torch.zeros(y.shape, device=hs.device)
+                if self.b is None
+                else self.b[y] - self.b.mean()
+            )
             return (hs * direction).sum(-1) + const, const
         # A final softcap c·tanh(z/c) is linearised like the norms: its ratio to z is frozen.
         z = hs @ self.w.float().T
@@ -34,7 +38,9 @@ class DemeanedLogit:
             z = z + self.b
         zd = z.detach()
         capped = self.softcap * torch.tanh(zd / self.softcap)
-        ratio = torch.where(zd == 0, torch.ones_like(zd), capped / torch.where(zd == 0, torch.ones_like(zd), zd))
+        ratio = torch.where(
+            zd == 0, torch.ones_like(zd), capped / torch.where(zd == 0, torch.ones_like(zd), zd)
+        )
         logits = ratio * z
         tgt = logits.gather(-1, y.unsqueeze(-1)).squeeze(-1) - logits.mean(-1)
         if self.b is None:

@@ -74,15 +74,21 @@ class LayerTranscoder:
             out = out + x @ self.W_skip
         return out
 
-    def to(self, device: torch.device, dtype: torch.dtype) -> "LayerTranscoder":
+    def to(self, device: torch.device, dtype: torch.dtype) -> LayerTranscoder:
         def cast(t):
             return None if t is None else t.to(device=device, dtype=dtype)
-        return LayerTranscoder(*(cast(getattr(self, k)) for k in
-                                 ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "W_skip")))
+
+        return LayerTranscoder(
+            *(
+                cast(getattr(self, k))
+                for k in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "W_skip")
+            )
+        )
 
 
-def read_transcoder_file(path: str | Path, d_model: int | None = None,
-                         layer: int | None = None) -> LayerTranscoder:
+def read_transcoder_file(
+    path: str | Path, d_model: int | None = None, layer: int | None = None
+) -> LayerTranscoder:
     """Read and validate one ``layer_<l>.safetensors`` file (see the module docstring)."""
     path = Path(path)
     try:
@@ -94,44 +100,74 @@ def read_transcoder_file(path: str | Path, d_model: int | None = None,
     if missing:
         raise TranscoderFormatError(
             f"{path}: missing tensors {missing}; a transcoder file needs "
-            f"{list(REQUIRED_TRANSCODER_TENSORS)} (optional {list(OPTIONAL_TRANSCODER_TENSORS)})")
-    unknown = sorted(set(tensors) - set(REQUIRED_TRANSCODER_TENSORS) - set(OPTIONAL_TRANSCODER_TENSORS))
+            f"{list(REQUIRED_TRANSCODER_TENSORS)} (optional {list(OPTIONAL_TRANSCODER_TENSORS)})"
+        )
+    unknown = sorted(
+        set(tensors) - set(REQUIRED_TRANSCODER_TENSORS) - set(OPTIONAL_TRANSCODER_TENSORS)
+    )
     if unknown:
         raise TranscoderFormatError(f"{path}: unexpected tensors {unknown}")
     W_enc = tensors["W_enc"]
     if W_enc.dim() != 2:
-        raise TranscoderFormatError(f"{path}: W_enc must be 2-D [d_model, n_features], got {tuple(W_enc.shape)}")
+        raise TranscoderFormatError(
+            f"{path}: W_enc must be 2-D [d_model, n_features], got {tuple(W_enc.shape)}"
+        )
     dm, nf = W_enc.shape
     if d_model is not None and dm != d_model:
         raise BasisMismatchError(
             f"{path}: W_enc has d_model {dm} but the model's hidden size is {d_model}; "
-            "this transcoder was trained for a different model")
-    expected = {"b_enc": (nf,), "W_dec": (nf, dm), "b_dec": (dm,), "threshold": (nf,), "W_skip": (dm, dm)}
+            "this transcoder was trained for a different model"
+        )
+    expected = {
+        "b_enc": (nf,),
+        "W_dec": (nf, dm),
+        "b_dec": (dm,),
+        "threshold": (nf,),
+        "W_skip": (dm, dm),
+    }
     for key, shape in expected.items():
         if key in tensors and tuple(tensors[key].shape) != shape:
             raise TranscoderFormatError(
                 f"{path}: {key} has shape {tuple(tensors[key].shape)}, expected {shape} "
-                f"(d_model={dm}, n_features={nf} from W_enc)")
+                f"(d_model={dm}, n_features={nf} from W_enc)"
+            )
     if not all(t.is_floating_point() for t in tensors.values()):
         raise TranscoderFormatError(f"{path}: all transcoder tensors must be floating point")
     if layer is not None and "layer" in meta and str(meta["layer"]) != str(layer):
-        raise TranscoderFormatError(f"{path}: metadata says layer {meta['layer']} but the file name says {layer}")
+        raise TranscoderFormatError(
+            f"{path}: metadata says layer {meta['layer']} but the file name says {layer}"
+        )
     act = meta.get("activation")
     if act is not None and act not in ("relu", "jumprelu"):
         raise TranscoderFormatError(f"{path}: metadata activation {act!r} is not relu or jumprelu")
     if act is not None and (act == "jumprelu") != ("threshold" in tensors):
-        raise TranscoderFormatError(f"{path}: activation {act!r} disagrees with the presence of 'threshold'")
-    return LayerTranscoder(W_enc=W_enc, b_enc=tensors["b_enc"], W_dec=tensors["W_dec"],
-                           b_dec=tensors["b_dec"], threshold=tensors.get("threshold"),
-                           W_skip=tensors.get("W_skip"))
+        raise TranscoderFormatError(
+            f"{path}: activation {act!r} disagrees with the presence of 'threshold'"
+        )
+    return LayerTranscoder(
+        W_enc=W_enc,
+        b_enc=tensors["b_enc"],
+        W_dec=tensors["W_dec"],
+        b_dec=tensors["b_dec"],
+        threshold=tensors.get("threshold"),
+        W_skip=tensors.get("W_skip"),
+    )
 
 
-def write_transcoder_file(tc: LayerTranscoder, path: str | Path, layer: int, model: str = "") -> None:
+def write_transcoder_file(
+    tc: LayerTranscoder, path: str | Path, layer: int, model: str = ""
+) -> None:
     """Write one layer's transcoder in the documented format (atomically)."""
-    tensors = {k: getattr(tc, k).detach().float().cpu() for k in
-               ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "W_skip") if getattr(tc, k) is not None}
-    meta = {"layer": str(layer), "activation": "jumprelu" if tc.threshold is not None else "relu",
-            "model": model, "d_model": str(tc.W_enc.shape[0]), "n_features": str(tc.W_enc.shape[1])}
+    tensors = {
+        k: getattr(tc, k).detach().float().cpu()
+        for k in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "W_skip")
+        if getattr(tc, k) is not None
+    }
+    meta = {
+        "layer": str(layer),
+        "activation": "jumprelu" if tc.threshold is not None else "relu",
+        "model": model,
+        "d_model": str(tc.W_enc.shape[0]),
+        "n_features": str(tc.W_enc.shape[1]),
+    }
     io.write_safetensors(tensors, path, metadata=meta)
-
-

@@ -27,11 +27,24 @@ from ..numba_cache import load_umap
 from .summaries import top_feature_sets
 
 __all__ = [
-    "FigureDataError", "METHOD_COLOURS", "BASELINE_NAMES", "HOUSE_STYLE",
-    "rate_distortion", "gamma_sweep", "iteration_trace", "two_view_scatter",
-    "cross_view_silhouette", "feature_lineage", "steering_response",
-    "umap_2d", "lineage_table", "rate_distortion_points", "silhouette_long", "steering_units",
-    "two_view_maps", "lineage_data",
+    "FigureDataError",
+    "METHOD_COLOURS",
+    "BASELINE_NAMES",
+    "HOUSE_STYLE",
+    "rate_distortion",
+    "gamma_sweep",
+    "iteration_trace",
+    "two_view_scatter",
+    "cross_view_silhouette",
+    "feature_lineage",
+    "steering_response",
+    "umap_2d",
+    "lineage_table",
+    "rate_distortion_points",
+    "silhouette_long",
+    "steering_units",
+    "two_view_maps",
+    "lineage_data",
 ]
 
 
@@ -41,16 +54,29 @@ class FigureDataError(ValueError):
 
 # Fixed colours per method, so a method has the same colour in every figure.
 METHOD_COLOURS = {
-    "RD": "#1b7837", "KM-Sem": "#2166ac", "KM-Att": "#b2182b", "Single": "#e08214",
-    "Random": "#7f7f7f", "HDBSCAN-Sem": "#5e3c99", "HDBSCAN-Att": "#c51b7d",
+    "RD": "#1b7837",
+    "KM-Sem": "#2166ac",
+    "KM-Att": "#b2182b",
+    "Single": "#e08214",
+    "Random": "#7f7f7f",
+    "HDBSCAN-Sem": "#5e3c99",
+    "HDBSCAN-Att": "#c51b7d",
 }
 KIND_MARKERS = {"init": "s", "assign": "o", "split": "^", "merge": "v"}
 NOISE_COLOUR = "#bdbdbd"
 
 # Embed TrueType fonts (no Type 3 fonts in the paper) and fix the SVG id salt; with no
 # creation date in the metadata the files are byte-reproducible.
-HOUSE_STYLE = {"pdf.fonttype": 42, "ps.fonttype": 42, "svg.hashsalt": "semmech", "font.size": 9,
-               "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8, "figure.dpi": 100}
+HOUSE_STYLE = {
+    "pdf.fonttype": 42,
+    "ps.fonttype": 42,
+    "svg.hashsalt": "semmech",
+    "font.size": 9,
+    "axes.titlesize": 9,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "figure.dpi": 100,
+}
 
 
 def _styled(fn: Callable[..., Figure]) -> Callable[..., Figure]:
@@ -83,15 +109,17 @@ def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> pd.DataFram
     return io.require_columns(df, columns, what, error=FigureDataError, allow_empty=False)
 
 
-def _new_figure(ncols: int, nrows: int = 1, width: float = 3.2, height: float = 2.7,
-                **kw: Any) -> tuple[Figure, np.ndarray]:
+def _new_figure(
+    ncols: int, nrows: int = 1, width: float = 3.2, height: float = 2.7, **kw: Any
+) -> tuple[Figure, np.ndarray]:
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
     return fig, axes
 
 
-def _panel_grid(n: int, max_cols: int, width: float, height: float,
-                **kw: Any) -> tuple[Figure, list[Any]]:
+def _panel_grid(
+    n: int, max_cols: int, width: float, height: float, **kw: Any
+) -> tuple[Figure, list[Any]]:
     """n panels in rows of at most ``max_cols`` (unused cells removed), so wide sweeps stay
     legible at paper width."""
     ncols = max(1, min(n, max_cols))
@@ -141,16 +169,32 @@ def rate_distortion(points: pd.DataFrame) -> Figure:
                 d, se = _mean_se(grp["D_gamma"])
                 agg.append((b, h, d, se))
             agg_a = np.array(agg, dtype=np.float64)
-            ax.errorbar(agg_a[:, 1], agg_a[:, 2], yerr=agg_a[:, 3], marker="o", ms=4, lw=1.4,
-                        capsize=2, color=_method_colour(m, i), label=m,
-                        ls="-" if m == "RD" else "--", zorder=3 if m == "RD" else 2)
+            ax.errorbar(
+                agg_a[:, 1],
+                agg_a[:, 2],
+                yerr=agg_a[:, 3],
+                marker="o",
+                ms=4,
+                lw=1.4,
+                capsize=2,
+                color=_method_colour(m, i),
+                label=m,
+                ls="-" if m == "RD" else "--",
+                zorder=3 if m == "RD" else 2,
+            )
             if m == "RD":  # one label per distinct point: equal solutions share it
                 spots: dict[tuple[float, float], list[str]] = {}
                 for b, h, d, _ in agg:
                     spots.setdefault((round(h, 9), round(d, 9)), []).append(f"{b:g}")
                 for (h, d), bs in spots.items():
-                    ax.annotate("β=" + ", ".join(bs), (h, d), textcoords="offset points",
-                                xytext=(4, 3), fontsize=7, color=_method_colour(m))
+                    ax.annotate(
+                        "β=" + ", ".join(bs),
+                        (h, d),
+                        textcoords="offset points",
+                        xytext=(4, 3),
+                        fontsize=7,
+                        color=_method_colour(m),
+                    )
         lo, hi = ax.get_xlim()
         if hi - lo < 1e-6:  # every partition has one cluster (H = 0): show a sane rate axis
             ax.set_xlim(-0.05, 0.5)
@@ -160,8 +204,10 @@ def rate_distortion(points: pd.DataFrame) -> Figure:
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
-    fig.suptitle(f"Rate–distortion over β (mean over {points['prompt_id'].nunique()} prompts, "
-                 "baselines rate-matched)")
+    fig.suptitle(
+        f"Rate–distortion over β (mean over {points['prompt_id'].nunique()} prompts, "
+        "baselines rate-matched)"
+    )
     return fig
 
 
@@ -183,8 +229,11 @@ def gamma_sweep(sweep: pd.DataFrame) -> Figure:
     _require(sweep, ["prompt_id", "beta", "gamma", "K", "D_e", "D_a"], "gamma_sweep")
     betas = sorted(sweep["beta"].unique())
     cmap = matplotlib.colormaps["viridis"]
-    panels = [("K", "clusters K"), ("D_e", "semantic distortion $D_e$"),
-              ("D_a", "mechanistic distortion $D_a$")]
+    panels = [
+        ("K", "clusters K"),
+        ("D_e", "semantic distortion $D_e$"),
+        ("D_a", "mechanistic distortion $D_a$"),
+    ]
     fig, axes = _new_figure(3, width=3.0, height=2.7)
     for j, (col, ylabel) in enumerate(panels):
         ax = axes[0, j]
@@ -194,8 +243,9 @@ def gamma_sweep(sweep: pd.DataFrame) -> Figure:
             a = np.array(rows, dtype=np.float64)
             colour = cmap(i / max(1, len(betas) - 1) * 0.9)
             ax.plot(a[:, 0], a[:, 1], marker="o", ms=3.5, color=colour, label=f"β = {b:g}")
-            ax.fill_between(a[:, 0], a[:, 1] - a[:, 2], a[:, 1] + a[:, 2], color=colour,
-                            alpha=0.18, lw=0)
+            ax.fill_between(
+                a[:, 0], a[:, 1] - a[:, 2], a[:, 1] + a[:, 2], color=colour, alpha=0.18, lw=0
+            )
         ax.set_xlabel("γ (weight of the semantic view)")
         ax.set_ylabel(ylabel)
         ax.set_title(ylabel.split(" $")[0] if "$" in ylabel else ylabel)
@@ -210,8 +260,9 @@ def gamma_sweep(sweep: pd.DataFrame) -> Figure:
 
 
 @_styled
-def iteration_trace(history: pd.DataFrame, gamma: float | None = None,
-                    prompt_id: str | None = None) -> Figure:
+def iteration_trace(
+    history: pd.DataFrame, gamma: float | None = None, prompt_id: str | None = None
+) -> Figure:
     """L after each step (init, assign, split, merge), one panel per β at one γ.
 
     ``history``: beta, gamma, step, kind, L, K (one prompt's clusters/{p}.history.parquet).
@@ -223,8 +274,10 @@ def iteration_trace(history: pd.DataFrame, gamma: float | None = None,
         gamma = gammas[len(gammas) // 2]
     sub = history[close_to(history["gamma"], gamma)]
     if sub.empty:
-        raise FigureDataError(f"iteration_trace: no history rows at γ = {gamma} "
-                              f"(have {sorted(history['gamma'].unique())})")
+        raise FigureDataError(
+            f"iteration_trace: no history rows at γ = {gamma} "
+            f"(have {sorted(history['gamma'].unique())})"
+        )
     betas = sorted(sub["beta"].unique())
     fig, axes = _panel_grid(len(betas), 2, width=3.3, height=2.5)
     for j, b in enumerate(betas):
@@ -234,9 +287,20 @@ def iteration_trace(history: pd.DataFrame, gamma: float | None = None,
         for kind, marker in KIND_MARKERS.items():
             hk = h[h["kind"] == kind]
             if not hk.empty:
-                ax.scatter(hk["step"], hk["L"], marker=marker, s=26, zorder=2, label=kind,
-                           color={"init": "#000000", "assign": "#1f78b4", "split": "#33a02c",
-                                  "merge": "#e31a1c"}[kind])
+                ax.scatter(
+                    hk["step"],
+                    hk["L"],
+                    marker=marker,
+                    s=26,
+                    zorder=2,
+                    label=kind,
+                    color={
+                        "init": "#000000",
+                        "assign": "#1f78b4",
+                        "split": "#33a02c",
+                        "merge": "#e31a1c",
+                    }[kind],
+                )
         ax2 = ax.twinx()
         ax2.step(h["step"], h["K"], where="post", color="#999999", lw=0.9, ls=":", label="K")
         ax2.set_ylabel("K", color="#777777")
@@ -250,8 +314,13 @@ def iteration_trace(history: pd.DataFrame, gamma: float | None = None,
     for ax in axes:
         for hd, lb in zip(*ax.get_legend_handles_labels()):
             kinds.setdefault(lb, hd)
-    fig.legend(list(kinds.values()), list(kinds), loc="outside lower center", ncols=len(kinds),
-               frameon=False)
+    fig.legend(
+        list(kinds.values()),
+        list(kinds),
+        loc="outside lower center",
+        ncols=len(kinds),
+        frameon=False,
+    )
     who = f" for prompt '{prompt_id}'" if prompt_id else ""
     fig.suptitle(f"Descent of $L = H + \\beta_e D_e + \\beta_a D_a${who} (grey dotted: K)")
     return fig
@@ -262,8 +331,12 @@ def iteration_trace(history: pd.DataFrame, gamma: float | None = None,
 
 
 @_styled
-def two_view_scatter(coords: Mapping[str, np.ndarray], labelings: Mapping[str, np.ndarray],
-                     weights: np.ndarray | None = None, title: str | None = None) -> Figure:
+def two_view_scatter(
+    coords: Mapping[str, np.ndarray],
+    labelings: Mapping[str, np.ndarray],
+    weights: np.ndarray | None = None,
+    title: str | None = None,
+) -> Figure:
     """2-D maps of each view (columns), coloured by each clustering (rows).
 
     ``coords``: view name -> (N, 2) map of that view (UMAP of the semantic and of the
@@ -276,14 +349,18 @@ def two_view_scatter(coords: Mapping[str, np.ndarray], labelings: Mapping[str, n
     for name, xy in coords.items():
         xy = np.asarray(xy)
         if xy.ndim != 2 or xy.shape[1] != 2:
-            raise FigureDataError(f"two_view_scatter: coords[{name!r}] must be (N, 2), got {xy.shape}")
+            raise FigureDataError(
+                f"two_view_scatter: coords[{name!r}] must be (N, 2), got {xy.shape}"
+            )
         n = xy.shape[0] if n is None else n
         if xy.shape[0] != n:
             raise FigureDataError("two_view_scatter: views have different numbers of points")
     for name, lab in labelings.items():
         if np.asarray(lab).shape != (n,):
-            raise FigureDataError(f"two_view_scatter: labels {name!r} must have shape ({n},), "
-                                  f"got {np.asarray(lab).shape}")
+            raise FigureDataError(
+                f"two_view_scatter: labels {name!r} must have shape ({n},), "
+                f"got {np.asarray(lab).shape}"
+            )
     if weights is None:
         sizes = np.full(n, 18.0)
     else:
@@ -301,10 +378,19 @@ def two_view_scatter(coords: Mapping[str, np.ndarray], labelings: Mapping[str, n
                 sel = lab == c
                 if not sel.any():
                     continue
-                style = ({"marker": "x", "linewidths": 0.8} if c < 0 else
-                         {"marker": "o", "linewidths": 0.3, "edgecolors": "white"})
-                ax.scatter(xy[sel, 0], xy[sel, 1], s=sizes[sel], color=colours[c],
-                           label="noise" if c < 0 else f"{c}", **style)
+                style = (
+                    {"marker": "x", "linewidths": 0.8}
+                    if c < 0
+                    else {"marker": "o", "linewidths": 0.3, "edgecolors": "white"}
+                )
+                ax.scatter(
+                    xy[sel, 0],
+                    xy[sel, 1],
+                    s=sizes[sel],
+                    color=colours[c],
+                    label="noise" if c < 0 else f"{c}",
+                    **style,
+                )
             if i == 0:
                 ax.set_title(f"{view} (UMAP)", fontweight="bold")
             ax.set_xticks([])
@@ -312,14 +398,21 @@ def two_view_scatter(coords: Mapping[str, np.ndarray], labelings: Mapping[str, n
             ax.set_xlabel("UMAP 1" if i == len(labelings) - 1 else "")
             ax.set_ylabel(f"coloured by {lname}" if j == 0 else "")
         n_groups = len(set(lab.tolist()) - {-1})
-        axes[i, -1].legend(title=f"{n_groups} cluster{'' if n_groups == 1 else 's'}", frameon=False, fontsize=7,
-                           loc="center left", bbox_to_anchor=(1.0, 0.5), markerscale=0.8)
+        axes[i, -1].legend(
+            title=f"{n_groups} cluster{'' if n_groups == 1 else 's'}",
+            frameon=False,
+            fontsize=7,
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            markerscale=0.8,
+        )
     fig.suptitle(title or "Semantic vs mechanistic view")
     return fig
 
 
-def umap_2d(X: np.ndarray, metric: str, seed: int, *, n_neighbors: int,
-            min_dist: float) -> np.ndarray:
+def umap_2d(
+    X: np.ndarray, metric: str, seed: int, *, n_neighbors: int, min_dist: float
+) -> np.ndarray:
     """Deterministic 2-D UMAP map (fixed random_state, which also makes UMAP single-threaded);
     ``n_neighbors`` and ``min_dist`` are the ``figures.umap`` settings.
 
@@ -340,9 +433,15 @@ def umap_2d(X: np.ndarray, metric: str, seed: int, *, n_neighbors: int,
         out[:, :k] = u[:, :k] * s[:k]
         return out
     umap = load_umap()  # numba's disk cache switched on before umap's first compilation
-    reducer = umap.UMAP(n_components=2, n_neighbors=max(2, min(int(n_neighbors), n - 1)),
-                        min_dist=float(min_dist), metric=metric, random_state=int(seed),
-                        init="spectral" if n > 20 else "random", n_jobs=1)
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=max(2, min(int(n_neighbors), n - 1)),
+        min_dist=float(min_dist),
+        metric=metric,
+        random_state=int(seed),
+        init="spectral" if n > 20 else "random",
+        n_jobs=1,
+    )
     return np.asarray(reducer.fit_transform(X), dtype=np.float64)
 
 
@@ -358,8 +457,11 @@ def cross_view_silhouette(sil: pd.DataFrame) -> Figure:
     partition was made in ("semantic", "mechanistic" for K-means; any other name, e.g.
     "both (RD)", for joint partitions); bars per view it is scored in; mean ± SE over prompts.
     """
-    _require(sil, ["prompt_id", "clustered_view", "score_view", "K", "silhouette"],
-             "cross_view_silhouette")
+    _require(
+        sil,
+        ["prompt_id", "clustered_view", "score_view", "K", "silhouette"],
+        "cross_view_silhouette",
+    )
     order = {"semantic": 0, "mechanistic": 1}
     cviews = sorted(sil["clustered_view"].unique(), key=lambda v: (order.get(v, 2), v))
     sviews = sorted(sil["score_view"].unique(), key=lambda v: (order.get(v, 2), v))
@@ -374,9 +476,15 @@ def cross_view_silhouette(sil: pd.DataFrame) -> Figure:
             part = part_cv[part_cv["score_view"] == sv]
             stats = [_mean_se(part[part["K"] == k]["silhouette"]) for k in ks]
             x = np.arange(len(ks)) + (i - (len(sviews) - 1) / 2) * width
-            ax.bar(x, [s[0] for s in stats], width=width * 0.95, yerr=[s[1] for s in stats],
-                   capsize=2, label=f"scored in {sv}",
-                   color=view_colour.get(sv, matplotlib.colormaps["tab10"](i)))
+            ax.bar(
+                x,
+                [s[0] for s in stats],
+                width=width * 0.95,
+                yerr=[s[1] for s in stats],
+                capsize=2,
+                label=f"scored in {sv}",
+                color=view_colour.get(sv, matplotlib.colormaps["tab10"](i)),
+            )
         ax.axhline(0.0, color="black", lw=0.7)
         ax.set_xticks(np.arange(len(ks)), [str(k) for k in ks])
         ax.set_xlabel("K (K-means)" if cv in order else "K")
@@ -405,23 +513,48 @@ def lineage_table(levels: Sequence[tuple[float, list[frozenset[int]], np.ndarray
         for i, a in enumerate(s0):
             for j, b in enumerate(s1):
                 union = len(a | b)
-                rows.append({"beta_from": float(b0), "beta_to": float(b1), "cluster_from": i,
-                             "cluster_to": j, "mass_from": float(m0[i]), "mass_to": float(m1[j]),
-                             "jaccard": len(a & b) / union if a and b else math.nan})
-    return pd.DataFrame(rows, columns=["beta_from", "beta_to", "cluster_from", "cluster_to",
-                                       "mass_from", "mass_to", "jaccard"])
+                rows.append(
+                    {
+                        "beta_from": float(b0),
+                        "beta_to": float(b1),
+                        "cluster_from": i,
+                        "cluster_to": j,
+                        "mass_from": float(m0[i]),
+                        "mass_to": float(m1[j]),
+                        "jaccard": len(a & b) / union if a and b else math.nan,
+                    }
+                )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "beta_from",
+            "beta_to",
+            "cluster_from",
+            "cluster_to",
+            "mass_from",
+            "mass_to",
+            "jaccard",
+        ],
+    )
 
 
 @_styled
-def feature_lineage(lineage: pd.DataFrame, gamma: float | None = None,
-                    prompt_id: str | None = None, top_k: int | None = None) -> Figure:
+def feature_lineage(
+    lineage: pd.DataFrame,
+    gamma: float | None = None,
+    prompt_id: str | None = None,
+    top_k: int | None = None,
+) -> Figure:
     """Heatmaps of Jaccard(top features) between the clusters of consecutive β levels.
 
     ``lineage``: beta_from, beta_to, cluster_from, cluster_to, jaccard (see
     :func:`lineage_table`). One panel per consecutive pair; each cell is annotated.
     """
-    _require(lineage, ["beta_from", "beta_to", "cluster_from", "cluster_to", "jaccard"],
-             "feature_lineage")
+    _require(
+        lineage,
+        ["beta_from", "beta_to", "cluster_from", "cluster_to", "jaccard"],
+        "feature_lineage",
+    )
     pairs = sorted({(float(a), float(b)) for a, b in zip(lineage["beta_from"], lineage["beta_to"])})
     fig, axes = _panel_grid(len(pairs), 3, width=2.8, height=2.8)
     im = None
@@ -434,19 +567,31 @@ def feature_lineage(lineage: pd.DataFrame, gamma: float | None = None,
         im = ax.imshow(mat.to_numpy(), vmin=0.0, vmax=1.0, cmap=cmap, aspect="auto")
         for (r, c), v in np.ndenumerate(mat.to_numpy()):
             if mat.size <= 64:
-                ax.text(c, r, "n/a" if np.isnan(v) else f"{v:.2f}", ha="center", va="center",
-                        fontsize=6.5, color="white" if v > 0.55 else "black")
+                ax.text(
+                    c,
+                    r,
+                    "n/a" if np.isnan(v) else f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6.5,
+                    color="white" if v > 0.55 else "black",
+                )
         ax.set_xticks(range(mat.shape[1]), [str(c) for c in mat.columns])
         ax.set_yticks(range(mat.shape[0]), [str(r) for r in mat.index])
         ax.set_xlabel(f"cluster at β = {b1:g}")
         ax.set_ylabel(f"cluster at β = {b0:g}")
         ax.set_title(f"β {b0:g} → {b1:g}")
     fig.colorbar(im, ax=axes, label="Jaccard of top features", shrink=0.85)
-    bits = [f"prompt '{prompt_id}'" if prompt_id else None,
-            f"γ = {float(gamma):g}" if gamma is not None else None,
-            f"top {top_k} features" if top_k else None]
-    fig.suptitle("Feature lineage across β (" + ", ".join(b for b in bits if b) + ")"
-                 if any(bits) else "Feature lineage across β")
+    bits = [
+        f"prompt '{prompt_id}'" if prompt_id else None,
+        f"γ = {float(gamma):g}" if gamma is not None else None,
+        f"top {top_k} features" if top_k else None,
+    ]
+    fig.suptitle(
+        "Feature lineage across β (" + ", ".join(b for b in bits if b) + ")"
+        if any(bits)
+        else "Feature lineage across β"
+    )
     return fig
 
 
@@ -482,10 +627,22 @@ def steering_response(curves: pd.DataFrame) -> Figure:
                 rows.append((eps, mean, se, grp["unit"].nunique()))
             a = np.array(rows, dtype=np.float64)
             colour = _method_colour(m, i)
-            ax.plot(a[:, 0], a[:, 1], marker="o", ms=3.5, color=colour,
-                    label=f"{m} (n={int(a[:, 3].max())})")
-            ax.fill_between(a[:, 0], a[:, 1] - 1.96 * a[:, 2], a[:, 1] + 1.96 * a[:, 2],
-                            color=colour, alpha=0.18, lw=0)
+            ax.plot(
+                a[:, 0],
+                a[:, 1],
+                marker="o",
+                ms=3.5,
+                color=colour,
+                label=f"{m} (n={int(a[:, 3].max())})",
+            )
+            ax.fill_between(
+                a[:, 0],
+                a[:, 1] - 1.96 * a[:, 2],
+                a[:, 1] + 1.96 * a[:, 2],
+                color=colour,
+                alpha=0.18,
+                lw=0,
+            )
         ax.axhline(0.0, color="black", lw=0.6)
         ax.axvline(0.0, color="black", lw=0.6)
         ax.set_title(f"budget B = {int(B)} features")
@@ -501,8 +658,13 @@ def steering_response(curves: pd.DataFrame) -> Figure:
 # From the workflow's tables and arrays to the frames above
 
 
-BASELINE_NAMES = {"rd": "RD", "km_sem": "KM-Sem", "km_att": "KM-Att",
-                  "hdbscan_sem": "HDBSCAN-Sem", "hdbscan_att": "HDBSCAN-Att"}
+BASELINE_NAMES = {
+    "rd": "RD",
+    "km_sem": "KM-Sem",
+    "km_att": "KM-Att",
+    "hdbscan_sem": "HDBSCAN-Sem",
+    "hdbscan_att": "HDBSCAN-Att",
+}
 
 
 def rate_distortion_points(baselines: pd.DataFrame) -> pd.DataFrame:
@@ -511,7 +673,8 @@ def rate_distortion_points(baselines: pd.DataFrame) -> pd.DataFrame:
     baselines at the K whose rate is closest to RD's have match == "rate")."""
     df = baselines
     keep = ((df["method"] == "rd") & (df["match"] == "self")) | (
-        df["method"].isin(["km_sem", "km_att"]) & (df["match"] == "rate"))
+        df["method"].isin(["km_sem", "km_att"]) & (df["match"] == "rate")
+    )
     out = df[keep].copy()
     if out.empty:
         raise FigureDataError("baselines: no RD or rate-matched K-means rows")
@@ -527,10 +690,17 @@ def silhouette_long(silhouettes: pd.DataFrame) -> pd.DataFrame:
     df = df[df["method"].isin(list(clustered)) & (df["K"] >= 2)]
     rows = []
     for view in ("semantic", "mechanistic"):
-        rows.append(pd.DataFrame({"prompt_id": df["prompt_id"], "K": df["K"].astype(np.int64),
-                                  "clustered_view": df["method"].map(clustered),
-                                  "score_view": view,
-                                  "silhouette": df[f"silhouette_{view}"].astype(np.float64)}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "prompt_id": df["prompt_id"],
+                    "K": df["K"].astype(np.int64),
+                    "clustered_view": df["method"].map(clustered),
+                    "score_view": view,
+                    "silhouette": df[f"silhouette_{view}"].astype(np.float64),
+                }
+            )
+        )
     out = pd.concat(rows, ignore_index=True)
     out = out[np.isfinite(out["silhouette"])]  # undefined, e.g. K = N (every point alone)
     if out.empty:
@@ -543,15 +713,29 @@ def steering_units(curves: pd.DataFrame) -> pd.DataFrame:
     df = curves[curves["own"].astype(bool)].copy()
     if df.empty:
         raise FigureDataError("steering curves have no own-cluster rows")
-    df["unit"] = (df["prompt_id"].astype(str) + "|" + df["beta"].map("{:g}".format) + "|"
-                  + df["gamma"].map("{:g}".format) + "|" + df["source_cluster"].astype(str))
+    df["unit"] = (
+        df["prompt_id"].astype(str)
+        + "|"
+        + df["beta"].map("{:g}".format)
+        + "|"
+        + df["gamma"].map("{:g}".format)
+        + "|"
+        + df["source_cluster"].astype(str)
+    )
     return df
 
 
-def two_view_maps(E: np.ndarray, A_tilde: np.ndarray, rd_labels: np.ndarray,
-                  hdbscan_labels: pd.DataFrame, beta: float, gamma: float, seed: int,
-                  umap_params: Mapping[str, Any], what: str = "hdbscan labels"
-                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def two_view_maps(
+    E: np.ndarray,
+    A_tilde: np.ndarray,
+    rd_labels: np.ndarray,
+    hdbscan_labels: pd.DataFrame,
+    beta: float,
+    gamma: float,
+    seed: int,
+    umap_params: Mapping[str, Any],
+    what: str = "hdbscan labels",
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """UMAP maps of both views of one prompt and its RD / single-view HDBSCAN labellings.
 
     The mechanistic view is the normalised signature ã = (a − H0)/s, mapped under the L1
@@ -560,13 +744,21 @@ def two_view_maps(E: np.ndarray, A_tilde: np.ndarray, rd_labels: np.ndarray,
     """
     n = rd_labels.shape[0]
     if E.shape[0] != n or A_tilde.shape[0] != n:
-        raise FigureDataError(f"two_view: {n} samples, {E.shape[0]} embeddings, "
-                              f"{A_tilde.shape[0]} signatures")
-    hd = hdbscan_labels.assign(method=hdbscan_labels["method"].map(lambda m: BASELINE_NAMES.get(m, m)))
-    coords = {"semantic view": umap_2d(E, "euclidean", seed, **umap_params),
-              "mechanistic view": umap_2d(A_tilde, "manhattan", seed, **umap_params)}
+        raise FigureDataError(
+            f"two_view: {n} samples, {E.shape[0]} embeddings, {A_tilde.shape[0]} signatures"
+        )
+    hd = hdbscan_labels.assign(
+        method=hdbscan_labels["method"].map(lambda m: BASELINE_NAMES.get(m, m))
+    )
+    coords = {
+        "semantic view": umap_2d(E, "euclidean", seed, **umap_params),
+        "mechanistic view": umap_2d(A_tilde, "manhattan", seed, **umap_params),
+    }
     labelings = {f"RD (β={beta:g}, γ={gamma:g})": rd_labels}
-    for method, name in (("HDBSCAN-Sem", "HDBSCAN on semantics"), ("HDBSCAN-Att", "HDBSCAN on mechanisms")):
+    for method, name in (
+        ("HDBSCAN-Sem", "HDBSCAN on semantics"),
+        ("HDBSCAN-Att", "HDBSCAN on mechanisms"),
+    ):
         part = hd[hd["method"] == method].sort_values("sample_idx")
         if len(part) != n:
             raise FigureDataError(f"{what}: {len(part)} {method} labels for {n} samples")
@@ -574,21 +766,33 @@ def two_view_maps(E: np.ndarray, A_tilde: np.ndarray, rd_labels: np.ndarray,
     return coords, labelings
 
 
-def lineage_data(clusters: Mapping[str, np.ndarray], feature_mask: np.ndarray, gamma: float,
-                 top_k: int, what: str = "clusters") -> pd.DataFrame:
+def lineage_data(
+    clusters: Mapping[str, np.ndarray],
+    feature_mask: np.ndarray,
+    gamma: float,
+    top_k: int,
+    what: str = "clusters",
+) -> pd.DataFrame:
     """Lineage table of one prompt at one γ: top-k feature sets of every cluster's
     mechanistic centre μ^a (see :func:`semmech.report.summaries.top_features`) at each β,
     compared between consecutive β. ``clusters``: the arrays of clusters/{p}.npz."""
     arr = clusters
     sel = np.nonzero(close_to(arr["gamma"], gamma))[0]
     if sel.size == 0:
-        raise FigureDataError(f"{what}: no configuration at γ = {gamma:g} "
-                              f"(have {sorted(set(arr['gamma'].tolist()))})")
+        raise FigureDataError(
+            f"{what}: no configuration at γ = {gamma:g} (have {sorted(set(arr['gamma'].tolist()))})"
+        )
     levels = []
     for i in sorted(sel, key=lambda i: float(arr["beta"][i])):
-        levels.append((float(arr["beta"][i]),
-                       top_feature_sets(arr[f"cfg{i:03d}_centres_a"], feature_mask, top_k),
-                       arr[f"cfg{i:03d}_weights"]))
+        levels.append(
+            (
+                float(arr["beta"][i]),
+                top_feature_sets(arr[f"cfg{i:03d}_centres_a"], feature_mask, top_k),
+                arr[f"cfg{i:03d}_weights"],
+            )
+        )
     if len(levels) < 2:
-        raise FigureDataError(f"{what}: feature lineage needs at least two β levels at γ = {gamma:g}")
+        raise FigureDataError(
+            f"{what}: feature lineage needs at least two β levels at γ = {gamma:g}"
+        )
     return lineage_table(levels)

@@ -13,8 +13,15 @@ import pandas as pd
 from ..io import require_columns
 from .tables import latex_escape
 
-__all__ = ["PaperBuildError", "PAPER_SOURCES", "COMPARISON_COLUMNS", "STEERING_SUMMARY_COLUMNS",
-           "LATEXMK_MISSING", "result_macros", "run_tex"]
+__all__ = [
+    "PaperBuildError",
+    "PAPER_SOURCES",
+    "COMPARISON_COLUMNS",
+    "STEERING_SUMMARY_COLUMNS",
+    "LATEXMK_MISSING",
+    "result_macros",
+    "run_tex",
+]
 
 # The manuscript's sources under paper/: copied into the build directory.
 PAPER_SOURCES = ("main.tex", "references.bib", "sections")
@@ -26,7 +33,8 @@ LATEXMK_MISSING = (
     "'{latexmk}' was not found on PATH, so {out_pdf} cannot be built. Install LaTeX "
     "(Debian: apt-get install -y --no-install-recommends latexmk texlive-latex-base "
     "texlive-latex-recommended texlive-latex-extra) and re-run. The figures and tables "
-    "under results/<run>/ are complete without it.")
+    "under results/<run>/ are complete without it."
+)
 
 
 class PaperBuildError(RuntimeError):
@@ -37,20 +45,26 @@ def result_macros(comparison: pd.DataFrame, steering: pd.DataFrame) -> dict[str,
     """Headline numbers quoted in the paper's text, from the run's aggregate tables: RD's win
     and tie rates at matched rate (Table 1) and the steering correlations (Table 2)."""
     require_columns(comparison, COMPARISON_COLUMNS, "clustering comparison", error=PaperBuildError)
-    require_columns(steering, STEERING_SUMMARY_COLUMNS, "steering comparison",
-                    error=PaperBuildError)
+    require_columns(
+        steering, STEERING_SUMMARY_COLUMNS, "steering comparison", error=PaperBuildError
+    )
     rd = comparison[comparison["method"] == "RD"]
     if rd.empty:
         raise PaperBuildError("the clustering comparison has no RD row")
     rd = rd.iloc[0]
     parts = []
     for method, grp in steering.groupby("method", sort=False):
-        vals = ", ".join(f"{r.pearson_mean:.2f} / {r.spearman_mean:.2f} at B = {int(r.budget)}"
-                         for r in grp.itertuples(index=False))
+        vals = ", ".join(
+            f"{r.pearson_mean:.2f} / {r.spearman_mean:.2f} at B = {int(r.budget)}"
+            for r in grp.itertuples(index=False)
+        )
         parts.append(f"{method} {vals}")
-    return {"RDWinPercent": f"{100 * float(rd['rd_win']):.0f}",
-            "RDTiePercent": f"{100 * float(rd['rd_tie']):.0f}",
-            "NSettings": str(int(rd["n_settings"])), "SteeringSummary": "; ".join(parts)}
+    return {
+        "RDWinPercent": f"{100 * float(rd['rd_win']):.0f}",
+        "RDTiePercent": f"{100 * float(rd['rd_tie']):.0f}",
+        "NSettings": str(int(rd["n_settings"])),
+        "SteeringSummary": "; ".join(parts),
+    }
 
 
 def run_tex(macros: Mapping[str, Any], source: str) -> str:

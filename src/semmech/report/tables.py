@@ -30,10 +30,22 @@ from ..io import require_columns
 from ..stats import bootstrap_ci
 
 __all__ = [
-    "TableDataError", "Column", "latex_escape", "format_value", "latex_tabular", "auto_columns",
-    "clustering_comparison_columns", "clustering_comparison_latex",
-    "STEERING_COLUMNS", "steering_comparison", "steering_columns", "steering_tex_frame",
-    "steering_latex", "cluster_summary_table", "cluster_summary_columns", "cluster_summary_latex",
+    "TableDataError",
+    "Column",
+    "latex_escape",
+    "format_value",
+    "latex_tabular",
+    "auto_columns",
+    "clustering_comparison_columns",
+    "clustering_comparison_latex",
+    "STEERING_COLUMNS",
+    "steering_comparison",
+    "steering_columns",
+    "steering_tex_frame",
+    "steering_latex",
+    "cluster_summary_table",
+    "cluster_summary_columns",
+    "cluster_summary_latex",
     "render_tables_html",
 ]
 
@@ -58,9 +70,19 @@ class Column:
 
 # Every replacement typesets in OT1 Computer Modern with vector (Type 1) fonts; \$ would not.
 _LATEX_SPECIALS = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"$\$$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"$\$$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
 }
 
 
@@ -71,11 +93,18 @@ def latex_escape(text: Any) -> str:
     """Escape LaTeX specials; replace characters a plain pdflatex set-up (OT1 Computer Modern,
     utf8 input) cannot typeset by '?', so any continuation text compiles."""
     s = str(text)
-    s = s.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
+    s = (
+        s.replace("\u2019", "'")
+        .replace("\u2018", "'")
+        .replace("\u201c", '"')
+        .replace("\u201d", '"')
+    )
     s = s.replace("\u2013", "-").replace("\u2014", "--").replace("\u2212", "-")
     # Other characters (CJK, emoji, symbols, BPE markers) have no glyph in OT1 Computer Modern.
-    s = "".join(ch if (" " <= ch <= "~" or ch in _LATIN_LETTERS) else ("?" if ch.isprintable() else " ")
-                for ch in s)
+    s = "".join(
+        ch if (" " <= ch <= "~" or ch in _LATIN_LETTERS) else ("?" if ch.isprintable() else " ")
+        for ch in s
+    )
     s = "".join(_LATEX_SPECIALS.get(ch, ch) for ch in s)
     return re.sub(r"\s+", " ", s).strip()
 
@@ -96,8 +125,16 @@ def format_value(value: Any, fmt: str | Callable[[Any], str] | None = None) -> s
     return latex_escape(value)
 
 
-_HEADERS = {"beta": r"$\beta$", "gamma": r"$\gamma$", "H": r"$H$", "D_e": r"$D_e$",
-            "D_a": r"$D_a$", "D_gamma": r"$D_\gamma$", "K": r"$K$", "L": r"$L$"}
+_HEADERS = {
+    "beta": r"$\beta$",
+    "gamma": r"$\gamma$",
+    "H": r"$H$",
+    "D_e": r"$D_e$",
+    "D_a": r"$D_a$",
+    "D_gamma": r"$D_\gamma$",
+    "K": r"$K$",
+    "L": r"$L$",
+}
 
 
 def auto_columns(df: pd.DataFrame, digits: int = 3) -> list[Column]:
@@ -116,9 +153,14 @@ def auto_columns(df: pd.DataFrame, digits: int = 3) -> list[Column]:
     return cols
 
 
-def latex_tabular(df: pd.DataFrame, columns: Sequence[Column] | None = None,
-                  col_spec: str | None = None, group_by: str | None = None,
-                  env: str = "tabular", caption: str | None = None) -> str:
+def latex_tabular(
+    df: pd.DataFrame,
+    columns: Sequence[Column] | None = None,
+    col_spec: str | None = None,
+    group_by: str | None = None,
+    env: str = "tabular",
+    caption: str | None = None,
+) -> str:
     """A booktabs ``tabular`` (or ``longtable``, which breaks across pages and repeats its
     header) of ``df``; ``group_by`` puts a \\midrule where its value changes. A ``caption``
     (LaTeX) is only allowed for a longtable, which cannot sit in a table float."""
@@ -132,8 +174,7 @@ def latex_tabular(df: pd.DataFrame, columns: Sequence[Column] | None = None,
     lines = [f"\\begin{{{env}}}{{{spec}}}"]
     if caption is not None:
         lines.append(f"\\caption{{{caption}}}\\\\")
-    lines += [r"\toprule",
-              " & ".join(c.header for c in columns) + r" \\", r"\midrule"]
+    lines += [r"\toprule", " & ".join(c.header for c in columns) + r" \\", r"\midrule"]
     if env == "longtable":
         lines.append(r"\endhead")
     prev = None
@@ -157,10 +198,15 @@ def clustering_comparison_columns() -> list[Column]:
     that rounds to zero from below keeps its "-0.000", so the table's bytes stay as they were."""
     f2 = lambda v: f"{v:.2f}"  # noqa: E731
     f3 = lambda v: f"{v:.3f}"  # noqa: E731
-    return [Column("method", "Method", None, "l"), Column("K", r"$\bar K$", f2),
-            Column("H", "$H$", f3), Column("D_e", "$D_e$", f3), Column("D_a", "$D_a$", f3),
-            Column("D_gamma", r"$D_\gamma$", f3),
-            Column("rd_win", "RD lower", lambda v: f"{100 * v:.0f}\\%")]
+    return [
+        Column("method", "Method", None, "l"),
+        Column("K", r"$\bar K$", f2),
+        Column("H", "$H$", f3),
+        Column("D_e", "$D_e$", f3),
+        Column("D_a", "$D_a$", f3),
+        Column("D_gamma", r"$D_\gamma$", f3),
+        Column("rd_win", "RD lower", lambda v: f"{100 * v:.0f}\\%"),
+    ]
 
 
 def clustering_comparison_latex(table: pd.DataFrame) -> str:
@@ -172,9 +218,19 @@ def clustering_comparison_latex(table: pd.DataFrame) -> str:
 # Table 2: the steering comparison
 
 
-STEERING_COLUMNS = ["method", "budget", "n_clusters", "pearson_mean", "pearson_ci_low",
-                    "pearson_ci_high", "spearman_mean", "spearman_ci_low", "spearman_ci_high",
-                    "frac_moved_mean", "specificity_mean"]
+STEERING_COLUMNS = [
+    "method",
+    "budget",
+    "n_clusters",
+    "pearson_mean",
+    "pearson_ci_low",
+    "pearson_ci_high",
+    "spearman_mean",
+    "spearman_ci_low",
+    "spearman_ci_high",
+    "frac_moved_mean",
+    "specificity_mean",
+]
 
 
 def steering_comparison(metrics: pd.DataFrame, *, n_boot: int, seed: int) -> pd.DataFrame:
@@ -184,13 +240,19 @@ def steering_comparison(metrics: pd.DataFrame, *, n_boot: int, seed: int) -> pd.
     ``metrics``: the steering/{p}.metrics.parquet rows of all prompts. Each (method, budget)
     draws from its own seeded generator, so adding a method does not change the others.
     """
-    require_columns(metrics, ["method", "budget", "pearson", "spearman", "frac_moved",
-                              "specificity"],
-                    "steering_comparison", error=TableDataError, allow_empty=False)
+    require_columns(
+        metrics,
+        ["method", "budget", "pearson", "spearman", "frac_moved", "specificity"],
+        "steering_comparison",
+        error=TableDataError,
+        allow_empty=False,
+    )
     rows = []
     order = {m: i for i, m in enumerate(["RD", "KM-Sem", "Single", "Random"])}
-    keys = sorted(metrics.groupby(["method", "budget"]).groups,
-                  key=lambda k: (int(k[1]), order.get(k[0], len(order)), str(k[0])))
+    keys = sorted(
+        metrics.groupby(["method", "budget"]).groups,
+        key=lambda k: (int(k[1]), order.get(k[0], len(order)), str(k[0])),
+    )
     for method, budget in keys:
         grp = metrics[(metrics["method"] == method) & (metrics["budget"] == budget)]
         rng = np.random.default_rng([int(seed), int(budget), *map(ord, str(method))])
@@ -198,13 +260,21 @@ def steering_comparison(metrics: pd.DataFrame, *, n_boot: int, seed: int) -> pd.
         spear = grp["spearman"].to_numpy(np.float64)
         p_lo, p_hi = bootstrap_ci(pear, n_boot, rng)
         s_lo, s_hi = bootstrap_ci(spear, n_boot, rng)
-        rows.append({"method": str(method), "budget": int(budget), "n_clusters": int(len(grp)),
-                     "pearson_mean": float(np.nanmean(pear)) if np.isfinite(pear).any() else math.nan,
-                     "pearson_ci_low": p_lo, "pearson_ci_high": p_hi,
-                     "spearman_mean": float(np.nanmean(spear)) if np.isfinite(spear).any() else math.nan,
-                     "spearman_ci_low": s_lo, "spearman_ci_high": s_hi,
-                     "frac_moved_mean": _nanmean(grp["frac_moved"]),
-                     "specificity_mean": _nanmean(grp["specificity"])})
+        rows.append(
+            {
+                "method": str(method),
+                "budget": int(budget),
+                "n_clusters": int(len(grp)),
+                "pearson_mean": float(np.nanmean(pear)) if np.isfinite(pear).any() else math.nan,
+                "pearson_ci_low": p_lo,
+                "pearson_ci_high": p_hi,
+                "spearman_mean": float(np.nanmean(spear)) if np.isfinite(spear).any() else math.nan,
+                "spearman_ci_low": s_lo,
+                "spearman_ci_high": s_hi,
+                "frac_moved_mean": _nanmean(grp["frac_moved"]),
+                "specificity_mean": _nanmean(grp["specificity"]),
+            }
+        )
     return pd.DataFrame(rows, columns=STEERING_COLUMNS)
 
 
@@ -215,23 +285,32 @@ def _nanmean(s: pd.Series) -> float:
 
 def steering_columns() -> list[Column]:
     f2 = "{:.2f}"
-    return [Column("method", "method", None, "l"), Column("budget", "$B$", "{:d}"),
-            Column("n_clusters", "clusters", "{:d}"),
-            Column("pearson_mean", "Pearson", f2), Column("pearson_ci", "95\\% CI", None, "c"),
-            Column("spearman_mean", "Spearman", f2), Column("spearman_ci", "95\\% CI", None, "c"),
-            Column("frac_moved_mean", "moved", f2), Column("specificity_mean", "specificity", "{:.3f}")]
+    return [
+        Column("method", "method", None, "l"),
+        Column("budget", "$B$", "{:d}"),
+        Column("n_clusters", "clusters", "{:d}"),
+        Column("pearson_mean", "Pearson", f2),
+        Column("pearson_ci", "95\\% CI", None, "c"),
+        Column("spearman_mean", "Spearman", f2),
+        Column("spearman_ci", "95\\% CI", None, "c"),
+        Column("frac_moved_mean", "moved", f2),
+        Column("specificity_mean", "specificity", "{:.3f}"),
+    ]
 
 
 def steering_tex_frame(df: pd.DataFrame) -> pd.DataFrame:
     """The steering table with its CIs as '[lo, hi]' cells (two decimals, like the means)."""
-    require_columns(df, STEERING_COLUMNS, "steering comparison table", error=TableDataError,
-                    allow_empty=False)
+    require_columns(
+        df, STEERING_COLUMNS, "steering comparison table", error=TableDataError, allow_empty=False
+    )
     out = df.copy()
     for k in ("pearson", "spearman"):
         out[f"{k}_ci"] = [
-            "--" if not (np.isfinite(lo) and np.isfinite(hi))
+            "--"
+            if not (np.isfinite(lo) and np.isfinite(hi))
             else f"[{format_value(float(lo), '{:.2f}')}, {format_value(float(hi), '{:.2f}')}]"
-            for lo, hi in zip(out[f"{k}_ci_low"], out[f"{k}_ci_high"])]
+            for lo, hi in zip(out[f"{k}_ci_low"], out[f"{k}_ci_high"])
+        ]
     return out
 
 
@@ -245,8 +324,9 @@ def steering_latex(df: pd.DataFrame) -> str:
 # Per-prompt cluster summaries
 
 
-def cluster_summary_table(summary: Mapping[str, Any], n_representatives: int,
-                          n_features: int) -> pd.DataFrame:
+def cluster_summary_table(
+    summary: Mapping[str, Any], n_representatives: int, n_features: int
+) -> pd.DataFrame:
     """One row per cluster of each summarised configuration of one prompt.
 
     ``summary``: the dict of :func:`semmech.report.summaries.summarise_prompt`. Representatives are
@@ -260,32 +340,56 @@ def cluster_summary_table(summary: Mapping[str, Any], n_representatives: int,
             reps = [m["text"] for m in cl["members"][:n_representatives]]
             reps += [""] * (n_representatives - len(reps))
             feats = "; ".join(_feature_label(f) for f in cl["features"][:n_features])
-            rows.append({"prompt_id": summary["prompt_id"], "beta": float(cfg["beta"]),
-                         "gamma": float(cfg["gamma"]), "cluster": int(cl["cluster"]),
-                         "mass": float(cl["mass"]), "n_members": int(cl["n_members"]),
-                         **{f"representative_{i + 1}": r for i, r in enumerate(reps)},
-                         "top_features": feats})
-    cols = (["prompt_id", "beta", "gamma", "cluster", "mass", "n_members"]
-            + [f"representative_{i + 1}" for i in range(n_representatives)] + ["top_features"])
+            rows.append(
+                {
+                    "prompt_id": summary["prompt_id"],
+                    "beta": float(cfg["beta"]),
+                    "gamma": float(cfg["gamma"]),
+                    "cluster": int(cl["cluster"]),
+                    "mass": float(cl["mass"]),
+                    "n_members": int(cl["n_members"]),
+                    **{f"representative_{i + 1}": r for i, r in enumerate(reps)},
+                    "top_features": feats,
+                }
+            )
+    cols = (
+        ["prompt_id", "beta", "gamma", "cluster", "mass", "n_members"]
+        + [f"representative_{i + 1}" for i in range(n_representatives)]
+        + ["top_features"]
+    )
     return pd.DataFrame(rows, columns=cols)
 
 
 def _feature_label(f: Mapping[str, Any]) -> str:
     """'L5 p3 " Mercury" f812 (+0.041)': layer, prefix position, prefix token, feature index
     and the departure of the cluster's median attribution from the prompt's median."""
-    return (f"L{int(f['layer'])} p{int(f['position'])} \"{f['token']}\" f{int(f['feature'])} "
-            f"({float(f['deviation']):+.3g})")
+    return (
+        f'L{int(f["layer"])} p{int(f["position"])} "{f["token"]}" f{int(f["feature"])} '
+        f"({float(f['deviation']):+.3g})"
+    )
 
 
 def cluster_summary_columns(n_representatives: int) -> list[Column]:
     rep_w = "5.2cm" if n_representatives <= 3 else "4cm"
-    cols = [Column("cfg", r"$\beta$/$\gamma$", None, "l"), Column("cluster", "$c$", "{:d}"),
-            Column("mass", r"$\bar P_c$", "{:.3f}"), Column("n_members", "$n$", "{:d}"),
-            Column("representatives", "representative continuations", lambda v: v,
-                   f">{{\\raggedright\\arraybackslash}}p{{{rep_w}}}"),
-            Column("features", "top features (layer, position, prefix token, feature, departure "
-                   "from the prompt's median)",
-                   lambda v: v, r">{\raggedright\arraybackslash}p{5.6cm}")]
+    cols = [
+        Column("cfg", r"$\beta$/$\gamma$", None, "l"),
+        Column("cluster", "$c$", "{:d}"),
+        Column("mass", r"$\bar P_c$", "{:.3f}"),
+        Column("n_members", "$n$", "{:d}"),
+        Column(
+            "representatives",
+            "representative continuations",
+            lambda v: v,
+            f">{{\\raggedright\\arraybackslash}}p{{{rep_w}}}",
+        ),
+        Column(
+            "features",
+            "top features (layer, position, prefix token, feature, departure "
+            "from the prompt's median)",
+            lambda v: v,
+            r">{\raggedright\arraybackslash}p{5.6cm}",
+        ),
+    ]
     return cols
 
 
@@ -294,29 +398,55 @@ def _tex_list(items: Sequence[str]) -> str:
     return r" \newline ".join(items) if items else "--"
 
 
-def cluster_summary_latex(summary: Mapping[str, Any], table: pd.DataFrame,
-                          n_representatives: int, n_features: int) -> str:
+def cluster_summary_latex(
+    summary: Mapping[str, Any], table: pd.DataFrame, n_representatives: int, n_features: int
+) -> str:
     """One prompt's cluster summary as a LaTeX longtable; ``table`` is its
     :func:`cluster_summary_table`."""
     df = table
-    tex = pd.DataFrame({
-        "cfg": [f"{b:g}/{g:g}" for b, g in zip(df["beta"], df["gamma"])],
-        "cluster": df["cluster"], "mass": df["mass"], "n_members": df["n_members"],
-        "representatives": [
-            _tex_list([r"\textit{" + latex_escape(_clip(t, 70)) + "}"
-                       for t in row if isinstance(t, str) and t])
-            for row in df[[f"representative_{i + 1}" for i in range(n_representatives)]].itertuples(index=False)],
-        "features": [
-            _tex_list([r"{\footnotesize " + latex_escape(_feature_label(f)) + "}"
-                       for f in cl["features"][:n_features]])
-            for cfg in summary["configs"] for cl in cfg["clusters"]],
-    })
-    caption = (f"Clusters of prompt \\texttt{{{latex_escape(summary['prompt_id'])}}} "
-               f"({latex_escape(_clip(summary.get('text', ''), 80))}): mass, representative "
-               "continuations (closest to the cluster's centres) and the features whose median "
-               "attribution departs most from the prompt's median.")
-    return latex_tabular(tex, cluster_summary_columns(n_representatives), group_by="cfg",
-                         env="longtable", caption=caption)
+    tex = pd.DataFrame(
+        {
+            "cfg": [f"{b:g}/{g:g}" for b, g in zip(df["beta"], df["gamma"])],
+            "cluster": df["cluster"],
+            "mass": df["mass"],
+            "n_members": df["n_members"],
+            "representatives": [
+                _tex_list(
+                    [
+                        r"\textit{" + latex_escape(_clip(t, 70)) + "}"
+                        for t in row
+                        if isinstance(t, str) and t
+                    ]
+                )
+                for row in df[
+                    [f"representative_{i + 1}" for i in range(n_representatives)]
+                ].itertuples(index=False)
+            ],
+            "features": [
+                _tex_list(
+                    [
+                        r"{\footnotesize " + latex_escape(_feature_label(f)) + "}"
+                        for f in cl["features"][:n_features]
+                    ]
+                )
+                for cfg in summary["configs"]
+                for cl in cfg["clusters"]
+            ],
+        }
+    )
+    caption = (
+        f"Clusters of prompt \\texttt{{{latex_escape(summary['prompt_id'])}}} "
+        f"({latex_escape(_clip(summary.get('text', ''), 80))}): mass, representative "
+        "continuations (closest to the cluster's centres) and the features whose median "
+        "attribution departs most from the prompt's median."
+    )
+    return latex_tabular(
+        tex,
+        cluster_summary_columns(n_representatives),
+        group_by="cfg",
+        env="longtable",
+        caption=caption,
+    )
 
 
 def _clip(text: str, n: int) -> str:
@@ -328,10 +458,12 @@ def _clip(text: str, n: int) -> str:
 # Every table of a run on one self-contained HTML page (for the Snakemake report)
 
 
-def render_tables_html(tables: Mapping[str, pd.DataFrame], title: str = "semmech tables",
-                       digits: int = 4) -> str:
+def render_tables_html(
+    tables: Mapping[str, pd.DataFrame], title: str = "semmech tables", digits: int = 4
+) -> str:
     """One page with each table under its name; floats shown with ``digits`` significant
     digits (the CSV files beside it keep full precision). No external resources."""
+
     def cell(v: Any) -> str:
         if isinstance(v, (float, np.floating)):
             return "--" if not np.isfinite(v) else f"{float(v):.{digits}g}"
@@ -340,17 +472,25 @@ def render_tables_html(tables: Mapping[str, pd.DataFrame], title: str = "semmech
     parts = []
     for name, df in tables.items():
         head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-        body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
-                       for row in df.itertuples(index=False))
-        parts.append(f'<section id="{html.escape(name)}"><h2>{html.escape(name)}</h2>'
-                     f"<p>{len(df)} rows</p><table><thead><tr>{head}</tr></thead>"
-                     f"<tbody>{body}</tbody></table></section>")
-    css = ("body{font-family:system-ui,sans-serif;margin:20px;color:#1d1d1d}"
-           "table{border-collapse:collapse;font-size:13px;margin-bottom:8px}"
-           "th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}"
-           "th{background:#eef3ee}td:first-child,th:first-child{text-align:left}"
-           "h2{font-size:16px;margin:18px 0 4px}")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<link rel=\"icon\" href=\"data:,\">"
-            f"<title>{html.escape(title)}</title><style>{css}</style></head><body>"
-            f"<h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>\n")
+        body = "".join(
+            "<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
+            for row in df.itertuples(index=False)
+        )
+        parts.append(
+            f'<section id="{html.escape(name)}"><h2>{html.escape(name)}</h2>'
+            f"<p>{len(df)} rows</p><table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table></section>"
+        )
+    css = (
+        "body{font-family:system-ui,sans-serif;margin:20px;color:#1d1d1d}"
+        "table{border-collapse:collapse;font-size:13px;margin-bottom:8px}"
+        "th,td{border-bottom:1px solid #ddd;padding:3px 8px;text-align:right}"
+        "th{background:#eef3ee}td:first-child,th:first-child{text-align:left}"
+        "h2{font-size:16px;margin:18px 0 4px}"
+    )
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<link rel="icon" href="data:,">'
+        f"<title>{html.escape(title)}</title><style>{css}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>\n"
+    )

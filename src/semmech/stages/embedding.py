@@ -22,8 +22,14 @@ log = logging.getLogger("semmech")
 __all__ = ["run_embed"]
 
 
-def run_embed(*, prompt_id: str, samples: str | Path, prompt: str | Path,
-              embedding_cfg: Mapping[str, Any], out_npz: str | Path) -> None:
+def run_embed(
+    *,
+    prompt_id: str,
+    samples: str | Path,
+    prompt: str | Path,
+    embedding_cfg: Mapping[str, Any],
+    out_npz: str | Path,
+) -> None:
     """embeddings/{p}.npz: one unit vector per continuation, encoded in its prompt's context
     (``embedding_cfg``: the ``embedding`` config section, defaults filled)."""
     df = io.read_parquet(samples, required=["sample_idx", "text"])
@@ -33,10 +39,23 @@ def run_embed(*, prompt_id: str, samples: str | Path, prompt: str | Path,
     idx = df["sample_idx"].to_numpy()
     if not np.array_equal(idx, np.arange(len(df))):
         raise io.CorruptInputError(f"{samples}: sample_idx is not 0..N-1 in order")
-    encoder = ContextualEncoder.from_name(embedding_cfg["model"], device=embedding_cfg["device"],
-                                          allow_download=bool(embedding_cfg["allow_download"]))
-    log.info("prompt %s: embedding %d continuations with %s (max %d tokens)",
-             prompt_id, len(df), encoder.name, encoder.max_length)
-    E = embed_samples(encoder, meta["text"], df["text"].tolist(),
-                      batch_size=int(embedding_cfg["batch_size"]), name=prompt_id)
+    encoder = ContextualEncoder.from_name(
+        embedding_cfg["model"],
+        device=embedding_cfg["device"],
+        allow_download=bool(embedding_cfg["allow_download"]),
+    )
+    log.info(
+        "prompt %s: embedding %d continuations with %s (max %d tokens)",
+        prompt_id,
+        len(df),
+        encoder.name,
+        encoder.max_length,
+    )
+    E = embed_samples(
+        encoder,
+        meta["text"],
+        df["text"].tolist(),
+        batch_size=int(embedding_cfg["batch_size"]),
+        name=prompt_id,
+    )
     io.write_npz(out_npz, embeddings=E, sample_idx=idx.astype(np.int64))

@@ -47,8 +47,17 @@ SWEEP_COLUMNS = ["prompt_id", "beta", "gamma", "K", "L", "H", "D_e", "D_a"]
 BASELINE_COLUMNS = ["prompt_id", "method", "match", "beta", "gamma", "H", "D_gamma"]
 HISTORY_COLUMNS = ["beta", "gamma", "step", "kind", "L", "K"]
 SILHOUETTE_COLUMNS = ["prompt_id", "method", "K", "silhouette_semantic", "silhouette_mechanistic"]
-CURVE_COLUMNS = ["prompt_id", "method", "budget", "beta", "gamma", "source_cluster", "own",
-                 "epsilon", "delta"]
+CURVE_COLUMNS = [
+    "prompt_id",
+    "method",
+    "budget",
+    "beta",
+    "gamma",
+    "source_cluster",
+    "own",
+    "epsilon",
+    "delta",
+]
 
 
 def save_figure(fig: Figure, png: str | Path, pdf: str | Path | None, dpi: int) -> None:
@@ -58,9 +67,16 @@ def save_figure(fig: Figure, png: str | Path, pdf: str | Path | None, dpi: int) 
             fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
         if pdf is not None:
             with io.atomic_path(pdf, suffix=".pdf") as tmp:
-                fig.savefig(tmp, format="pdf",
-                            metadata={"CreationDate": None, "ModDate": None, "Producer": None,
-                                      "Creator": "semmech"})
+                fig.savefig(
+                    tmp,
+                    format="pdf",
+                    metadata={
+                        "CreationDate": None,
+                        "ModDate": None,
+                        "Producer": None,
+                        "Creator": "semmech",
+                    },
+                )
 
 
 def read_tables(paths: Sequence[str | Path], required: Sequence[str]) -> pd.DataFrame:
@@ -88,8 +104,9 @@ def _gamma_sweep(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
 
 def _iteration_trace(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
     _, g = _pair(par["config"], "config")
-    return iteration_trace(io.read_parquet(inp["history"], HISTORY_COLUMNS), gamma=g,
-                           prompt_id=par["prompt"])
+    return iteration_trace(
+        io.read_parquet(inp["history"], HISTORY_COLUMNS), gamma=g, prompt_id=par["prompt"]
+    )
 
 
 def _two_view_scatter(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
@@ -100,11 +117,24 @@ def _two_view_scatter(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
     config_index(arr["beta"], arr["gamma"], b, g)  # a clear error when (β, γ) is not in the sweep
     At = (A - arr["H0"]) / float(arr["scale"])
     s = io.read_parquet(inp["samples"], ["sample_idx", "weight"]).sort_values("sample_idx")
-    rd = config_labels(io.read_parquet(inp["labels"], ["beta", "gamma", "sample_idx", "label"]),
-                       b, g, len(s), str(inp["labels"]))
+    rd = config_labels(
+        io.read_parquet(inp["labels"], ["beta", "gamma", "sample_idx", "label"]),
+        b,
+        g,
+        len(s),
+        str(inp["labels"]),
+    )
     coords, labelings = two_view_maps(
-        E, At, rd, io.read_parquet(inp["hdbscan"], ["method", "sample_idx", "label"]), b, g,
-        seed=int(par["seed"]), umap_params=par["umap"], what=str(inp["hdbscan"]))
+        E,
+        At,
+        rd,
+        io.read_parquet(inp["hdbscan"], ["method", "sample_idx", "label"]),
+        b,
+        g,
+        seed=int(par["seed"]),
+        umap_params=par["umap"],
+        what=str(inp["hdbscan"]),
+    )
     title = f"Prompt '{par['prompt']}': shared semantics, divergent mechanisms"
     return two_view_scatter(coords, labelings, s["weight"].to_numpy(np.float64), title=title)
 
@@ -139,14 +169,22 @@ FIGURES: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], Figure]] = {
 }
 
 
-def run_figure(*, name: str, inputs: Mapping[str, Any], params: Mapping[str, Any],
-               png: str | Path, pdf: str | Path) -> None:
+def run_figure(
+    *,
+    name: str,
+    inputs: Mapping[str, Any],
+    params: Mapping[str, Any],
+    png: str | Path,
+    pdf: str | Path,
+) -> None:
     """Draw figure ``name`` from the rule's named inputs and params; save it as PNG and PDF
     at ``params["dpi"]``."""
     if name not in FIGURES:
         raise FigureDataError(f"unknown figure {name!r}; known: {sorted(FIGURES)}")
-    inputs = {k: ([str(x) for x in v] if isinstance(v, (list, tuple)) else str(v))
-              for k, v in inputs.items()}
+    inputs = {
+        k: ([str(x) for x in v] if isinstance(v, (list, tuple)) else str(v))
+        for k, v in inputs.items()
+    }
     fig = FIGURES[name](inputs, dict(params))
     save_figure(fig, png, pdf, dpi=int(params["dpi"]))
     log.info("figure %s -> %s, %s", name, png, pdf)

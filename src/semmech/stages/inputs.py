@@ -62,8 +62,9 @@ def read_signatures(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
     return A, dict(meta)
 
 
-def read_prompt_views(prompt_id: str, samples: str | Path, embeddings: str | Path,
-                      signatures: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def read_prompt_views(
+    prompt_id: str, samples: str | Path, embeddings: str | Path, signatures: str | Path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """E (embeddings), raw A (signatures) and P (weights) of one prompt, row n = sample_idx n,
     with row counts checked against the sample table before any clustering work."""
     table = io.read_parquet(samples, required=["sample_idx", "weight"])
@@ -74,6 +75,8 @@ def read_prompt_views(prompt_id: str, samples: str | Path, embeddings: str | Pat
     A, _ = read_signatures(signatures)
     for path, X in ((embeddings, E), (signatures, A)):
         if X.ndim != 2 or X.shape[0] != n:
-            raise io.CorruptInputError(f"{path}: expected {n} rows (one per continuation of "
-                                       f"prompt {prompt_id!r}), found shape {X.shape}")
+            raise io.CorruptInputError(
+                f"{path}: expected {n} rows (one per continuation of "
+                f"prompt {prompt_id!r}), found shape {X.shape}"
+            )
     return E.astype(np.float64), A, table["weight"].to_numpy(np.float64)

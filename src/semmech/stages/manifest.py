@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..manifest import write_manifest
 from ..model.source import model_weights_sha256
 
 
-def run_manifest(*, run_dir: str | Path, producers: Mapping[str, str], config: Mapping[str, Any],
-                 model_name: str, out: str | Path) -> Path:
+def run_manifest(
+    *,
+    run_dir: str | Path,
+    producers: Mapping[str, str],
+    config: Mapping[str, Any],
+    model_name: str,
+    out: str | Path,
+) -> Path:
     """``manifest.json``: every artifact's hash and producing rule, the config, versions and
     the model's weight hash."""
     return write_manifest(run_dir, producers, config, model_weights_sha256(model_name), out=out)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..model.loading import prepare_gguf_model
 from ..model.source import DEFAULT_MODEL, default_gguf_file

@@ -38,10 +38,17 @@ def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
     return io.require_columns(df, required, str(path), error=PaperBuildError)
 
 
-def run_paper(*, run_dir: str | Path, main_tex: str | Path, out_pdf: str | Path,
-              latexmk: str, macros: Mapping[str, Any] | None = None,
-              aliases: Mapping[str, str] | None = None, job_log: str | Path | None = None,
-              timeout: int = 600) -> Path:
+def run_paper(
+    *,
+    run_dir: str | Path,
+    main_tex: str | Path,
+    out_pdf: str | Path,
+    latexmk: str,
+    macros: Mapping[str, Any] | None = None,
+    aliases: Mapping[str, str] | None = None,
+    job_log: str | Path | None = None,
+    timeout: int = 600,
+) -> Path:
     """Assemble a self-contained LaTeX project in ``out_pdf``'s directory and compile it.
 
     The project is the manuscript's sources (``main_tex`` and, beside it, ``sections/`` and
@@ -89,15 +96,24 @@ def run_paper(*, run_dir: str | Path, main_tex: str | Path, out_pdf: str | Path,
             raise PaperBuildError(f"{src} not found (wanted as generated/tables/{name})")
         shutil.copyfile(src, gen / "tables" / name)
     if n_tab == 0 or n_fig == 0:
-        raise PaperBuildError(f"{run_dir}: found {n_tab} tables and {n_fig} figures; run the "
-                              "workflow first (the paper only typesets its outputs)")
+        raise PaperBuildError(
+            f"{run_dir}: found {n_tab} tables and {n_fig} figures; run the "
+            "workflow first (the paper only typesets its outputs)"
+        )
     headline = result_macros(
         _read_csv(run_dir / "tables/clustering_comparison.csv", COMPARISON_COLUMNS),
-        _read_csv(run_dir / "tables/steering_comparison.csv", STEERING_SUMMARY_COLUMNS))
+        _read_csv(run_dir / "tables/steering_comparison.csv", STEERING_SUMMARY_COLUMNS),
+    )
     (gen / "run.tex").write_text(run_tex({**headline, **(macros or {})}, run_dir.as_posix()))
     env = dict(os.environ, SOURCE_DATE_EPOCH="0", FORCE_SOURCE_DATE="1")
-    cmd = [exe, "-pdf", "-interaction=nonstopmode", "-halt-on-error", "-file-line-error",
-           "main.tex"]
+    cmd = [
+        exe,
+        "-pdf",
+        "-interaction=nonstopmode",
+        "-halt-on-error",
+        "-file-line-error",
+        "main.tex",
+    ]
     proc = subprocess.run(cmd, cwd=build, env=env, capture_output=True, text=True, timeout=timeout)
     if job_log:
         latexmk_log = Path(job_log).with_suffix(".latexmk.log")
@@ -105,8 +121,9 @@ def run_paper(*, run_dir: str | Path, main_tex: str | Path, out_pdf: str | Path,
         latexmk_log.write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-30:])
-        raise PaperBuildError(f"latexmk failed (exit {proc.returncode}); "
-                              f"see {build}/main.log:\n{tail}")
+        raise PaperBuildError(
+            f"latexmk failed (exit {proc.returncode}); see {build}/main.log:\n{tail}"
+        )
     built = build / "main.pdf"
     if built.resolve() != out_pdf.resolve():
         with io.atomic_path(out_pdf, suffix=".pdf") as tmp:

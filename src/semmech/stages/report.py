@@ -23,8 +23,13 @@ from ..report.tables import (
 )
 from .inputs import read_prompt_record, read_signatures
 
-__all__ = ["write_csv_table", "write_steering_comparison", "run_cluster_summary",
-           "run_cluster_browser", "run_tables_page"]
+__all__ = [
+    "write_csv_table",
+    "write_steering_comparison",
+    "run_cluster_summary",
+    "run_cluster_browser",
+    "run_tables_page",
+]
 
 
 def write_csv_table(df: pd.DataFrame, path: str | Path) -> None:
@@ -33,22 +38,41 @@ def write_csv_table(df: pd.DataFrame, path: str | Path) -> None:
         df.to_csv(tmp, index=False, lineterminator="\n")
 
 
-def write_steering_comparison(table: pd.DataFrame, csv_path: str | Path,
-                              tex_path: str | Path) -> None:
+def write_steering_comparison(
+    table: pd.DataFrame, csv_path: str | Path, tex_path: str | Path
+) -> None:
     """tables/steering_comparison.{csv,tex}: the CSV columns per the steering contract
     (:data:`~semmech.report.tables.STEERING_COLUMNS`) and Table 2's LaTeX."""
-    io.require_columns(table, STEERING_COLUMNS, "steering comparison table", error=TableDataError,
-                       allow_empty=False)
+    io.require_columns(
+        table,
+        STEERING_COLUMNS,
+        "steering comparison table",
+        error=TableDataError,
+        allow_empty=False,
+    )
     write_csv_table(table[STEERING_COLUMNS], csv_path)
     io.write_text(steering_latex(table), tex_path)
 
 
-def run_cluster_summary(*, prompt_id: str, samples: str | Path, prompt: str | Path,
-                        labels: str | Path, clusters: str | Path, sweep: str | Path,
-                        nodes: str | Path, signatures: str | Path, embeddings: str | Path,
-                        configs: Sequence[Sequence[float]], n_representatives: int,
-                        n_features: int, n_browser_features: int, out_json: str | Path,
-                        out_csv: str | Path, out_tex: str | Path) -> dict[str, Any]:
+def run_cluster_summary(
+    *,
+    prompt_id: str,
+    samples: str | Path,
+    prompt: str | Path,
+    labels: str | Path,
+    clusters: str | Path,
+    sweep: str | Path,
+    nodes: str | Path,
+    signatures: str | Path,
+    embeddings: str | Path,
+    configs: Sequence[Sequence[float]],
+    n_representatives: int,
+    n_features: int,
+    n_browser_features: int,
+    out_json: str | Path,
+    out_csv: str | Path,
+    out_tex: str | Path,
+) -> dict[str, Any]:
     """One prompt's cluster summary as JSON (for the browser) and CSV + LaTeX (tables)."""
     s = io.read_parquet(samples, ["sample_idx", "text", "weight"])
     lab = io.read_parquet(labels, ["beta", "gamma", "sample_idx", "label"])
@@ -58,8 +82,19 @@ def run_cluster_summary(*, prompt_id: str, samples: str | Path, prompt: str | Pa
     emb = io.read_npz(embeddings, ["embeddings"])["embeddings"]
     sw = io.read_parquet(sweep)
     record = read_prompt_record(prompt)
-    summary = summarise_prompt(prompt_id, record.get("text", ""), s, lab, arr, nod, sig, emb,
-                               configs, n_features=max(n_features, n_browser_features), sweep=sw)
+    summary = summarise_prompt(
+        prompt_id,
+        record.get("text", ""),
+        s,
+        lab,
+        arr,
+        nod,
+        sig,
+        emb,
+        configs,
+        n_features=max(n_features, n_browser_features),
+        sweep=sw,
+    )
     summary["model"] = record["model"]
     io.write_json(summary, out_json)
     table = cluster_summary_table(summary, n_representatives, n_features)
@@ -68,12 +103,22 @@ def run_cluster_summary(*, prompt_id: str, samples: str | Path, prompt: str | Pa
     return summary
 
 
-def run_cluster_browser(*, summaries: Sequence[str | Path], run: str, n_representatives: int,
-                        max_members: int | None, out_html: str | Path) -> None:
+def run_cluster_browser(
+    *,
+    summaries: Sequence[str | Path],
+    run: str,
+    n_representatives: int,
+    max_members: int | None,
+    out_html: str | Path,
+) -> None:
     """The cluster browser from the per-prompt summary JSON files."""
     loaded = [io.read_json(p) for p in summaries]
-    io.write_text(render_browser(loaded, run=run, n_representatives=n_representatives,
-                                 max_members=max_members), out_html)
+    io.write_text(
+        render_browser(
+            loaded, run=run, n_representatives=n_representatives, max_members=max_members
+        ),
+        out_html,
+    )
 
 
 def run_tables_page(*, tables: Mapping[str, str | Path], title: str, out_html: str | Path) -> None:

@@ -6,8 +6,9 @@ prefix forward (for measurement) or in a seeded ``generate`` (for inspection).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -18,9 +19,12 @@ from ..model.transcoders import BasisMismatchError
 from ..views.sampling import SamplingSettings, generation_inputs, stop_token_mask, truncate
 
 
-
-def steer_nodes(model: LoadedModel, basis: FeatureBasis, nodes: Sequence[tuple[int, int, int]],
-                scales: Sequence[float] | torch.Tensor) -> None:
+def steer_nodes(
+    model: LoadedModel,
+    basis: FeatureBasis,
+    nodes: Sequence[tuple[int, int, int]],
+    scales: Sequence[float] | torch.Tensor,
+) -> None:
     """Call inside ``with model.lm.trace(...)`` (before reading anything later in the forward).
 
     For each node (layer l, position p, feature f) adds ``scale · α · d_f`` to the output of
@@ -36,7 +40,9 @@ def steer_nodes(model: LoadedModel, basis: FeatureBasis, nodes: Sequence[tuple[i
     by_layer: dict[int, list[int]] = {}
     for k, (layer, _, feat) in enumerate(nodes):
         if layer not in basis.feature_layers():
-            raise BasisMismatchError(f"node {nodes[k]}: layer {layer} has no features in basis {basis.name}")
+            raise BasisMismatchError(
+                f"node {nodes[k]}: layer {layer} has no features in basis {basis.name}"
+            )
         if not 0 <= feat < basis.n_features(layer):
             raise BasisMismatchError(f"node {nodes[k]}: feature {feat} out of range")
         by_layer.setdefault(layer, []).append(k)
@@ -63,7 +69,9 @@ class Intervention:
     scales: tuple[float, ...] = ()
 
 
-def node_union(interventions: Sequence[Intervention]) -> tuple[list[tuple[int, int, int]], torch.Tensor]:
+def node_union(
+    interventions: Sequence[Intervention],
+) -> tuple[list[tuple[int, int, int]], torch.Tensor]:
     """All nodes of a chunk (deduplicated, sorted) and the per-row scale matrix over them."""
     nodes = sorted({n for iv in interventions for n in iv.nodes})
     col = {n: j for j, n in enumerate(nodes)}
@@ -76,8 +84,9 @@ def node_union(interventions: Sequence[Intervention]) -> tuple[list[tuple[int, i
     return nodes, scales
 
 
-def steered_prefix(model: Any, basis: Any, prompt_ids: Sequence[int],
-                   interventions: Sequence[Intervention]) -> tuple[torch.Tensor, Any]:
+def steered_prefix(
+    model: Any, basis: Any, prompt_ids: Sequence[int], interventions: Sequence[Intervention]
+) -> tuple[torch.Tensor, Any]:
     """One traced prefix forward, row r steered by intervention r.
 
     Returns the final hidden states [R, M, d] and the KV cache of the steered prefix.
@@ -85,8 +94,12 @@ def steered_prefix(model: Any, basis: Any, prompt_ids: Sequence[int],
     nodes, scales = node_union(interventions)
     R = len(interventions)
     ids = torch.tensor([list(prompt_ids)] * R, dtype=torch.long, device=model.device)
-    with torch.no_grad(), model.lm.trace(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                         use_cache=True) as tracer:
+    with (
+        torch.no_grad(),
+        model.lm.trace(
+            input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True
+        ) as tracer,
+    ):
         steer_nodes(model, basis, nodes, scales)
         out = envoy(model.lm, basis.layout.base).output.save()
         tracer.stop()  # the lm head over every prefix position is not needed
@@ -95,10 +108,17 @@ def steered_prefix(model: Any, basis: Any, prompt_ids: Sequence[int],
     return hidden, cache
 
 
-def steered_generate(model: Any, basis: Any, prompt_ids: Sequence[int],
-                     nodes: Sequence[tuple[int, int, int]], signs: Sequence[float],
-                     epsilons: Sequence[float], n: int, sampling_cfg: Mapping[str, Any] | None,
-                     seed: int) -> list[tuple[float, int, list[int], str, str]]:
+def steered_generate(
+    model: Any,
+    basis: Any,
+    prompt_ids: Sequence[int],
+    nodes: Sequence[tuple[int, int, int]],
+    signs: Sequence[float],
+    epsilons: Sequence[float],
+    n: int,
+    sampling_cfg: Mapping[str, Any] | None,
+    seed: int,
+) -> list[tuple[float, int, list[int], str, str]]:
     """``n`` sampled continuations per ε, all ε in one seeded ``generate`` (per-row scales),
     with the steering on the prefix positions only.
 
@@ -125,8 +145,15 @@ def steered_generate(model: Any, basis: Any, prompt_ids: Sequence[int],
             with tracer.invoke():
                 result = tracer.result.save()
     out = []
-    for r, row in enumerate(result[:, len(prompt_ids):].cpu().tolist()):
+    for r, row in enumerate(result[:, len(prompt_ids) :].cpu().tolist()):
         toks, _, reason = truncate(row, [0.0] * len(row), stop_mask, model.eos_token_ids)
-        out.append((eps_row[r], r % int(n), toks,
-                    model.tokenizer.decode(toks, skip_special_tokens=False), reason))
+        out.append(
+            (
+                eps_row[r],
+                r % int(n),
+                toks,
+                model.tokenizer.decode(toks, skip_special_tokens=False),
+                reason,
+            )
+        )
     return out

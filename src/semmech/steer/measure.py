@@ -40,14 +40,14 @@ The prefix is shared by all rows, so a row costs only its continuation's tokens,
 ε = 0 reference is one intervention shared by every source. All passes run under no_grad.
 """
 
-
 from __future__ import annotations
 
 import copy
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,15 +64,52 @@ log = logging.getLogger("semmech")
 
 # Δ within this multiple of the measured batch-composition rounding counts as no change.
 NOISE_FACTOR = 2.0
-CURVE_COLUMNS = ["prompt_id", "method", "budget", "beta", "gamma", "source_cluster",
-                 "measured_cluster", "own", "epsilon", "delta", "delta_sem", "n_members",
-                 "frac_moved"]
-METRIC_COLUMNS = ["prompt_id", "method", "budget", "beta", "gamma", "cluster", "mass",
-                  "n_heldout", "pearson", "spearman", "frac_moved", "specificity",
-                  "effect", "max_other_effect", "n_nodes", "source_member"]
-GENERATION_COLUMNS = ["prompt_id", "method", "budget", "beta", "gamma", "cluster", "epsilon",
-                      "sample", "text", "token_ids", "stop_reason"]
-
+CURVE_COLUMNS = [
+    "prompt_id",
+    "method",
+    "budget",
+    "beta",
+    "gamma",
+    "source_cluster",
+    "measured_cluster",
+    "own",
+    "epsilon",
+    "delta",
+    "delta_sem",
+    "n_members",
+    "frac_moved",
+]
+METRIC_COLUMNS = [
+    "prompt_id",
+    "method",
+    "budget",
+    "beta",
+    "gamma",
+    "cluster",
+    "mass",
+    "n_heldout",
+    "pearson",
+    "spearman",
+    "frac_moved",
+    "specificity",
+    "effect",
+    "max_other_effect",
+    "n_nodes",
+    "source_member",
+]
+GENERATION_COLUMNS = [
+    "prompt_id",
+    "method",
+    "budget",
+    "beta",
+    "gamma",
+    "cluster",
+    "epsilon",
+    "sample",
+    "text",
+    "token_ids",
+    "stop_reason",
+]
 
 
 @dataclass
@@ -92,11 +129,16 @@ class MeasureStats:
         return self.prefix_forwards + self.continuation_forwards
 
     def as_dict(self) -> dict[str, int]:
-        return {"prefix_forwards": self.prefix_forwards,
-                "continuation_forwards": self.continuation_forwards, "forwards": self.forwards,
-                "min_forwards": self.min_forwards, "interventions": self.interventions,
-                "rows": self.rows, "continuation_rows": self.continuation_rows,
-                "tokens": self.tokens}
+        return {
+            "prefix_forwards": self.prefix_forwards,
+            "continuation_forwards": self.continuation_forwards,
+            "forwards": self.forwards,
+            "min_forwards": self.min_forwards,
+            "interventions": self.interventions,
+            "rows": self.rows,
+            "continuation_rows": self.continuation_rows,
+            "tokens": self.tokens,
+        }
 
 
 def select_cache(cache: Any, rows: torch.Tensor) -> Any:
@@ -109,10 +151,16 @@ def select_cache(cache: Any, rows: torch.Tensor) -> Any:
     return new
 
 
-def steered_targets(model: Any, basis: Any, prompt_ids: Sequence[int],
-                    continuations: Sequence[Sequence[int]], interventions: Sequence[Intervention],
-                    pairs: np.ndarray, batch_size: int = 16, unembed: Any = None
-                    ) -> tuple[np.ndarray, MeasureStats]:
+def steered_targets(
+    model: Any,
+    basis: Any,
+    prompt_ids: Sequence[int],
+    continuations: Sequence[Sequence[int]],
+    interventions: Sequence[Intervention],
+    pairs: np.ndarray,
+    batch_size: int = 16,
+    unembed: Any = None,
+) -> tuple[np.ndarray, MeasureStats]:
     """Teacher-forced mean demeaned logit of continuation ``pairs[i, 1]`` under intervention
     ``pairs[i, 0]``, for every pair.
 
@@ -123,8 +171,12 @@ def steered_targets(model: Any, basis: Any, prompt_ids: Sequence[int],
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    if pairs.size and (pairs[:, 0].min() < 0 or pairs[:, 0].max() >= len(interventions)
-                       or pairs[:, 1].min() < 0 or pairs[:, 1].max() >= len(continuations)):
+    if pairs.size and (
+        pairs[:, 0].min() < 0
+        or pairs[:, 0].max() >= len(interventions)
+        or pairs[:, 1].min() < 0
+        or pairs[:, 1].max() >= len(continuations)
+    ):
         raise ValueError("pairs index an intervention or continuation that does not exist")
     if any(len(continuations[int(n)]) == 0 for n in np.unique(pairs[:, 1])):
         raise ValueError("a measured continuation has no tokens")
@@ -138,11 +190,15 @@ def steered_targets(model: Any, basis: Any, prompt_ids: Sequence[int],
     stats.rows = int(len(pairs))
     lengths = np.array([len(continuations[int(n)]) for n in pairs[:, 1]], dtype=np.int64)
     n_cont_rows = int((lengths > 1).sum())
-    stats.min_forwards = int(math.ceil(used.size / batch_size) + math.ceil(n_cont_rows / batch_size))
+    stats.min_forwards = int(
+        math.ceil(used.size / batch_size) + math.ceil(n_cont_rows / batch_size)
+    )
     with torch.no_grad():
         for start in range(0, used.size, batch_size):
-            chunk = used[start:start + batch_size]
-            hidden, cache = steered_prefix(model, basis, prompt_ids, [interventions[int(i)] for i in chunk])
+            chunk = used[start : start + batch_size]
+            hidden, cache = steered_prefix(
+                model, basis, prompt_ids, [interventions[int(i)] for i in chunk]
+            )
             stats.prefix_forwards += 1
             stats.tokens += int(len(chunk) * M)
             row_of = np.full(len(interventions), -1, dtype=np.int64)
@@ -158,9 +214,15 @@ def steered_targets(model: Any, basis: Any, prompt_ids: Sequence[int],
             rest = rest[np.argsort(-lengths[rest], kind="stable")]
             pos_in_sel = {int(i): j for j, i in enumerate(sel)}
             for b0 in range(0, rest.size, batch_size):
-                idx = rest[b0:b0 + batch_size]
-                s = _continuation_sums(model, unembed, cache, torch.as_tensor(row_of[pairs[idx, 0]], device=dev),
-                                       [continuations[int(n)] for n in pairs[idx, 1]], M)
+                idx = rest[b0 : b0 + batch_size]
+                s = _continuation_sums(
+                    model,
+                    unembed,
+                    cache,
+                    torch.as_tensor(row_of[pairs[idx, 0]], device=dev),
+                    [continuations[int(n)] for n in pairs[idx, 1]],
+                    M,
+                )
                 stats.continuation_forwards += 1
                 stats.continuation_rows += int(idx.size)
                 stats.tokens += int(sum(len(continuations[int(n)]) - 1 for n in pairs[idx, 1]))
@@ -171,8 +233,14 @@ def steered_targets(model: Any, basis: Any, prompt_ids: Sequence[int],
     return values, stats
 
 
-def _continuation_sums(model: Any, unembed: Any, cache: Any, cache_rows: torch.Tensor,
-                       conts: Sequence[Sequence[int]], M: int) -> np.ndarray:
+def _continuation_sums(
+    model: Any,
+    unembed: Any,
+    cache: Any,
+    cache_rows: torch.Tensor,
+    conts: Sequence[Sequence[int]],
+    M: int,
+) -> np.ndarray:
     """Σ_{t≥1} ℓ̃_t per row: tokens c[:-1] at positions M.. after the row's prefix cache."""
     dev = model.device
     B = len(conts)
@@ -188,8 +256,13 @@ def _continuation_sums(model: Any, unembed: Any, cache: Any, cache_rows: torch.T
     ids, y, mask = ids.to(dev), y.to(dev), mask.to(dev)
     attn = torch.cat([torch.ones((B, M), dtype=torch.long, device=dev), mask], dim=1)
     pos = (M + torch.arange(T, device=dev)).unsqueeze(0).expand(B, -1)
-    out = model.hf.base_model(input_ids=ids, attention_mask=attn, position_ids=pos,
-                              past_key_values=select_cache(cache, cache_rows), use_cache=True)
+    out = model.hf.base_model(
+        input_ids=ids,
+        attention_mask=attn,
+        position_ids=pos,
+        past_key_values=select_cache(cache, cache_rows),
+        use_cache=True,
+    )
     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
     tgt = demeaned_logits(unembed, hidden, y).double()
     return (tgt * mask).sum(-1).cpu().numpy()
@@ -205,9 +278,15 @@ class SteeringResult:
     noise_floor: float = 0.0
 
 
-def steer_sources(model: Any, basis: Any, inp: PromptInputs, sources: Sequence[Source],
-                  partitions: Mapping[tuple[str, float, float], np.ndarray],
-                  settings: SteeringSettings, seed: int) -> SteeringResult:
+def steer_sources(
+    model: Any,
+    basis: Any,
+    inp: PromptInputs,
+    sources: Sequence[Source],
+    partitions: Mapping[tuple[str, float, float], np.ndarray],
+    settings: SteeringSettings,
+    seed: int,
+) -> SteeringResult:
     """Measure every source at every ε through :func:`steered_targets` (one call for all
     methods), then reduce to the curves and per-cluster metrics of the steering contract.
 
@@ -247,10 +326,22 @@ def steer_sources(model: Any, basis: Any, inp: PromptInputs, sources: Sequence[S
         interventions.append(Intervention(keys, (0.0,) * len(keys)))
         wanted.update((null, n) for i, n in list(wanted) if i == 0)
     pairs = np.array(sorted(wanted), dtype=np.int64).reshape(-1, 2)
-    log.info("prompt %s: %d sources, %d interventions, %d (intervention, continuation) rows",
-             inp.prompt_id, len(sources), len(interventions), len(pairs))
-    values, stats = steered_targets(model, basis, inp.prompt_ids, inp.continuations, interventions,
-                                    pairs, batch_size=settings.batch_size)
+    log.info(
+        "prompt %s: %d sources, %d interventions, %d (intervention, continuation) rows",
+        inp.prompt_id,
+        len(sources),
+        len(interventions),
+        len(pairs),
+    )
+    values, stats = steered_targets(
+        model,
+        basis,
+        inp.prompt_ids,
+        inp.continuations,
+        interventions,
+        pairs,
+        batch_size=settings.batch_size,
+    )
     table = {(int(i), int(n)): float(v) for (i, n), v in zip(pairs, values)}
     refs = [n for i, n in table if i == 0]
     noise = max((abs(table[(null, n)] - table[(0, n)]) for n in refs), default=0.0)
@@ -270,16 +361,32 @@ def steer_sources(model: Any, basis: Any, inp: PromptInputs, sources: Sequence[S
                 else:
                     change = np.array([table[(ids[e], int(n))] for n in members]) - ref
                 delta = float(change.mean())
-                sem = float(change.std(ddof=1) / math.sqrt(change.size)) if change.size > 1 else math.nan
+                sem = (
+                    float(change.std(ddof=1) / math.sqrt(change.size))
+                    if change.size > 1
+                    else math.nan
+                )
                 moved = (np.sign(change) == np.sign(e)) & (np.abs(change) > floor)
                 frac = math.nan if e == 0.0 else float(np.mean(moved))
                 deltas.append(delta)
                 fracs.append(frac)
-                curves.append({"prompt_id": inp.prompt_id, "method": s.method, "budget": s.budget,
-                               "beta": s.beta, "gamma": s.gamma, "source_cluster": s.cluster,
-                               "measured_cluster": k, "own": k == s.cluster, "epsilon": float(e),
-                               "delta": delta, "delta_sem": sem, "n_members": int(members.size),
-                               "frac_moved": frac})
+                curves.append(
+                    {
+                        "prompt_id": inp.prompt_id,
+                        "method": s.method,
+                        "budget": s.budget,
+                        "beta": s.beta,
+                        "gamma": s.gamma,
+                        "source_cluster": s.cluster,
+                        "measured_cluster": k,
+                        "own": k == s.cluster,
+                        "epsilon": float(e),
+                        "delta": delta,
+                        "delta_sem": sem,
+                        "n_members": int(members.size),
+                        "frac_moved": frac,
+                    }
+                )
             effects[k] = slope(settings.epsilons, deltas)
             if k == s.cluster:
                 own_curve = (deltas, fracs, members.size)
@@ -290,40 +397,91 @@ def steer_sources(model: Any, basis: Any, inp: PromptInputs, sources: Sequence[S
         flat = max(abs(d) for d in deltas) <= floor
         others = [v for k, v in effects.items() if k != s.cluster and math.isfinite(v)]
         max_other = max(others) if others else math.nan
-        metrics.append({"prompt_id": inp.prompt_id, "method": s.method, "budget": s.budget,
-                        "beta": s.beta, "gamma": s.gamma, "cluster": s.cluster,
-                        "mass": float(P[labels == s.cluster].sum() / P.sum()),
-                        "n_heldout": int(n_own),
-                        "pearson": math.nan if flat else pearson(settings.epsilons, deltas),
-                        "spearman": math.nan if flat else spearman(settings.epsilons, deltas),
-                        "frac_moved": float(np.nanmean([f for f in fracs if math.isfinite(f)]))
-                        if any(math.isfinite(f) for f in fracs) else math.nan,
-                        "specificity": effects[s.cluster] - max_other if others else math.nan,
-                        "effect": effects[s.cluster], "max_other_effect": max_other,
-                        "n_nodes": int(s.columns.size), "source_member": int(s.source_member)})
-    return SteeringResult(curves_frame(curves), metrics_frame(metrics), stats, list(sources),
-                          noise_floor=floor)
+        metrics.append(
+            {
+                "prompt_id": inp.prompt_id,
+                "method": s.method,
+                "budget": s.budget,
+                "beta": s.beta,
+                "gamma": s.gamma,
+                "cluster": s.cluster,
+                "mass": float(P[labels == s.cluster].sum() / P.sum()),
+                "n_heldout": int(n_own),
+                "pearson": math.nan if flat else pearson(settings.epsilons, deltas),
+                "spearman": math.nan if flat else spearman(settings.epsilons, deltas),
+                "frac_moved": float(np.nanmean([f for f in fracs if math.isfinite(f)]))
+                if any(math.isfinite(f) for f in fracs)
+                else math.nan,
+                "specificity": effects[s.cluster] - max_other if others else math.nan,
+                "effect": effects[s.cluster],
+                "max_other_effect": max_other,
+                "n_nodes": int(s.columns.size),
+                "source_member": int(s.source_member),
+            }
+        )
+    return SteeringResult(
+        curves_frame(curves), metrics_frame(metrics), stats, list(sources), noise_floor=floor
+    )
 
 
 def curves_frame(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=CURVE_COLUMNS)
-    return df.astype({"prompt_id": str, "method": str, "budget": np.int64, "beta": np.float64,
-                      "gamma": np.float64, "source_cluster": np.int64, "measured_cluster": np.int64,
-                      "own": bool, "epsilon": np.float64, "delta": np.float64,
-                      "delta_sem": np.float64, "n_members": np.int64, "frac_moved": np.float64})
+    return df.astype(
+        {
+            "prompt_id": str,
+            "method": str,
+            "budget": np.int64,
+            "beta": np.float64,
+            "gamma": np.float64,
+            "source_cluster": np.int64,
+            "measured_cluster": np.int64,
+            "own": bool,
+            "epsilon": np.float64,
+            "delta": np.float64,
+            "delta_sem": np.float64,
+            "n_members": np.int64,
+            "frac_moved": np.float64,
+        }
+    )
 
 
 def metrics_frame(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=METRIC_COLUMNS)
-    return df.astype({"prompt_id": str, "method": str, "budget": np.int64, "beta": np.float64,
-                      "gamma": np.float64, "cluster": np.int64, "mass": np.float64,
-                      "n_heldout": np.int64, "pearson": np.float64, "spearman": np.float64,
-                      "frac_moved": np.float64, "specificity": np.float64, "effect": np.float64,
-                      "max_other_effect": np.float64, "n_nodes": np.int64, "source_member": np.int64})
+    return df.astype(
+        {
+            "prompt_id": str,
+            "method": str,
+            "budget": np.int64,
+            "beta": np.float64,
+            "gamma": np.float64,
+            "cluster": np.int64,
+            "mass": np.float64,
+            "n_heldout": np.int64,
+            "pearson": np.float64,
+            "spearman": np.float64,
+            "frac_moved": np.float64,
+            "specificity": np.float64,
+            "effect": np.float64,
+            "max_other_effect": np.float64,
+            "n_nodes": np.int64,
+            "source_member": np.int64,
+        }
+    )
 
 
 def generations_frame(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=GENERATION_COLUMNS)
-    return df.astype({"prompt_id": str, "method": str, "budget": np.int64, "beta": np.float64,
-                      "gamma": np.float64, "cluster": np.int64, "epsilon": np.float64,
-                      "sample": np.int64, "text": str, "stop_reason": str})
+    return df.astype(
+        {
+            "prompt_id": str,
+            "method": str,
+            "budget": np.int64,
+            "beta": np.float64,
+            "gamma": np.float64,
+            "cluster": np.int64,
+            "epsilon": np.float64,
+            "sample": np.int64,
+            "text": str,
+            "stop_reason": str,
+        }
+    )

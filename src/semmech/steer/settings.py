@@ -7,14 +7,20 @@ Snakefile is parsed (which happens once per job on a cluster) without importing 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from ..cluster.grid import on_grid
 from ..config import ConfigError, section_defaults
 
-__all__ = ["SELECTIONS", "SOURCE_SPACES", "SteeringInputError", "SteeringSettings",
-           "check_steering_configs"]
+__all__ = [
+    "SELECTIONS",
+    "SOURCE_SPACES",
+    "SteeringInputError",
+    "SteeringSettings",
+    "check_steering_configs",
+]
 
 SELECTIONS = ("full", "positive", "negative")
 SOURCE_SPACES = ("raw", "normalised")
@@ -44,18 +50,22 @@ class SteeringSettings:
     source_space: str
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | None) -> "SteeringSettings":
+    def from_config(cls, cfg: Mapping[str, Any] | None) -> SteeringSettings:
         try:
             full = section_defaults("steering", cfg)
         except ConfigError as exc:
             raise SteeringInputError(str(exc)) from exc
-        out = cls(configs=tuple((float(b), float(g)) for b, g in full["configs"]),
-                  budgets=tuple(int(b) for b in full["budgets"]),
-                  epsilons=tuple(float(e) for e in full["epsilons"]),
-                  selection=str(full["selection"]), batch_size=int(full["batch_size"]),
-                  n_generate=int(full["n_generate"]), bootstrap=int(full["bootstrap"]),
-                  max_measured=None if full["max_measured"] is None else int(full["max_measured"]),
-                  source_space=str(full["source_space"]))
+        out = cls(
+            configs=tuple((float(b), float(g)) for b, g in full["configs"]),
+            budgets=tuple(int(b) for b in full["budgets"]),
+            epsilons=tuple(float(e) for e in full["epsilons"]),
+            selection=str(full["selection"]),
+            batch_size=int(full["batch_size"]),
+            n_generate=int(full["n_generate"]),
+            bootstrap=int(full["bootstrap"]),
+            max_measured=None if full["max_measured"] is None else int(full["max_measured"]),
+            source_space=str(full["source_space"]),
+        )
         out.validate()
         return out
 
@@ -63,34 +73,48 @@ class SteeringSettings:
         if not self.configs:
             raise SteeringInputError("steering.configs is empty: name at least one (beta, gamma)")
         if not self.budgets or min(self.budgets) < 1:
-            raise SteeringInputError(f"steering.budgets must be positive integers, got {list(self.budgets)}")
+            raise SteeringInputError(
+                f"steering.budgets must be positive integers, got {list(self.budgets)}"
+            )
         eps = [float(e) for e in self.epsilons]
         if 0.0 not in eps:
             raise SteeringInputError(
                 f"steering.epsilons {eps} lacks 0: ε = 0 is the unsteered reference every Δ is "
-                "measured from")
+                "measured from"
+            )
         if len(set(eps)) != len(eps) or len(eps) < 2:
-            raise SteeringInputError(f"steering.epsilons must be at least 2 distinct values, got {eps}")
+            raise SteeringInputError(
+                f"steering.epsilons must be at least 2 distinct values, got {eps}"
+            )
         if not all(math.isfinite(e) for e in eps):
             raise SteeringInputError(f"steering.epsilons must be finite, got {eps}")
         if self.selection not in SELECTIONS:
-            raise SteeringInputError(f"steering.selection must be one of {SELECTIONS}, got {self.selection!r}")
+            raise SteeringInputError(
+                f"steering.selection must be one of {SELECTIONS}, got {self.selection!r}"
+            )
         if self.source_space not in SOURCE_SPACES:
             raise SteeringInputError(
-                f"steering.source_space must be one of {SOURCE_SPACES}, got {self.source_space!r}")
+                f"steering.source_space must be one of {SOURCE_SPACES}, got {self.source_space!r}"
+            )
         if self.batch_size < 1:
-            raise SteeringInputError(f"steering.batch_size must be at least 1, got {self.batch_size}")
+            raise SteeringInputError(
+                f"steering.batch_size must be at least 1, got {self.batch_size}"
+            )
         if self.n_generate < 0:
             raise SteeringInputError(f"steering.n_generate must be >= 0, got {self.n_generate}")
         if self.max_measured is not None and self.max_measured < 1:
-            raise SteeringInputError(f"steering.max_measured must be >= 1 or null, got {self.max_measured}")
+            raise SteeringInputError(
+                f"steering.max_measured must be >= 1 or null, got {self.max_measured}"
+            )
 
     @property
     def nonzero_epsilons(self) -> tuple[float, ...]:
         return tuple(e for e in self.epsilons if e != 0.0)
 
 
-def check_steering_configs(steering_cfg: Mapping[str, Any], clustering_cfg: Mapping[str, Any]) -> None:
+def check_steering_configs(
+    steering_cfg: Mapping[str, Any], clustering_cfg: Mapping[str, Any]
+) -> None:
     """At workflow start-up: every steered (β, γ) must be a point of the clustering sweep."""
     settings = SteeringSettings.from_config(steering_cfg)
     clustering = section_defaults("clustering", clustering_cfg)
@@ -99,4 +123,5 @@ def check_steering_configs(steering_cfg: Mapping[str, Any], clustering_cfg: Mapp
         if not on_grid(betas, gammas, b, g):
             raise SteeringInputError(
                 f"steering.configs: (beta={b:g}, gamma={g:g}) is not in the clustering sweep "
-                f"(betas {betas} x gammas {gammas}); steer a configuration that is clustered")
+                f"(betas {betas} x gammas {gammas}); steer a configuration that is clustered"
+            )

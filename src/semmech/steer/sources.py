@@ -52,8 +52,9 @@ class Source:
     source_member: int = -1
 
 
-def top_nodes(vector: np.ndarray, feature_cols: np.ndarray, budget: int,
-              selection: str = "full") -> tuple[np.ndarray, np.ndarray]:
+def top_nodes(
+    vector: np.ndarray, feature_cols: np.ndarray, budget: int, selection: str = "full"
+) -> tuple[np.ndarray, np.ndarray]:
     """The top-``budget`` feature columns of ``vector`` by |value| (ties: lower column first)
     and their signs; ``positive`` / ``negative`` keep only entries of that sign. Zero entries
     are never chosen (their sign steers nothing), so fewer than ``budget`` may come back."""
@@ -67,22 +68,29 @@ def top_nodes(vector: np.ndarray, feature_cols: np.ndarray, budget: int,
     return cols[order], np.sign(vals[order])
 
 
-def random_nodes(feature_cols: np.ndarray, budget: int, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def random_nodes(
+    feature_cols: np.ndarray, budget: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """The random-feature control: ``budget`` distinct feature columns, random ±1 signs."""
     feature_cols = np.asarray(feature_cols, dtype=np.int64)
     pick = rng.choice(feature_cols.size, size=budget, replace=False)
     return feature_cols[np.sort(pick)], rng.choice(np.array([-1.0, 1.0]), size=budget)
 
 
-def rd_source_member(members: np.ndarray, E: np.ndarray, A_tilde: np.ndarray, mu_e: np.ndarray,
-                     mu_a: np.ndarray, beta: float, gamma: float) -> int:
+def rd_source_member(
+    members: np.ndarray,
+    E: np.ndarray,
+    A_tilde: np.ndarray,
+    mu_e: np.ndarray,
+    mu_a: np.ndarray,
+    beta: float,
+    gamma: float,
+) -> int:
     """The member closest to its cluster's centres under β_e‖e − μ^e‖² + β_a‖ã − μ^a‖₁
     (β_e = γβ, β_a = (1 − γ)β); ties go to the lower sample index."""
     members = np.asarray(members, dtype=np.int64)
     be, ba = gamma * beta, (1.0 - gamma) * beta
-    d = (be * ((E[members] - mu_e) ** 2).sum(1)
-         + ba * np.abs(A_tilde[members] - mu_a).sum(1))
+    d = be * ((E[members] - mu_e) ** 2).sum(1) + ba * np.abs(A_tilde[members] - mu_a).sum(1)
     return int(members[np.argmin(d)])
 
 
@@ -99,14 +107,14 @@ class PromptInputs:
     prompt_id: str
     prompt_ids: list[int]
     continuations: list[list[int]]
-    weights: np.ndarray                 # P_n
-    signatures: np.ndarray              # raw a_n [N, n_nodes]
-    nodes: pd.DataFrame                 # attribution/{p}.nodes.parquet
-    embeddings: np.ndarray              # e_n [N, d_e]
+    weights: np.ndarray  # P_n
+    signatures: np.ndarray  # raw a_n [N, n_nodes]
+    nodes: pd.DataFrame  # attribution/{p}.nodes.parquet
+    embeddings: np.ndarray  # e_n [N, d_e]
     H0: np.ndarray
     scale: float
-    rd: dict[tuple[float, float], dict[str, np.ndarray]]   # labels, centres_e, centres_a
-    km_sem: dict[tuple[float, float], np.ndarray]          # K-means labels on e, K = RD's K
+    rd: dict[tuple[float, float], dict[str, np.ndarray]]  # labels, centres_e, centres_a
+    km_sem: dict[tuple[float, float], np.ndarray]  # K-means labels on e, K = RD's K
     basis: str = "mlp_neurons"
 
     @property
@@ -123,15 +131,18 @@ class PromptInputs:
 
     def node_keys(self, cols: np.ndarray) -> list[tuple[int, int, int]]:
         sub = self.nodes.iloc[np.asarray(cols, dtype=np.int64)]
-        return list(zip(sub["layer"].astype(int), sub["position"].astype(int), sub["feature"].astype(int)))
+        return list(
+            zip(sub["layer"].astype(int), sub["position"].astype(int), sub["feature"].astype(int))
+        )
 
 
 def cluster_members(labels: np.ndarray) -> dict[int, np.ndarray]:
     return {int(k): np.nonzero(labels == k)[0] for k in np.unique(labels)}
 
 
-def plan_sources(inp: PromptInputs, settings: SteeringSettings, seed: int
-                 ) -> tuple[list[Source], dict[tuple[str, float, float], np.ndarray], list[str]]:
+def plan_sources(
+    inp: PromptInputs, settings: SteeringSettings, seed: int
+) -> tuple[list[Source], dict[tuple[str, float, float], np.ndarray], list[str]]:
     """Every source of one prompt (all methods, budgets, configurations, clusters), the
     partitions they are measured on, and a note per skipped cluster.
 
@@ -151,7 +162,8 @@ def plan_sources(inp: PromptInputs, settings: SteeringSettings, seed: int
         raise SteeringInputError(
             f"prompt {inp.prompt_id!r}: steering budget B={max(settings.budgets)} exceeds the "
             f"{feats.size} feature nodes of its attribution; lower steering.budgets or raise "
-            "attribution.max_feature_nodes")
+            "attribution.max_feature_nodes"
+        )
     At = inp.A_tilde
     raw = settings.source_space == "raw"
     vec = inp.signatures if raw else At
@@ -166,11 +178,14 @@ def plan_sources(inp: PromptInputs, settings: SteeringSettings, seed: int
         partitions[("KM-Sem", beta, gamma)] = km
         for c, members in cluster_members(labels).items():
             if members.size < 2:
-                skipped.append(f"RD cluster {c} at beta={beta:g} gamma={gamma:g} has "
-                               f"{members.size} member: no held-out member to measure")
+                skipped.append(
+                    f"RD cluster {c} at beta={beta:g} gamma={gamma:g} has "
+                    f"{members.size} member: no held-out member to measure"
+                )
                 continue
-            rd_member = rd_source_member(members, inp.embeddings, At, rd["centres_e"][c],
-                                         rd["centres_a"][c], beta, gamma)
+            rd_member = rd_source_member(
+                members, inp.embeddings, At, rd["centres_e"][c], rd["centres_a"][c], beta, gamma
+            )
             rng = np.random.default_rng(derive_seed(seed, "single", beta, gamma, c))
             single = int(rng.choice(members))
             for B in settings.budgets:
@@ -184,8 +199,10 @@ def plan_sources(inp: PromptInputs, settings: SteeringSettings, seed: int
                 sources.append(Source("Random", B, beta, gamma, c, "RD", cols, signs, rd_member))
         for c, members in cluster_members(km).items():
             if members.size < 2:
-                skipped.append(f"KM-Sem cluster {c} at beta={beta:g} gamma={gamma:g} has "
-                               f"{members.size} member: no held-out member to measure")
+                skipped.append(
+                    f"KM-Sem cluster {c} at beta={beta:g} gamma={gamma:g} has "
+                    f"{members.size} member: no held-out member to measure"
+                )
                 continue
             med = kmsem_source_vector(members, At, inp.weights)
             km_vec = inp.H0 + inp.scale * med if raw else med
@@ -195,18 +212,27 @@ def plan_sources(inp: PromptInputs, settings: SteeringSettings, seed: int
     kept = []
     for s in sources:
         if s.columns.size == 0:
-            skipped.append(f"{s.method} cluster {s.cluster} (B={s.budget}, beta={s.beta:g}, "
-                           f"gamma={s.gamma:g}): no feature node with a {settings.selection} value")
+            skipped.append(
+                f"{s.method} cluster {s.cluster} (B={s.budget}, beta={s.beta:g}, "
+                f"gamma={s.gamma:g}): no feature node with a {settings.selection} value"
+            )
             continue
         if s.columns.size < s.budget:
-            log.info("%s cluster %d (B=%d): only %d nodes with a %s value", s.method, s.cluster,
-                     s.budget, s.columns.size, settings.selection)
+            log.info(
+                "%s cluster %d (B=%d): only %d nodes with a %s value",
+                s.method,
+                s.cluster,
+                s.budget,
+                s.columns.size,
+                settings.selection,
+            )
         kept.append(s)
     return kept, partitions, skipped
 
 
-def measured_members(labels: np.ndarray, rank: np.ndarray, exclude: int,
-                     cap: int | None) -> dict[int, np.ndarray]:
+def measured_members(
+    labels: np.ndarray, rank: np.ndarray, exclude: int, cap: int | None
+) -> dict[int, np.ndarray]:
     """Members measured per cluster (clusters with ≥ 2 members only): ordered by the prompt's
     seeded ``rank`` of every sample, the source member left out, at most ``cap`` of them.
     The subset depends on neither ε nor the budget, so Δ curves are paired."""
@@ -221,5 +247,3 @@ def measured_members(labels: np.ndarray, rank: np.ndarray, exclude: int,
         if m.size:
             out[k] = np.sort(m)
     return out
-
-

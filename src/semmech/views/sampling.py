@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import nnsight
 import numpy as np
@@ -24,8 +25,17 @@ from ..model.loading import LoadedModel
 
 log = logging.getLogger(__name__)
 
-SAMPLE_COLUMNS = ["prompt_id", "sample_idx", "text", "token_ids", "token_logprobs", "n_tokens",
-                  "mean_logprob", "weight", "stop_reason"]
+SAMPLE_COLUMNS = [
+    "prompt_id",
+    "sample_idx",
+    "text",
+    "token_ids",
+    "token_logprobs",
+    "n_tokens",
+    "mean_logprob",
+    "weight",
+    "stop_reason",
+]
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,7 @@ class SamplingSettings:
     stop_chars: str
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | None) -> "SamplingSettings":
+    def from_config(cls, cfg: Mapping[str, Any] | None) -> SamplingSettings:
         full = section_defaults("sampling", cfg)
         return cls(**{k: full[k] for k in cls.__dataclass_fields__})
 
@@ -64,11 +74,14 @@ class PromptTooLongError(ValueError):
     """Prompt plus continuation budget exceeds the model's context window."""
 
 
-def check_context(prompt_id: str, n_prompt_tokens: int, max_new_tokens: int, max_context: int) -> None:
+def check_context(
+    prompt_id: str, n_prompt_tokens: int, max_new_tokens: int, max_context: int
+) -> None:
     if n_prompt_tokens + max_new_tokens > max_context:
         raise PromptTooLongError(
             f"prompt {prompt_id!r} has {n_prompt_tokens} tokens; with max_new_tokens={max_new_tokens} "
-            f"it exceeds the model's context of {max_context} tokens")
+            f"it exceeds the model's context of {max_context} tokens"
+        )
 
 
 def stop_token_mask(tokenizer: Any, stop_chars: str) -> torch.Tensor:
@@ -79,8 +92,9 @@ def stop_token_mask(tokenizer: Any, stop_chars: str) -> torch.Tensor:
     return torch.tensor([any(c in t for c in stop_chars) for t in texts], dtype=torch.bool)
 
 
-def truncate(ids: list[int], logprobs: list[float], stop_mask: torch.Tensor,
-             eos_ids: set[int]) -> tuple[list[int], list[float], str]:
+def truncate(
+    ids: list[int], logprobs: list[float], stop_mask: torch.Tensor, eos_ids: set[int]
+) -> tuple[list[int], list[float], str]:
     """Cut a generated row at EOS (excluded) or after the first sentence-ending token (kept)."""
     for i, tok in enumerate(ids):
         if tok in eos_ids:
@@ -99,24 +113,33 @@ class _SentenceEnd:
         self.prompt_len = prompt_len
 
     def __call__(self, input_ids: torch.Tensor, scores: Any = None, **kwargs: Any) -> torch.Tensor:
-        new = input_ids[:, self.prompt_len:].cpu()
-        hit = self.stop_mask.to(new.device)[new.clamp(max=len(self.stop_mask) - 1)] | torch.isin(new, self.eos)
+        new = input_ids[:, self.prompt_len :].cpu()
+        hit = self.stop_mask.to(new.device)[new.clamp(max=len(self.stop_mask) - 1)] | torch.isin(
+            new, self.eos
+        )
         return hit.any(dim=1).to(input_ids.device)
 
 
-def generation_inputs(model: LoadedModel, prompt_ids: list[int], settings: SamplingSettings,
-                      stop_mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+def generation_inputs(
+    model: LoadedModel, prompt_ids: list[int], settings: SamplingSettings, stop_mask: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """The batch of prompt copies and the ``generate`` arguments of METHOD §2."""
     ids = torch.tensor([prompt_ids] * settings.batch_size, dtype=torch.long, device=model.device)
     stopper = _SentenceEnd(stop_mask, model.eos_token_ids, len(prompt_ids))
-    return ids, dict(max_new_tokens=settings.max_new_tokens, do_sample=True,
-                     temperature=settings.temperature, top_p=settings.top_p, top_k=0,
-                     stopping_criteria=StoppingCriteriaList([stopper]),
-                     pad_token_id=model.tokenizer.pad_token_id)
+    return ids, dict(
+        max_new_tokens=settings.max_new_tokens,
+        do_sample=True,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        top_k=0,
+        stopping_criteria=StoppingCriteriaList([stopper]),
+        pad_token_id=model.tokenizer.pad_token_id,
+    )
 
 
-def generate_batch(model: LoadedModel, prompt_ids: list[int], settings: SamplingSettings,
-                   stop_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def generate_batch(
+    model: LoadedModel, prompt_ids: list[int], settings: SamplingSettings, stop_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One traced ``generate`` over ``batch_size`` copies of the prompt.
 
     Returns the new token ids (B × steps) and their log-probabilities at T = 1 (B × steps),
@@ -130,8 +153,9 @@ def generate_batch(model: LoadedModel, prompt_ids: list[int], settings: Sampling
         return _traced_generate(model, ids, gen_kwargs, len(prompt_ids))
 
 
-def _traced_generate(model: LoadedModel, ids: torch.Tensor, gen_kwargs: dict[str, Any],
-                     prompt_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _traced_generate(
+    model: LoadedModel, ids: torch.Tensor, gen_kwargs: dict[str, Any], prompt_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     with model.lm.generate(**gen_kwargs) as tracer:
         step_logprobs = nnsight.save([])
         with tracer.invoke({"input_ids": ids, "attention_mask": torch.ones_like(ids)}):
@@ -147,9 +171,14 @@ def _traced_generate(model: LoadedModel, ids: torch.Tensor, gen_kwargs: dict[str
     return new_ids, chosen.double()
 
 
-def sample_continuations(model: LoadedModel, prompt_id: str, prompt_ids: list[int],
-                         settings: SamplingSettings, seed: int,
-                         progress: Callable[[int], None] | None = None) -> pd.DataFrame:
+def sample_continuations(
+    model: LoadedModel,
+    prompt_id: str,
+    prompt_ids: list[int],
+    settings: SamplingSettings,
+    seed: int,
+    progress: Callable[[int], None] | None = None,
+) -> pd.DataFrame:
     """Sample until ``n_continuations`` distinct continuations or ``patience`` fruitless batches.
 
     Distinct means distinct stripped text; of duplicates the most probable token sequence is kept.
@@ -195,11 +224,17 @@ def _to_table(prompt_id: str, cands: list[_Candidate]) -> pd.DataFrame:
     rows = []
     for idx, i in enumerate(order):
         c = cands[i]
-        rows.append({
-            "prompt_id": prompt_id, "sample_idx": idx, "text": c.text,
-            "token_ids": np.asarray(c.token_ids, dtype=np.int64),
-            "token_logprobs": np.asarray(c.token_logprobs, dtype=np.float64),
-            "n_tokens": len(c.token_ids), "mean_logprob": float(mean_lp[i]),
-            "weight": float(math.exp(mean_lp[i])), "stop_reason": c.stop_reason,
-        })
+        rows.append(
+            {
+                "prompt_id": prompt_id,
+                "sample_idx": idx,
+                "text": c.text,
+                "token_ids": np.asarray(c.token_ids, dtype=np.int64),
+                "token_logprobs": np.asarray(c.token_logprobs, dtype=np.float64),
+                "n_tokens": len(c.token_ids),
+                "mean_logprob": float(mean_lp[i]),
+                "weight": float(math.exp(mean_lp[i])),
+                "stop_reason": c.stop_reason,
+            }
+        )
     return pd.DataFrame(rows, columns=SAMPLE_COLUMNS)
