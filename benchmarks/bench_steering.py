@@ -66,6 +66,7 @@ def _paths(run: Path, p: str) -> dict[str, str]:
             "history": "clusters/{p}.history.parquet",
             "clusters": "clusters/{p}.npz",
             "runtime": "clusters/{p}.runtime.json",
+            "diagnosis": "clusters/{p}.diagnosis.json",
             "baselines": "baselines/{p}.parquet",
             "baseline_labels": "baselines/{p}.labels.parquet",
             "silhouette": "baselines/{p}.silhouette.parquet",
@@ -114,12 +115,14 @@ def build_inputs(run: Path, prompts: list[str], cfg: dict) -> None:
                 samples=f["samples"],
                 embeddings=f["embeddings"],
                 signatures=f["signatures"],
+                nodes=f["nodes"],
                 clustering_cfg=cfg["clustering"],
                 out_sweep=f["sweep"],
                 out_labels=f["labels"],
                 out_history=f["history"],
                 out_npz=f["clusters"],
                 out_runtime=f["runtime"],
+                out_diagnosis=f["diagnosis"],
             )
         if not Path(f["baseline_labels"]).exists():
             run_baselines(

@@ -140,6 +140,7 @@ def _steering(prompt_id: str, K: int, rng: np.random.Generator):
                             {
                                 "prompt_id": prompt_id,
                                 "method": method,
+                                "selection": "full",
                                 "budget": B,
                                 "beta": b,
                                 "gamma": g,
@@ -154,10 +155,12 @@ def _steering(prompt_id: str, K: int, rng: np.random.Generator):
                             }
                         )
                 pear = float(np.clip(slope + rng.normal(0, 0.1), -1, 1))
+                two = [min(e, e) for e in effects]  # linear curves: amplify = -suppress = slope
                 metrics.append(
                     {
                         "prompt_id": prompt_id,
                         "method": method,
+                        "selection": "full",
                         "budget": B,
                         "beta": b,
                         "gamma": g,
@@ -170,12 +173,19 @@ def _steering(prompt_id: str, K: int, rng: np.random.Generator):
                         "specificity": float(
                             effects[c] - max([e for i, e in enumerate(effects) if i != c] or [0.0])
                         ),
+                        "amplify": effects[c],
+                        "suppress": -effects[c],
+                        "two_sided": two[c],
+                        "two_sided_specificity": float(
+                            two[c] - max([e for i, e in enumerate(two) if i != c] or [0.0])
+                        ),
                     }
                 )
                 for eps in (-1.0, 0.0, 1.0):
                     gens.append(
                         {
                             "method": method,
+                            "selection": "full",
                             "cluster": c,
                             "epsilon": eps,
                             "sample": 0,
@@ -245,12 +255,14 @@ def make_synthetic_run(
         run_cluster(
             prompt_id=pid,
             **views,
+            nodes=run / f"attribution/{pid}.nodes.parquet",
             clustering_cfg=section_defaults("clustering", {"betas": BETAS, "gammas": GAMMAS}),
             out_sweep=c / f"{pid}.sweep.parquet",
             out_labels=c / f"{pid}.labels.parquet",
             out_history=c / f"{pid}.history.parquet",
             out_npz=c / f"{pid}.npz",
             out_runtime=c / f"{pid}.runtime.json",
+            out_diagnosis=c / f"{pid}.diagnosis.json",
         )
         b = run / "baselines"
         run_baselines(
@@ -276,9 +288,12 @@ def make_synthetic_run(
     run_aggregate_clustering(
         tables=[run / f"baselines/{p}.parquet" for p in ids],
         silhouettes=[run / f"baselines/{p}.silhouette.parquet" for p in ids],
+        diagnoses=[run / f"clusters/{p}.diagnosis.json" for p in ids],
         out_csv=run / "tables/clustering_comparison.csv",
         out_tex=run / "tables/clustering_comparison.tex",
         out_silhouette=run / "tables/cross_view_silhouette.csv",
+        out_diagnosis=run / "tables/clustering_diagnosis.csv",
+        out_diagnosis_tex=run / "tables/clustering_diagnosis.tex",
     )
     table = steering_comparison(pd.concat(all_metrics, ignore_index=True), n_boot=200, seed=seed)
     write_steering_comparison(

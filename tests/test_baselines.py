@@ -302,6 +302,19 @@ def _write_inputs(root, pid, d, n_rows=None):
         root / "attribution" / f"{pid}.safetensors",
         metadata={"basis": "test"},
     )
+    d_a = d["A"].shape[1]
+    io.write_parquet(
+        pd.DataFrame(
+            {
+                "node_idx": np.arange(d_a),
+                "kind": "feature",
+                "layer": np.arange(d_a) % 3,
+                "position": 1 + np.arange(d_a) % 5,
+                "token_str": "tok",
+            }
+        ),
+        root / "attribution" / f"{pid}.nodes.parquet",
+    )
 
 
 def _stage_paths(root, pid):
@@ -310,7 +323,14 @@ def _stage_paths(root, pid):
     a = root / "attribution" / f"{pid}.safetensors"
     c = {
         k: root / "clusters" / f"{pid}.{k}"
-        for k in ("sweep.parquet", "labels.parquet", "history.parquet", "npz", "runtime.json")
+        for k in (
+            "sweep.parquet",
+            "labels.parquet",
+            "history.parquet",
+            "npz",
+            "runtime.json",
+            "diagnosis.json",
+        )
     }
     b = {
         k: root / "baselines" / f"{pid}.{k}"
@@ -325,12 +345,14 @@ def _cluster(pid, s, e, a, cfg, c):
         samples=s,
         embeddings=e,
         signatures=a,
+        nodes=a.with_name(a.name.replace(".safetensors", ".nodes.parquet")),
         clustering_cfg=cfg,
         out_sweep=c["sweep.parquet"],
         out_labels=c["labels.parquet"],
         out_history=c["history.parquet"],
         out_npz=c["npz"],
         out_runtime=c["runtime.json"],
+        out_diagnosis=c["diagnosis.json"],
     )
 
 
@@ -384,15 +406,21 @@ def test_stages_end_to_end(tmp_path):
         rt = io.read_json(c["runtime.json"])
         assert [x["beta"] for x in rt["configs"]] == [1.0, BETA]
         assert io.read_parquet(c["sweep.parquet"])["prompt_id"].unique().tolist() == [pid]
-        outs.append(b)
+        outs.append({**b, "diagnosis.json": c["diagnosis.json"]})
     tables = tmp_path / "tables"
     stage.run_aggregate_clustering(
         tables=[o["parquet"] for o in outs],
         silhouettes=[o["silhouette.parquet"] for o in outs],
+        diagnoses=[o["diagnosis.json"] for o in outs],
         out_csv=tables / "clustering_comparison.csv",
         out_tex=tables / "clustering_comparison.tex",
         out_silhouette=tables / "cross_view_silhouette.csv",
+        out_diagnosis=tables / "clustering_diagnosis.csv",
+        out_diagnosis_tex=tables / "clustering_diagnosis.tex",
     )
+    diag = pd.read_csv(tables / "clustering_diagnosis.csv")
+    assert len(diag) == len(outs) and (diag["effective_dimension"] >= 1).all()
+    assert "beta_crit_0.5" in diag.columns and (diag["beta_crit_0.5"] > 0).all()
     t = pd.read_csv(tables / "clustering_comparison.csv")
     assert t["method"].iloc[0] == "RD" and (t["n_settings"] == 4).all()
     tex = (tables / "clustering_comparison.tex").read_text()

@@ -25,7 +25,7 @@ from semmech.cluster.objective import (
     normalise_mechanistic,
     partition_cost,
 )
-from semmech.cluster.sweep import rd_sweep, sweep_arrays
+from semmech.cluster.sweep import first_split, rd_sweep, sweep_arrays
 from semmech.cluster.synthetic import make_two_view_data
 
 # Planted data whose two views carry comparable split gains, so a single β shows all three
@@ -389,3 +389,41 @@ def test_sweep_outputs_and_reproducible_bytes(tmp_path, planted):
 def test_binary_entropy():
     assert binary_entropy(0.5) == pytest.approx(math.log(2))
     assert binary_entropy(0.0) == 0.0 and binary_entropy(1.0) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Units of (beta, gamma): critical beta and balanced views (issue "informative default")
+
+
+def test_critical_beta_is_exactly_where_the_first_split_pays(planted):
+    """Just below the critical β the estimator keeps one cluster, just above it splits."""
+    E, A, P = planted["E"], planted["A"], planted["P"]
+    for gamma in (0.1, 0.5, 0.9):
+        ws = RDWorkspace(E, A, P)
+        crit = first_split(ws, gamma, 3, 2).critical_beta(gamma)
+        assert math.isfinite(crit) and crit > 0
+        below = RateDistortionClustering(beta=crit * (1 - 1e-6), gamma=gamma).fit_workspace(ws)
+        above = RateDistortionClustering(beta=crit * (1 + 1e-6), gamma=gamma).fit_workspace(ws)
+        assert below.n_clusters_ == 1 and above.n_clusters_ >= 2
+
+
+def test_beta_in_critical_units_means_the_same_on_every_prompt(planted):
+    E, A, P = planted["E"], planted["A"], planted["P"]
+    for scale in (0.2, 5.0):  # a prompt whose mechanistic spread is smaller or larger
+        res = rd_sweep(E, A * scale + 1.0, P, [0.9, 1.1], [0.1, 0.5, 0.9], beta_units="critical")
+        t = res.table
+        assert (t.loc[t.beta == 0.9, "K"] == 1).all() and (t.loc[t.beta == 1.1, "K"] >= 2).all()
+        assert np.allclose(t["beta_crit"], 1.0)
+    absolute = rd_sweep(E, A, P, [1.0], [0.5]).table
+    assert absolute["beta_e"].iloc[0] == 0.5 and absolute["beta_a"].iloc[0] == 0.5
+    assert absolute["gamma_eff"].iloc[0] == 0.5
+
+
+def test_balanced_views_weigh_both_distortions_equally_at_gamma_one_half(planted):
+    E, A, P = planted["E"], planted["A"], planted["P"]
+    one = first_split(RDWorkspace(E, A, P), 0.5, 3, 2)
+    t = rd_sweep(E, A, P, [2.0], [0.5], view_balance="k1").table.iloc[0]
+    # each view's one-cluster distortion costs the same at gamma = 0.5
+    assert math.isclose(t.beta_e * one.D_e0, t.beta_a * one.D_a0, rel_tol=1e-12)
+    assert math.isclose(t.beta_e * one.D_e0 + t.beta_a * one.D_a0, 2.0, rel_tol=1e-12)
+    assert math.isclose(t.gamma_eff, t.beta_e / (t.beta_e + t.beta_a), rel_tol=1e-12)

@@ -321,6 +321,9 @@ def _write_prompt(
         "scale": np.asarray(norm.scale),
         "beta": np.array([b for b, _ in configs]),
         "gamma": np.array([g for _, g in configs]),
+        "beta_e": np.array([b * g for b, g in configs]),
+        "beta_a": np.array([b * (1 - g) for b, g in configs]),
+        "beta_crit": np.array([1.0] * len(configs)),
         "K": np.array([K] * len(configs)),
         "labels": np.stack([labels] * len(configs)),
     }
@@ -448,9 +451,10 @@ def test_stage_writes_the_contract_files(llama, toy_files, tmp_path, monkeypatch
     metrics = pd.read_parquet(out["metrics"])
     gens = pd.read_parquet(out["generations"])
     assert list(curves.columns) == CURVE_COLUMNS
-    assert list(metrics.columns[:12]) == [
+    assert list(metrics.columns[:13]) == [
         "prompt_id",
         "method",
+        "selection",
         "budget",
         "beta",
         "gamma",
@@ -615,7 +619,7 @@ def test_settings_reject_bad_values():
     with pytest.raises(SteeringInputError, match="lacks 0"):
         SteeringSettings.from_config({"epsilons": [-1, 1]})
     with pytest.raises(SteeringInputError, match="selection"):
-        SteeringSettings.from_config({"selection": "top"})
+        SteeringSettings.from_config({"selections": ["top"]})
     with pytest.raises(SteeringInputError, match="source_space"):
         SteeringSettings.from_config({"source_space": "pca"})
     with pytest.raises(SteeringInputError, match="budgets"):
@@ -782,3 +786,91 @@ def test_a_node_that_cannot_reach_the_continuation_is_flat(llama, toy_files):
     assert m.loc["Random", "frac_moved"] == 0.0
     assert abs(m.loc["Random", "effect"]) <= 1e-5 and res.noise_floor < 1e-5
     assert np.isfinite(m.loc["RD", "pearson"]) and abs(m.loc["RD", "effect"]) > 1e-3
+
+
+def test_two_sided_measure_follows_its_definition(llama, toy_files, tmp_path, monkeypatch):
+    """amplify / suppress are the own cluster's Δ at the largest / smallest ε; two_sided is
+    the smaller of the two pushes in the right direction; its specificity subtracts the
+    largest other cluster's two-sided response (recomputed here from the curves)."""
+    _, out = _run_stage(tmp_path, toy_files, llama, monkeypatch)
+    curves = pd.read_parquet(out["curves"])
+    metrics = pd.read_parquet(out["metrics"])
+    for r in metrics.itertuples(index=False):
+        c = curves[
+            (curves.method == r.method)
+            & (curves.selection == r.selection)
+            & (curves.budget == r.budget)
+            & (curves.source_cluster == r.cluster)
+        ]
+        eps_hi, eps_lo = c.epsilon.max(), c.epsilon.min()
+        two = {}
+        for k, g in c.groupby("measured_cluster"):
+            d = g.set_index("epsilon")["delta"]
+            two[k] = min(d[eps_hi], -d[eps_lo])
+        own = c[c.own].set_index("epsilon")["delta"]
+        assert r.amplify == own[eps_hi] and r.suppress == own[eps_lo]
+        assert r.two_sided == min(own[eps_hi], -own[eps_lo]) == two[r.cluster]
+        others = [v for k, v in two.items() if k != r.cluster]
+        assert math.isclose(r.two_sided_specificity, two[r.cluster] - max(others), abs_tol=1e-12)
+
+
+def test_selections_are_measured_in_one_run_with_a_table_block_each(
+    llama, toy_files, tmp_path, monkeypatch
+):
+    steering = {"selections": ["full", "positive", "negative"], "budgets": [2]}
+    res, out = _run_stage(tmp_path, toy_files, llama, monkeypatch, steering=steering)
+    metrics = pd.read_parquet(out["metrics"])
+    assert set(metrics.selection) == {"full", "positive", "negative"}
+    inp = _inputs(toy_files)
+    At = inp.signatures
+    for s in res.sources:
+        if s.method in ("RD", "Single"):
+            v = At[s.source_member][s.columns]
+            if s.selection == "positive":
+                assert (v > 0).all()
+            elif s.selection == "negative":
+                assert (v < 0).all()
+    # the random control does not depend on the selection: one intervention serves all three
+    rand = [s for s in res.sources if s.method == "Random" and s.cluster == 0]
+    assert len({(tuple(s.columns), tuple(s.signs)) for s in rand}) == 1 and len(rand) == 3
+    table = steer_stage.run_aggregate_steering(
+        metrics=[out["metrics"]],
+        steering_cfg=steering,
+        seed=0,
+        out_csv=tmp_path / "t.csv",
+        out_tex=tmp_path / "t.tex",
+    )
+    assert list(table.selection.unique()) == ["full", "positive", "negative"]
+    assert len(table) == 3 * 4  # every (selection, method) at B = 2
+    tex = (tmp_path / "t.tex").read_text()
+    assert tex.count("\\midrule") >= 3 and "negative" in tex
+
+
+def test_auto_steers_every_configuration_with_2_to_k_clamp_clusters():
+    settings = SteeringSettings.from_config({"configs": "auto", "k_clamp": 3})
+    got = settings.steered_configs([0.5, 0.5, 1.0, 1.0], [0.1, 0.9, 0.1, 0.9], [1, 2, 3, 4])
+    assert got == ((0.5, 0.9), (1.0, 0.1))
+    explicit = SteeringSettings.from_config({"configs": [[1.0, 0.1]]})
+    assert explicit.steered_configs([1.0], [0.1], [1]) == ((1.0, 0.1),)  # named ones are kept
+    with pytest.raises(SteeringInputError, match="k_clamp"):
+        SteeringSettings.from_config({"configs": "auto", "k_clamp": 1})
+    with pytest.raises(SteeringInputError, match="k_max"):
+        check_steering_configs({"configs": "auto", "k_clamp": 10}, {}, {"kmeans": {"k_max": 8}})
+    check_steering_configs({"configs": "auto", "k_clamp": 8}, {}, {"kmeans": {"k_max": 8}})
+
+
+def test_identical_partitions_share_their_sources(llama, toy_files):
+    """Single and Random draw from seeds keyed by the member set, so two configurations with
+    the same partition steer identical sources (measured once by the shared index)."""
+    inp = _inputs(toy_files)
+    # a second configuration with the same partition (and, for RD's medoid, the same weights)
+    inp.rd[(2.0, 0.5)] = dict(inp.rd[(1.0, 0.5)])
+    inp.km_sem[(2.0, 0.5)] = inp.km_sem[(1.0, 0.5)]
+    inp.configs = ((1.0, 0.5), (2.0, 0.5))
+    settings = SteeringSettings.from_config({"configs": [[1.0, 0.5]], "budgets": [2]})
+    sources, _, _ = plan_sources(inp, settings, seed=5)
+    by_cfg = {
+        b: [(s.method, s.cluster, tuple(s.columns), tuple(s.signs)) for s in sources if s.beta == b]
+        for b in (1.0, 2.0)
+    }
+    assert by_cfg[1.0] == by_cfg[2.0] and len(by_cfg[1.0]) > 0

@@ -30,12 +30,14 @@ rule cluster:
         samples=f"{RESULTS}/samples/{{prompt}}.parquet",
         embeddings=f"{RESULTS}/embeddings/{{prompt}}.npz",
         signatures=f"{RESULTS}/attribution/{{prompt}}.safetensors",
+        nodes=f"{RESULTS}/attribution/{{prompt}}.nodes.parquet",
     output:
         sweep=f"{RESULTS}/clusters/{{prompt}}.sweep.parquet",
         labels=f"{RESULTS}/clusters/{{prompt}}.labels.parquet",
         history=f"{RESULTS}/clusters/{{prompt}}.history.parquet",
         npz=f"{RESULTS}/clusters/{{prompt}}.npz",
         runtime=f"{BENCH}/cluster/{{prompt}}.runtime.json",
+        diagnosis=f"{RESULTS}/clusters/{{prompt}}.diagnosis.json",
     log:
         f"{RESULTS}/logs/cluster/{{prompt}}.log",
     benchmark:
@@ -87,10 +89,13 @@ rule aggregate_clustering:
     input:
         tables=expand(f"{RESULTS}/baselines/{{prompt}}.parquet", prompt=PROMPT_IDS),
         silhouettes=expand(f"{RESULTS}/baselines/{{prompt}}.silhouette.parquet", prompt=PROMPT_IDS),
+        diagnoses=expand(f"{RESULTS}/clusters/{{prompt}}.diagnosis.json", prompt=PROMPT_IDS),
     output:
         csv=f"{RESULTS}/tables/clustering_comparison.csv",
         tex=f"{RESULTS}/tables/clustering_comparison.tex",
         silhouette=f"{RESULTS}/tables/cross_view_silhouette.csv",
+        diagnosis=f"{RESULTS}/tables/clustering_diagnosis.csv",
+        diagnosis_tex=f"{RESULTS}/tables/clustering_diagnosis.tex",
     log:
         f"{RESULTS}/logs/aggregate_clustering/all.log",
     benchmark:

@@ -8,7 +8,7 @@ from pathlib import Path
 from snakemake.io import regex_from_filepattern
 from snakemake.utils import min_version
 
-from semmech.config import derive_seed, validate_config
+from semmech.config import derive_seed, section_defaults, validate_config
 from semmech.model.source import DEFAULT_MODEL, check_model_available, model_source
 from semmech.prompts import read_prompts
 
@@ -49,8 +49,10 @@ localrules:
     figure_cross_view_silhouette,
     figure_feature_lineage,
     figure_steering_response,
+    figure_clustering_diagnosis,
     cluster_browser,
     tables_page,
+    case_study,
     manifest,
     paper,
 
@@ -122,6 +124,7 @@ def stage_targets():
         "clusters/{prompt}.labels.parquet",
         "clusters/{prompt}.history.parquet",
         "clusters/{prompt}.npz",
+        "clusters/{prompt}.diagnosis.json",
         "baselines/{prompt}.parquet",
         "baselines/{prompt}.labels.parquet",
         "baselines/{prompt}.silhouette.parquet",
@@ -133,6 +136,8 @@ def stage_targets():
         "tables/clustering_comparison.csv",
         "tables/clustering_comparison.tex",
         "tables/cross_view_silhouette.csv",
+        "tables/clustering_diagnosis.csv",
+        "tables/clustering_diagnosis.tex",
         "tables/steering_comparison.csv",
         "tables/steering_comparison.tex",
     ]

@@ -172,3 +172,23 @@ use rule figure_rate_distortion as figure_steering_response with:
         f"{BENCH}/figure_steering_response.tsv"
     params:
         **figure_params("steering_response"),
+
+
+use rule figure_rate_distortion as figure_clustering_diagnosis with:
+    """Why prompts stay at K = 1: critical beta of the first split and signature concentration."""
+    input:
+        diagnoses=per_prompt(f"{RESULTS}/clusters/{{prompt}}.diagnosis.json"),
+    output:
+        png=report(
+            f"{FIGURES}/clustering_diagnosis.png",
+            caption="../report/clustering_diagnosis.rst",
+            category="2. Clustering",
+            subcategory="Diagnosis",
+        ),
+        pdf=f"{FIGURES}/clustering_diagnosis.pdf",
+    log:
+        f"{LOGS}/figure_clustering_diagnosis.log",
+    benchmark:
+        f"{BENCH}/figure_clustering_diagnosis.tsv"
+    params:
+        **figure_params("clustering_diagnosis", paper_betas=PAPER_BETAS),

@@ -90,6 +90,12 @@ rule tables_page:
             category="2. Clustering",
             subcategory="Tables",
         ),
+        diagnosis=report(
+            f"{TABLES}/clustering_diagnosis.csv",
+            caption="../report/clustering_diagnosis_table.rst",
+            category="2. Clustering",
+            subcategory="Tables",
+        ),
         steering=report(
             f"{TABLES}/steering_comparison.csv",
             caption="../report/steering_comparison.rst",
@@ -117,3 +123,30 @@ rule tables_page:
         title=f"semmech tables, run {RUN}",
     script:
         "../scripts/tables_page.py"
+
+
+rule case_study:
+    """The held-out transfer case study: amplify and suppress effects of the example prompt's
+    steered clusters, RD against Single."""
+    input:
+        curves=f"{RESULTS}/steering/{EXAMPLE_PROMPT}.curves.parquet",
+    output:
+        csv=report(
+            f"{TABLES}/case_study.csv",
+            caption="../report/case_study.rst",
+            category="3. Steering",
+            subcategory="Tables",
+        ),
+        tex=f"{TABLES}/case_study.tex",
+    log:
+        f"{LOGS}/case_study.log",
+    benchmark:
+        f"{BENCH}/case_study.tsv"
+    conda:
+        "../../envs/figures.yaml"
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    script:
+        "../scripts/case_study.py"

@@ -18,6 +18,11 @@ if EXAMPLE_PROMPT not in PROMPT_IDS:
 
 # (beta, gamma) pairs summarised in the cluster tables and browser; the first one is also
 # the configuration of the per-prompt figures.
+if FIG_CFG["configs"] is None and config["steering"]["configs"] == "auto":
+    raise ValueError(
+        "figures.configs is null and steering.configs is auto: name the (beta, gamma) pairs "
+        "of the cluster tables, browser and per-prompt figures in figures.configs"
+    )
 SUMMARY_CONFIGS = [
     [float(b), float(g)] for b, g in (FIG_CFG["configs"] or config["steering"]["configs"])
 ]
@@ -30,6 +35,9 @@ for _b, _g in SUMMARY_CONFIGS:
         )
 FIGURE_CONFIG = SUMMARY_CONFIGS[0]
 
+# METHOD §5's beta grid (the schema's default), drawn in the clustering diagnosis figure.
+PAPER_BETAS = section_defaults("clustering", {})["betas"]
+
 FIGURE_NAMES = [
     "rate_distortion",
     "gamma_sweep",
@@ -38,6 +46,7 @@ FIGURE_NAMES = [
     "cross_view_silhouette",
     "feature_lineage",
     "steering_response",
+    "clustering_diagnosis",
 ]
 
 
@@ -55,6 +64,7 @@ def report_targets():
     return (
         expand(f"{FIGURES}/{{name}}.{{ext}}", name=FIGURE_NAMES, ext=["png", "pdf"])
         + [f"{RESULTS}/report/tables.html", f"{RESULTS}/report/cluster_browser.html"]
+        + [f"{TABLES}/case_study.csv", f"{TABLES}/case_study.tex"]
         + expand(
             f"{TABLES}/cluster_summary/{{prompt}}.{{ext}}", prompt=PROMPT_IDS, ext=["csv", "tex"]
         )

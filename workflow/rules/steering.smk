@@ -6,7 +6,14 @@
 from semmech.steer.settings import check_steering_configs
 
 # A steered (beta, gamma) that the clustering sweep does not produce fails here, at start-up.
-check_steering_configs(config["steering"], config["clustering"])
+check_steering_configs(config["steering"], config["clustering"], config["baselines"])
+
+# Steered configurations per prompt: the named ones, or with `auto` up to the whole sweep.
+N_STEERED = (
+    len(config["clustering"]["betas"]) * len(config["clustering"]["gammas"])
+    if config["steering"]["configs"] == "auto"
+    else len(config["steering"]["configs"])
+)
 
 
 # Runtime limit in minutes: (intervention, continuation) rows times tokens at a slow CPU's
@@ -18,7 +25,8 @@ STEERING_RUNTIME = (
         * len(config["steering"]["budgets"])
         * (len(config["steering"]["epsilons"]) - 1)
         * 4
-        * len(config["steering"]["configs"])
+        * N_STEERED
+        * len(config["steering"]["selections"])
         * min(
             config["sampling"]["n_continuations"],
             4 * (config["steering"]["max_measured"] or config["sampling"]["n_continuations"]),

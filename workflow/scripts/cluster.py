@@ -8,10 +8,12 @@ with job_logging(snakemake.log[0], snakemake.threads):
         samples=i.samples,
         embeddings=i.embeddings,
         signatures=i.signatures,
+        nodes=i.nodes,
         clustering_cfg=snakemake.params.clustering,
         out_sweep=o.sweep,
         out_labels=o.labels,
         out_history=o.history,
         out_npz=o.npz,
         out_runtime=o.runtime,
+        out_diagnosis=o.diagnosis,
     )

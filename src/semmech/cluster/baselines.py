@@ -197,10 +197,13 @@ def run_baselines(
     rows = []
     for r in rd_table.itertuples(index=False):
         beta, gamma = float(r.beta), float(r.gamma)
+        # D_γ weighs the views as the configuration's own objective did (γ itself in the
+        # paper's parametrisation; β_e / (β_e + β_a) with balanced views).
+        gamma_eff = float(r.gamma_eff)
         rd_lab = np.asarray(rd_labels[(beta, gamma)])
         base = {"prompt_id": prompt_id, "beta": beta, "gamma": gamma}
 
-        def add(method, match, sc, labels, base=base, gamma=gamma, rd_lab=rd_lab):
+        def add(method, match, sc, labels, base=base, gamma=gamma_eff, rd_lab=rd_lab):
             rows.append(
                 {
                     **base,

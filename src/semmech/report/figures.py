@@ -27,6 +27,7 @@ from ..numba_cache import load_umap
 from .summaries import top_feature_sets
 
 __all__ = [
+    "clustering_diagnosis",
     "FigureDataError",
     "METHOD_COLOURS",
     "BASELINE_NAMES",
@@ -709,8 +710,10 @@ def silhouette_long(silhouettes: pd.DataFrame) -> pd.DataFrame:
 
 
 def steering_units(curves: pd.DataFrame) -> pd.DataFrame:
-    """The own-cluster rows of all prompts' steering curves, one ``unit`` per steered cluster."""
-    df = curves[curves["own"].astype(bool)].copy()
+    """The own-cluster rows of all prompts' steering curves, one ``unit`` per steered cluster,
+    for one source selection (``full`` when it was measured, else the first one)."""
+    sel = "full" if "full" in set(curves["selection"]) else str(curves["selection"].iloc[0])
+    df = curves[curves["own"].astype(bool) & (curves["selection"] == sel)].copy()
     if df.empty:
         raise FigureDataError("steering curves have no own-cluster rows")
     df["unit"] = (
@@ -796,3 +799,62 @@ def lineage_data(
             f"{what}: feature lineage needs at least two β levels at γ = {gamma:g}"
         )
     return lineage_table(levels)
+
+
+# ======================================================================================
+# Clustering diagnosis: why a prompt stays at K = 1
+
+
+@_styled
+def clustering_diagnosis(diag: pd.DataFrame, paper_betas: Sequence[float]) -> Figure:
+    """Left: the critical β of the first split against γ, one line per prompt (paper units,
+    log scale), with the paper's β grid as dashed lines: a prompt whose line lies above the
+    grid stays at K = 1 there. Right: the share of ‖ã‖² in the top-10 coordinates against the
+    effective dimension (‖ã‖₁/‖ã‖₂)², one point per prompt.
+
+    ``diag``: rows of :func:`semmech.cluster.diagnostics.diagnosis_row`.
+    """
+    _require(diag, ["prompt_id", "effective_dimension", "top10_share"], "clustering_diagnosis")
+    crit = sorted(
+        (c for c in diag.columns if c.startswith("beta_crit_")), key=lambda c: float(c[10:])
+    )
+    if not crit:
+        raise FigureDataError("clustering_diagnosis: no beta_crit_<gamma> columns")
+    gammas = [float(c[10:]) for c in crit]
+    fig, axes = _new_figure(2, width=3.6, height=3.0)
+    ax = axes[0, 0]
+    cmap = matplotlib.colormaps["tab20"]
+    values = diag[crit].to_numpy(np.float64)
+    for i, (pid, y) in enumerate(zip(diag["prompt_id"], values)):
+        ax.plot(gammas, y, marker="o", ms=3, lw=1, color=cmap(i % 20), label=str(pid))
+    for b in paper_betas:
+        ax.axhline(float(b), color="0.3", ls="--", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("γ (weight of the semantic view)")
+    ax.set_ylabel("critical β of the first split")
+    ax.set_title("first split pays above the line")
+    ax.grid(alpha=0.3, which="both")
+    ax = axes[0, 1]
+    ax.scatter(diag["effective_dimension"], diag["top10_share"], s=14, color="#1b7837")
+    for r in diag.itertuples(index=False):
+        ax.annotate(
+            str(r.prompt_id),
+            (r.effective_dimension, r.top10_share),
+            fontsize=6,
+            xytext=(2, 2),
+            textcoords="offset points",
+        )
+    ax.set_xlabel("effective dimension (‖ã‖₁/‖ã‖₂)²")
+    ax.set_ylabel("share of ‖ã‖² in the top-10 nodes")
+    ax.set_title("how concentrated the signatures are")
+    ax.grid(alpha=0.3)
+    fig.legend(
+        *axes[0, 0].get_legend_handles_labels(),
+        loc="lower center",
+        ncol=5,
+        fontsize=6,
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.02),
+    )
+    fig.suptitle(f"Clustering diagnosis ({len(diag)} prompts; dashed: the paper's β grid)")
+    return fig

@@ -27,7 +27,7 @@ __all__ = [
 PAPER_SOURCES = ("main.tex", "references.bib", "sections")
 # Columns of the aggregate tables the headline numbers are read from.
 COMPARISON_COLUMNS = ["method", "n_settings", "rd_win", "rd_tie"]
-STEERING_SUMMARY_COLUMNS = ["method", "budget", "pearson_mean", "spearman_mean"]
+STEERING_SUMMARY_COLUMNS = ["selection", "method", "budget", "pearson_mean", "spearman_mean"]
 
 LATEXMK_MISSING = (
     "'{latexmk}' was not found on PATH, so {out_pdf} cannot be built. Install LaTeX "
@@ -53,6 +53,8 @@ def result_macros(comparison: pd.DataFrame, steering: pd.DataFrame) -> dict[str,
         raise PaperBuildError("the clustering comparison has no RD row")
     rd = rd.iloc[0]
     parts = []
+    sel = "full" if "full" in set(steering["selection"]) else str(steering["selection"].iloc[0])
+    steering = steering[steering["selection"] == sel]
     for method, grp in steering.groupby("method", sort=False):
         vals = ", ".join(
             f"{r.pearson_mean:.2f} / {r.spearman_mean:.2f} at B = {int(r.budget)}"

@@ -40,6 +40,10 @@ __all__ = [
     "clustering_comparison_latex",
     "STEERING_COLUMNS",
     "steering_comparison",
+    "diagnosis_latex",
+    "case_study",
+    "case_study_latex",
+    "CASE_STUDY_COLUMNS",
     "steering_columns",
     "steering_tex_frame",
     "steering_latex",
@@ -214,11 +218,29 @@ def clustering_comparison_latex(table: pd.DataFrame) -> str:
     return latex_tabular(table, clustering_comparison_columns())
 
 
+def diagnosis_latex(diag: pd.DataFrame) -> str:
+    """The clustering diagnosis (:func:`semmech.cluster.diagnostics.diagnosis_row` rows): per
+    prompt the critical β of the first split at each γ, the effective dimension of ã and the
+    share of its top-10 coordinates."""
+    crit = sorted(
+        (c for c in diag.columns if c.startswith("beta_crit_")), key=lambda c: float(c[10:])
+    )
+    f2 = "{:.2f}"
+    cols = [
+        Column("prompt_id", "prompt", None, "l"),
+        *[Column(c, f"$\\beta^*_{{\\gamma={c[10:]}}}$", f2) for c in crit],
+        Column("effective_dimension", "$d_\\mathrm{eff}$", "{:.1f}"),
+        Column("top10_share", "top-10 share", f2),
+    ]
+    return latex_tabular(diag, cols)
+
+
 # ======================================================================================
 # Table 2: the steering comparison
 
 
 STEERING_COLUMNS = [
+    "selection",
     "method",
     "budget",
     "n_clusters",
@@ -230,51 +252,75 @@ STEERING_COLUMNS = [
     "spearman_ci_high",
     "frac_moved_mean",
     "specificity_mean",
+    "two_sided_mean",
+    "two_sided_ci_low",
+    "two_sided_ci_high",
+    "two_sided_specificity_mean",
+    "two_sided_specificity_ci_low",
+    "two_sided_specificity_ci_high",
 ]
+STEERING_METHODS = ("RD", "KM-Sem", "Single", "Random")
 
 
 def steering_comparison(metrics: pd.DataFrame, *, n_boot: int, seed: int) -> pd.DataFrame:
-    """Per method and budget: mean Pearson / Spearman with percentile-bootstrap 95% CIs over
-    steered clusters (every prompt and configuration), mean fraction moved and specificity.
+    """Per selection, method and budget: mean Pearson / Spearman (the paper's Table 2) and the
+    extension measure (two-sided response and its specificity over the other clusters), each
+    with a percentile-bootstrap 95% CI over steered clusters (every prompt and configuration),
+    plus the mean fraction moved and the slope specificity.
 
-    ``metrics``: the steering/{p}.metrics.parquet rows of all prompts. Each (method, budget)
-    draws from its own seeded generator, so adding a method does not change the others.
+    ``metrics``: the steering/{p}.metrics.parquet rows of all prompts. Each (selection, method,
+    budget) draws from its own seeded generator, so adding a method does not change the others.
     """
     require_columns(
         metrics,
-        ["method", "budget", "pearson", "spearman", "frac_moved", "specificity"],
+        [
+            "selection",
+            "method",
+            "budget",
+            "pearson",
+            "spearman",
+            "frac_moved",
+            "specificity",
+            "two_sided",
+            "two_sided_specificity",
+        ],
         "steering_comparison",
         error=TableDataError,
-        allow_empty=False,
     )
     rows = []
-    order = {m: i for i, m in enumerate(["RD", "KM-Sem", "Single", "Random"])}
+    order = {m: i for i, m in enumerate(STEERING_METHODS)}
     keys = sorted(
-        metrics.groupby(["method", "budget"]).groups,
-        key=lambda k: (int(k[1]), order.get(k[0], len(order)), str(k[0])),
+        metrics.groupby(["selection", "method", "budget"]).groups,
+        key=lambda k: (str(k[0]), int(k[2]), order.get(k[1], len(order)), str(k[1])),
     )
-    for method, budget in keys:
-        grp = metrics[(metrics["method"] == method) & (metrics["budget"] == budget)]
-        rng = np.random.default_rng([int(seed), int(budget), *map(ord, str(method))])
-        pear = grp["pearson"].to_numpy(np.float64)
-        spear = grp["spearman"].to_numpy(np.float64)
-        p_lo, p_hi = bootstrap_ci(pear, n_boot, rng)
-        s_lo, s_hi = bootstrap_ci(spear, n_boot, rng)
-        rows.append(
-            {
-                "method": str(method),
-                "budget": int(budget),
-                "n_clusters": int(len(grp)),
-                "pearson_mean": float(np.nanmean(pear)) if np.isfinite(pear).any() else math.nan,
-                "pearson_ci_low": p_lo,
-                "pearson_ci_high": p_hi,
-                "spearman_mean": float(np.nanmean(spear)) if np.isfinite(spear).any() else math.nan,
-                "spearman_ci_low": s_lo,
-                "spearman_ci_high": s_hi,
-                "frac_moved_mean": _nanmean(grp["frac_moved"]),
-                "specificity_mean": _nanmean(grp["specificity"]),
-            }
+    for selection, method, budget in keys:
+        grp = metrics[
+            (metrics["selection"] == selection)
+            & (metrics["method"] == method)
+            & (metrics["budget"] == budget)
+        ]
+        rng = np.random.default_rng(
+            [int(seed), int(budget), *map(ord, str(method)), *map(ord, str(selection))]
         )
+        row = {
+            "selection": str(selection),
+            "method": str(method),
+            "budget": int(budget),
+            "n_clusters": int(len(grp)),
+        }
+        for col, name in (
+            ("pearson", "pearson"),
+            ("spearman", "spearman"),
+            ("two_sided", "two_sided"),
+            ("two_sided_specificity", "two_sided_specificity"),
+        ):
+            v = grp[col].to_numpy(np.float64)
+            lo, hi = bootstrap_ci(v, n_boot, rng)
+            row[f"{name}_mean"] = float(np.nanmean(v)) if np.isfinite(v).any() else math.nan
+            row[f"{name}_ci_low"], row[f"{name}_ci_high"] = lo, hi
+        row["frac_moved_mean"] = _nanmean(grp["frac_moved"])
+        row["specificity_mean"] = _nanmean(grp["specificity"])
+        rows.append(row)
     return pd.DataFrame(rows, columns=STEERING_COLUMNS)
 
 
@@ -286,6 +332,7 @@ def _nanmean(s: pd.Series) -> float:
 def steering_columns() -> list[Column]:
     f2 = "{:.2f}"
     return [
+        Column("selection", "selection", None, "l"),
         Column("method", "method", None, "l"),
         Column("budget", "$B$", "{:d}"),
         Column("n_clusters", "clusters", "{:d}"),
@@ -294,30 +341,131 @@ def steering_columns() -> list[Column]:
         Column("spearman_mean", "Spearman", f2),
         Column("spearman_ci", "95\\% CI", None, "c"),
         Column("frac_moved_mean", "moved", f2),
-        Column("specificity_mean", "specificity", "{:.3f}"),
+        Column("two_sided_mean", "two-sided", "{:.3f}"),
+        Column("two_sided_ci", "95\\% CI", None, "c"),
+        Column("two_sided_specificity_mean", "2s-spec.", "{:.3f}"),
+        Column("two_sided_specificity_ci", "95\\% CI", None, "c"),
     ]
 
 
 def steering_tex_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """The steering table with its CIs as '[lo, hi]' cells (two decimals, like the means)."""
+    """The steering table with its CIs as '[lo, hi]' cells (the precision of their means)."""
     require_columns(
         df, STEERING_COLUMNS, "steering comparison table", error=TableDataError, allow_empty=False
     )
     out = df.copy()
-    for k in ("pearson", "spearman"):
+    for k, fmt in (
+        ("pearson", "{:.2f}"),
+        ("spearman", "{:.2f}"),
+        ("two_sided", "{:.3f}"),
+        ("two_sided_specificity", "{:.3f}"),
+    ):
         out[f"{k}_ci"] = [
             "--"
             if not (np.isfinite(lo) and np.isfinite(hi))
-            else f"[{format_value(float(lo), '{:.2f}')}, {format_value(float(hi), '{:.2f}')}]"
+            else f"[{format_value(float(lo), fmt)}, {format_value(float(hi), fmt)}]"
             for lo, hi in zip(out[f"{k}_ci_low"], out[f"{k}_ci_high"])
         ]
+    out["block"] = [f"{s}, B = {b}" for s, b in zip(out["selection"], out["budget"])]
     return out
 
 
 def steering_latex(df: pd.DataFrame) -> str:
     """Table 2: the steering comparison (:data:`STEERING_COLUMNS`) as a booktabs tabular, one
-    block per budget."""
-    return latex_tabular(steering_tex_frame(df), steering_columns(), group_by="budget")
+    block per (source selection, budget)."""
+    return latex_tabular(steering_tex_frame(df), steering_columns(), group_by="block")
+
+
+CASE_STUDY_COLUMNS = [
+    "prompt_id",
+    "beta",
+    "gamma",
+    "selection",
+    "budget",
+    "cluster",
+    "method",
+    "n_members",
+    "amplify",
+    "moved_amplify",
+    "suppress",
+    "moved_suppress",
+]
+
+
+def case_study(curves: pd.DataFrame, methods: Sequence[str] = ("RD", "Single")) -> pd.DataFrame:
+    """The held-out transfer case study (the authors' project page): for each steered cluster
+    of one prompt, the mean change of its held-out members' demeaned logit at the strongest
+    amplification (largest ε) and suppression (smallest ε), and the share of them moved the
+    right way, per method. One configuration (the first steered one), the largest budget and
+    the first selection, so that the methods face the same clusters."""
+    require_columns(curves, CURVE_COLUMNS_FOR_CASES, "case study curves", error=TableDataError)
+    own = curves[curves["own"].astype(bool) & curves["method"].isin(list(methods))]
+    if own.empty:
+        return pd.DataFrame(columns=CASE_STUDY_COLUMNS)
+    first = own.iloc[0]
+    own = own[
+        (own["beta"] == first["beta"])
+        & (own["gamma"] == first["gamma"])
+        & (own["selection"] == first["selection"])
+        & (own["budget"] == own["budget"].max())
+    ]
+    hi, lo = own["epsilon"].max(), own["epsilon"].min()
+    rows = []
+    for (c, m), g in own.groupby(["source_cluster", "method"], sort=True):
+        at = g.set_index("epsilon")
+        rows.append(
+            {
+                "prompt_id": str(first["prompt_id"]),
+                "beta": float(first["beta"]),
+                "gamma": float(first["gamma"]),
+                "selection": str(first["selection"]),
+                "budget": int(g["budget"].iloc[0]),
+                "cluster": int(c),
+                "method": str(m),
+                "n_members": int(g["n_members"].iloc[0]),
+                "amplify": float(at.loc[hi, "delta"]),
+                "moved_amplify": float(at.loc[hi, "frac_moved"]),
+                "suppress": float(at.loc[lo, "delta"]),
+                "moved_suppress": float(at.loc[lo, "frac_moved"]),
+            }
+        )
+    order = {m: i for i, m in enumerate(methods)}
+    out = pd.DataFrame(rows, columns=CASE_STUDY_COLUMNS)
+    return out.sort_values(
+        ["cluster", "method"],
+        key=lambda s: s.map(order) if s.name == "method" else s,
+        kind="stable",
+    ).reset_index(drop=True)
+
+
+CURVE_COLUMNS_FOR_CASES = [
+    "prompt_id",
+    "method",
+    "selection",
+    "budget",
+    "beta",
+    "gamma",
+    "source_cluster",
+    "own",
+    "epsilon",
+    "delta",
+    "n_members",
+    "frac_moved",
+]
+
+
+def case_study_latex(df: pd.DataFrame) -> str:
+    f3 = "{:.3f}"
+    cols = [
+        Column("cluster", "cluster", "{:d}"),
+        Column("method", "method", None, "l"),
+        Column("n_members", "held out", "{:d}"),
+        Column("amplify", "amplify $\\Delta$", f3),
+        Column("moved_amplify", "moved", "{:.2f}"),
+        Column("suppress", "suppress $\\Delta$", f3),
+        Column("moved_suppress", "moved", "{:.2f}"),
+    ]
+    return latex_tabular(df, cols, group_by="cluster")
 
 
 # ======================================================================================

@@ -16,9 +16,10 @@ import pandas as pd
 
 from .. import io
 from ..cluster import baselines
+from ..cluster.diagnostics import diagnose, diagnosis_row
 from ..cluster.objective import validate_views
 from ..cluster.sweep import RD_PARAM_KEYS, RDSweepResult, rd_sweep, sweep_arrays
-from ..report.tables import clustering_comparison_latex
+from ..report.tables import clustering_comparison_latex, diagnosis_latex
 from .inputs import read_prompt_views
 
 log = logging.getLogger("semmech")
@@ -34,12 +35,14 @@ def run_cluster(
     samples: str | Path,
     embeddings: str | Path,
     signatures: str | Path,
+    nodes: str | Path,
     clustering_cfg: Mapping[str, Any],
     out_sweep: str | Path,
     out_labels: str | Path,
     out_history: str | Path,
     out_npz: str | Path,
     out_runtime: str | Path,
+    out_diagnosis: str | Path,
 ) -> RDSweepResult:
     """The β × γ sweep of one prompt, written as clusters/{p}.* (``clustering_cfg``: the
     ``clustering`` config section, defaults filled).
@@ -68,6 +71,8 @@ def run_cluster(
         gammas,
         prompt_id=prompt_id,
         cache_mb=float(clustering_cfg["cache_mb"]),
+        beta_units=clustering_cfg["beta_units"],
+        view_balance=clustering_cfg["view_balance"],
         **params,
     )
     total = time.perf_counter() - t0
@@ -88,6 +93,17 @@ def run_cluster(
     io.write_parquet(res.labels, out_labels)
     io.write_parquet(res.history, out_history)
     io.write_npz(out_npz, **sweep_arrays(res))
+    node_table = io.read_parquet(
+        nodes, required=["node_idx", "kind", "layer", "position", "token_str"]
+    )
+    diag = diagnose(
+        res.workspace,
+        gammas,
+        node_table.sort_values("node_idx"),
+        refine_iter=int(clustering_cfg["split_refine_iter"]),
+        power_iter=int(clustering_cfg["split_power_iter"]),
+    )
+    io.write_json({"prompt_id": prompt_id, **diag}, out_diagnosis)
     io.write_json(
         {
             "prompt_id": prompt_id,
@@ -128,7 +144,7 @@ def run_baselines(
             f"{clusters}: H0 has {z['H0'].shape}, signatures have {A.shape[1]} nodes"
         )
     A_tilde = (A - z["H0"]) / float(z["scale"])
-    table = io.read_parquet(sweep, required=["beta", "gamma", "K", "H", "D_e", "D_a"])
+    table = io.read_parquet(sweep, required=["beta", "gamma", "gamma_eff", "K", "H", "D_e", "D_a"])
     lab = io.read_parquet(labels, required=["beta", "gamma", "sample_idx", "label"])
     rd_labels = {}
     for (b, g), grp in lab.groupby(["beta", "gamma"], sort=False):
@@ -154,12 +170,21 @@ def run_aggregate_clustering(
     *,
     tables: Sequence[str | Path],
     silhouettes: Sequence[str | Path],
+    diagnoses: Sequence[str | Path],
     out_csv: str | Path,
     out_tex: str | Path,
     out_silhouette: str | Path,
+    out_diagnosis: str | Path,
+    out_diagnosis_tex: str | Path,
 ) -> None:
-    """tables/clustering_comparison.{csv,tex} (Table 1) and tables/cross_view_silhouette.csv
-    over all prompts."""
+    """tables/clustering_comparison.{csv,tex} (Table 1), tables/cross_view_silhouette.csv and
+    tables/clustering_diagnosis.{csv,tex} (why prompts stay at K = 1) over all prompts."""
+    diag = pd.DataFrame(
+        [diagnosis_row(d["prompt_id"], d) for d in (io.read_json(p) for p in diagnoses)]
+    )
+    with io.atomic_path(out_diagnosis) as tmp:
+        diag.to_csv(tmp, index=False, float_format="%.6g")
+    io.write_text(diagnosis_latex(diag), out_diagnosis_tex)
     comp = pd.concat(
         [io.read_parquet(p, required=COMPARISON_COLUMNS) for p in tables], ignore_index=True
     )

@@ -19,10 +19,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .. import io
+from ..cluster.diagnostics import diagnosis_row
 from ..cluster.grid import config_index
 from ..report.figures import (
     HOUSE_STYLE,
     FigureDataError,
+    clustering_diagnosis,
     cross_view_silhouette,
     feature_lineage,
     gamma_sweep,
@@ -157,6 +159,11 @@ def _steering_response(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure
     return steering_response(steering_units(read_tables(inp["curves"], CURVE_COLUMNS)))
 
 
+def _clustering_diagnosis(inp: Mapping[str, Any], par: Mapping[str, Any]) -> Figure:
+    rows = [diagnosis_row(d["prompt_id"], d) for d in (io.read_json(p) for p in inp["diagnoses"])]
+    return clustering_diagnosis(pd.DataFrame(rows), par["paper_betas"])
+
+
 # Figure name -> builder from the rule's named inputs (paths) and params.
 FIGURES: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], Figure]] = {
     "rate_distortion": _rate_distortion,
@@ -166,6 +173,7 @@ FIGURES: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], Figure]] = {
     "cross_view_silhouette": _cross_view_silhouette,
     "feature_lineage": _feature_lineage,
     "steering_response": _steering_response,
+    "clustering_diagnosis": _clustering_diagnosis,
 }
 
 

@@ -16,6 +16,8 @@ from ..report.summaries import summarise_prompt
 from ..report.tables import (
     STEERING_COLUMNS,
     TableDataError,
+    case_study,
+    case_study_latex,
     cluster_summary_latex,
     cluster_summary_table,
     render_tables_html,
@@ -130,3 +132,12 @@ def run_tables_page(*, tables: Mapping[str, str | Path], title: str, out_html: s
         except Exception as exc:
             raise io.CorruptInputError(f"{path}: cannot read table {name!r} ({exc})") from exc
     io.write_text(render_tables_html(frames, title), out_html)
+
+
+def run_case_study(*, curves: str | Path, out_csv: str | Path, out_tex: str | Path) -> pd.DataFrame:
+    """tables/case_study.{csv,tex}: amplify / suppress effects of the example prompt's steered
+    clusters, RD against Single (:func:`semmech.report.tables.case_study`)."""
+    table = case_study(io.read_parquet(curves))
+    write_csv_table(table, out_csv)
+    io.write_text(case_study_latex(table), out_tex)
+    return table

@@ -19,6 +19,7 @@ from ..model.loading import check_prompt_record, check_token_ids, load_configure
 from ..report.tables import STEERING_COLUMNS, steering_comparison
 from ..steer.intervention import steered_generate
 from ..steer.measure import (
+    METRIC_COLUMNS,
     MeasureStats,
     SteeringResult,
     curves_frame,
@@ -82,7 +83,10 @@ def read_steering_inputs(
     E = io.read_npz(embeddings_path, required=["embeddings"])["embeddings"].astype(np.float64)
     if E.ndim != 2 or E.shape[0] != N:
         raise io.CorruptInputError(f"{embeddings_path}: expected {N} rows, found shape {E.shape}")
-    z = io.read_npz(clusters_npz, required=["H0", "scale", "beta", "gamma", "K", "labels"])
+    z = io.read_npz(
+        clusters_npz,
+        required=["H0", "scale", "beta", "gamma", "beta_e", "beta_a", "K", "labels"],
+    )
     if z["H0"].shape != (A.shape[1],):
         raise io.CorruptInputError(
             f"{clusters_npz}: H0 has shape {z['H0'].shape}, signatures have {A.shape[1]} nodes"
@@ -90,7 +94,8 @@ def read_steering_inputs(
     km_all = io.read_parquet(baseline_labels_path, required=["method", "k", "sample_idx", "label"])
     km_all = km_all[km_all["method"] == "km_sem"]
     rd, km = {}, {}
-    for beta, gamma in settings.configs:
+    configs = settings.steered_configs(z["beta"], z["gamma"], z["K"])
+    for beta, gamma in configs:
         try:
             i = config_index(z["beta"], z["gamma"], beta, gamma)
         except ConfigNotInSweepError as exc:
@@ -118,6 +123,8 @@ def read_steering_inputs(
             "labels": labels,
             "centres_e": ce.astype(np.float64),
             "centres_a": ca.astype(np.float64),
+            "beta_e": float(z["beta_e"][i]),
+            "beta_a": float(z["beta_a"][i]),
         }
         k = min(int(z["K"][i]), N)
         sub = km_all[km_all["k"] == k].sort_values("sample_idx")
@@ -139,6 +146,7 @@ def read_steering_inputs(
         scale=float(z["scale"]),
         rd=rd,
         km_sem=km,
+        configs=configs,
         basis=basis_name,
     )
     n_feat = inp.feature_cols.size
@@ -199,13 +207,13 @@ def run_steer(
         log.warning("prompt %s: skipped %s", prompt_id, note)
     counts = {m: sum(s.method == m for s in sources) for m in METHODS}
     log.info(
-        "prompt %s: %d sources %s, budgets %s, %d epsilons, selection %s",
+        "prompt %s: %d sources %s, budgets %s, %d epsilons, selections %s",
         prompt_id,
         len(sources),
         counts,
         list(settings.budgets),
         len(settings.epsilons),
-        settings.selection,
+        list(settings.selections),
     )
 
     model = load_configured_model(dict(model_cfg))
@@ -224,16 +232,20 @@ def run_steer(
     t_measure = time.perf_counter()
 
     gen_rows = []
+    # Inspection generations: the heaviest RD cluster of the first steered configuration, at
+    # the largest budget and the first selection.
+    first = inp.configs[0] if inp.configs else None
     rd_sources = [
         s
         for s in sources
         if s.method == "RD"
         and s.budget == max(settings.budgets)
-        and (s.beta, s.gamma) == settings.configs[0]
+        and s.selection == settings.selections[0]
+        and (s.beta, s.gamma) == first
     ]
     if rd_sources and settings.n_generate > 0:
         P = inp.weights
-        labels = partitions[("RD",) + settings.configs[0]]
+        labels = partitions[("RD", *first)]
         src = max(rd_sources, key=lambda s: (P[labels == s.cluster].sum(), -s.cluster))
         gen = steered_generate(
             model,
@@ -251,6 +263,7 @@ def run_steer(
                 {
                     "prompt_id": prompt_id,
                     "method": src.method,
+                    "selection": src.selection,
                     "budget": src.budget,
                     "beta": src.beta,
                     "gamma": src.gamma,
@@ -309,38 +322,29 @@ def run_aggregate_steering(
     out_csv: str | Path,
     out_tex: str | Path,
 ) -> pd.DataFrame:
-    """tables/steering_comparison.{csv,tex} — per method and budget, mean
-    Pearson / Spearman over all prompts' and configurations' steered clusters with seeded
-    bootstrap 95% CIs (:func:`semmech.report.tables.steering_comparison`). Every (method, budget)
-    gets a row, with n_clusters = 0 and NaNs where nothing could be steered."""
+    """tables/steering_comparison.{csv,tex} — per selection, method and budget, mean Pearson /
+    Spearman and the two-sided extension measure over all prompts' and configurations' steered
+    clusters with seeded bootstrap 95% CIs (:func:`semmech.report.tables.steering_comparison`).
+    Every (selection, method, budget) gets a row, with n_clusters = 0 and NaNs where nothing
+    could be steered."""
     settings = SteeringSettings.from_config(steering_cfg)
-    frames = [
-        io.read_parquet(
-            p, required=["method", "budget", "pearson", "spearman", "frac_moved", "specificity"]
-        )
-        for p in metrics
-    ]
+    frames = [io.read_parquet(p, required=METRIC_COLUMNS) for p in metrics]
     table = steering_comparison(
         pd.concat(frames, ignore_index=True) if frames else metrics_frame([]),
         n_boot=settings.bootstrap,
         seed=int(seed),
     )
-    have = {(str(m), int(b)) for m, b in zip(table["method"], table["budget"])}
-    missing = [
-        {"method": m, "budget": int(b), "n_clusters": 0}
-        for b in settings.budgets
-        for m in METHODS
-        if (m, int(b)) not in have
-    ]
-    if missing:
-        table = pd.concat([table, pd.DataFrame(missing)], ignore_index=True)
-    order = {m: i for i, m in enumerate(METHODS)}
-    table = table.assign(
-        _b=table["budget"].astype(int), _m=table["method"].map(order).fillna(len(order))
+    # Every (selection, method, budget) gets a row, in the configured order.
+    full = pd.DataFrame(
+        [
+            {"selection": sel, "method": m, "budget": int(b)}
+            for sel in settings.selections
+            for b in settings.budgets
+            for m in METHODS
+        ]
     )
-    table = table.sort_values(["_b", "_m"], kind="stable").drop(columns=["_b", "_m"])
-    table = table.reset_index(drop=True)[STEERING_COLUMNS].astype(
-        {"budget": np.int64, "n_clusters": np.int64}
-    )
+    table = full.merge(table, on=["selection", "method", "budget"], how="left")
+    table["n_clusters"] = table["n_clusters"].fillna(0)
+    table = table[STEERING_COLUMNS].astype({"budget": np.int64, "n_clusters": np.int64})
     write_steering_comparison(table, out_csv, out_tex)
     return table

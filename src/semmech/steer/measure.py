@@ -67,6 +67,7 @@ NOISE_FACTOR = 2.0
 CURVE_COLUMNS = [
     "prompt_id",
     "method",
+    "selection",
     "budget",
     "beta",
     "gamma",
@@ -82,6 +83,7 @@ CURVE_COLUMNS = [
 METRIC_COLUMNS = [
     "prompt_id",
     "method",
+    "selection",
     "budget",
     "beta",
     "gamma",
@@ -96,10 +98,15 @@ METRIC_COLUMNS = [
     "max_other_effect",
     "n_nodes",
     "source_member",
+    "amplify",
+    "suppress",
+    "two_sided",
+    "two_sided_specificity",
 ]
 GENERATION_COLUMNS = [
     "prompt_id",
     "method",
+    "selection",
     "budget",
     "beta",
     "gamma",
@@ -348,9 +355,15 @@ def steer_sources(
     floor = NOISE_FACTOR * noise
     curves, metrics = [], []
     P = np.asarray(inp.weights, dtype=np.float64)
+    # The extension measure: the response at the strongest amplification and suppression.
+    # A cluster-specific mechanism moves its own members both ways; ablating generically
+    # important nodes only lowers the logit (suppress < 0, amplify ≈ 0).
+    i_hi = int(np.argmax(settings.epsilons))
+    i_lo = int(np.argmin(settings.epsilons))
     for s, meas, ids in plans:
         labels = partitions[(s.partition, s.beta, s.gamma)]
         effects: dict[int, float] = {}
+        two_sided: dict[int, float] = {}
         own_curve = None
         for k, members in meas.items():
             ref = np.array([table[(0, int(n))] for n in members])
@@ -374,6 +387,7 @@ def steer_sources(
                     {
                         "prompt_id": inp.prompt_id,
                         "method": s.method,
+                        "selection": s.selection,
                         "budget": s.budget,
                         "beta": s.beta,
                         "gamma": s.gamma,
@@ -388,6 +402,7 @@ def steer_sources(
                     }
                 )
             effects[k] = slope(settings.epsilons, deltas)
+            two_sided[k] = min(deltas[i_hi], -deltas[i_lo])
             if k == s.cluster:
                 own_curve = (deltas, fracs, members.size)
         if own_curve is None:  # the source's own cluster had no measurable member
@@ -397,10 +412,12 @@ def steer_sources(
         flat = max(abs(d) for d in deltas) <= floor
         others = [v for k, v in effects.items() if k != s.cluster and math.isfinite(v)]
         max_other = max(others) if others else math.nan
+        other_two = [v for k, v in two_sided.items() if k != s.cluster]
         metrics.append(
             {
                 "prompt_id": inp.prompt_id,
                 "method": s.method,
+                "selection": s.selection,
                 "budget": s.budget,
                 "beta": s.beta,
                 "gamma": s.gamma,
@@ -417,6 +434,12 @@ def steer_sources(
                 "max_other_effect": max_other,
                 "n_nodes": int(s.columns.size),
                 "source_member": int(s.source_member),
+                "amplify": deltas[i_hi],
+                "suppress": deltas[i_lo],
+                "two_sided": two_sided[s.cluster],
+                "two_sided_specificity": two_sided[s.cluster] - max(other_two)
+                if other_two
+                else math.nan,
             }
         )
     return SteeringResult(
@@ -430,6 +453,7 @@ def curves_frame(rows: list[dict]) -> pd.DataFrame:
         {
             "prompt_id": str,
             "method": str,
+            "selection": str,
             "budget": np.int64,
             "beta": np.float64,
             "gamma": np.float64,
@@ -451,6 +475,7 @@ def metrics_frame(rows: list[dict]) -> pd.DataFrame:
         {
             "prompt_id": str,
             "method": str,
+            "selection": str,
             "budget": np.int64,
             "beta": np.float64,
             "gamma": np.float64,
@@ -465,6 +490,10 @@ def metrics_frame(rows: list[dict]) -> pd.DataFrame:
             "max_other_effect": np.float64,
             "n_nodes": np.int64,
             "source_member": np.int64,
+            "amplify": np.float64,
+            "suppress": np.float64,
+            "two_sided": np.float64,
+            "two_sided_specificity": np.float64,
         }
     )
 
@@ -475,6 +504,7 @@ def generations_frame(rows: list[dict]) -> pd.DataFrame:
         {
             "prompt_id": str,
             "method": str,
+            "selection": str,
             "budget": np.int64,
             "beta": np.float64,
             "gamma": np.float64,

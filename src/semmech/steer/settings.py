@@ -7,7 +7,7 @@ Snakefile is parsed (which happens once per job on a cluster) without importing 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from ..cluster.grid import on_grid
 from ..config import ConfigError, section_defaults
 
 __all__ = [
+    "AUTO",
     "SELECTIONS",
     "SOURCE_SPACES",
     "SteeringInputError",
@@ -23,6 +24,7 @@ __all__ = [
 ]
 
 SELECTIONS = ("full", "positive", "negative")
+AUTO = "auto"
 SOURCE_SPACES = ("raw", "normalised")
 
 
@@ -39,10 +41,11 @@ class SteeringSettings:
     ``source_space``: ``raw`` (attribution units, default) or ``normalised`` (ã).
     """
 
-    configs: tuple[tuple[float, float], ...]
+    configs: tuple[tuple[float, float], ...] | str  # explicit pairs, or "auto"
+    k_clamp: int
     budgets: tuple[int, ...]
     epsilons: tuple[float, ...]
-    selection: str
+    selections: tuple[str, ...]
     batch_size: int
     n_generate: int
     bootstrap: int
@@ -56,10 +59,13 @@ class SteeringSettings:
         except ConfigError as exc:
             raise SteeringInputError(str(exc)) from exc
         out = cls(
-            configs=tuple((float(b), float(g)) for b, g in full["configs"]),
+            configs=AUTO
+            if full["configs"] == AUTO
+            else tuple((float(b), float(g)) for b, g in full["configs"]),
+            k_clamp=int(full["k_clamp"]),
             budgets=tuple(int(b) for b in full["budgets"]),
             epsilons=tuple(float(e) for e in full["epsilons"]),
-            selection=str(full["selection"]),
+            selections=tuple(str(x) for x in full["selections"]),
             batch_size=int(full["batch_size"]),
             n_generate=int(full["n_generate"]),
             bootstrap=int(full["bootstrap"]),
@@ -72,6 +78,10 @@ class SteeringSettings:
     def validate(self) -> None:
         if not self.configs:
             raise SteeringInputError("steering.configs is empty: name at least one (beta, gamma)")
+        if self.k_clamp < 2:
+            raise SteeringInputError(
+                f"steering.k_clamp must be at least 2 (K = 1 has nothing to steer), got {self.k_clamp}"
+            )
         if not self.budgets or min(self.budgets) < 1:
             raise SteeringInputError(
                 f"steering.budgets must be positive integers, got {list(self.budgets)}"
@@ -88,9 +98,11 @@ class SteeringSettings:
             )
         if not all(math.isfinite(e) for e in eps):
             raise SteeringInputError(f"steering.epsilons must be finite, got {eps}")
-        if self.selection not in SELECTIONS:
+        bad = [x for x in self.selections if x not in SELECTIONS]
+        if bad or not self.selections or len(set(self.selections)) != len(self.selections):
             raise SteeringInputError(
-                f"steering.selection must be one of {SELECTIONS}, got {self.selection!r}"
+                f"steering.selections must be distinct values of {SELECTIONS}, got "
+                f"{list(self.selections)}"
             )
         if self.source_space not in SOURCE_SPACES:
             raise SteeringInputError(
@@ -111,14 +123,39 @@ class SteeringSettings:
     def nonzero_epsilons(self) -> tuple[float, ...]:
         return tuple(e for e in self.epsilons if e != 0.0)
 
+    def steered_configs(
+        self, betas: Sequence[float], gammas: Sequence[float], ks: Sequence[int]
+    ) -> tuple[tuple[float, float], ...]:
+        """The configurations steered on one prompt's sweep (its per-configuration columns):
+        the explicit pairs, or with ``auto`` every configuration with 2 ≤ K ≤ k_clamp, in
+        sweep order."""
+        if self.configs != AUTO:
+            return self.configs
+        return tuple(
+            (float(b), float(g))
+            for b, g, k in zip(betas, gammas, ks)
+            if 2 <= int(k) <= self.k_clamp
+        )
+
 
 def check_steering_configs(
-    steering_cfg: Mapping[str, Any], clustering_cfg: Mapping[str, Any]
+    steering_cfg: Mapping[str, Any],
+    clustering_cfg: Mapping[str, Any],
+    baselines_cfg: Mapping[str, Any] | None = None,
 ) -> None:
-    """At workflow start-up: every steered (β, γ) must be a point of the clustering sweep."""
+    """At workflow start-up: every explicitly steered (β, γ) must be a point of the clustering
+    sweep; with ``auto``, KM-Sem needs K-means labellings up to k_clamp."""
     settings = SteeringSettings.from_config(steering_cfg)
     clustering = section_defaults("clustering", clustering_cfg)
     betas, gammas = clustering["betas"], clustering["gammas"]
+    if settings.configs == AUTO:
+        k_max = section_defaults("baselines", baselines_cfg)["kmeans"]["k_max"]
+        if settings.k_clamp > k_max:
+            raise SteeringInputError(
+                f"steering.k_clamp = {settings.k_clamp} exceeds baselines.kmeans.k_max = {k_max}: "
+                "KM-Sem needs a K-means labelling at every steered K; raise k_max or lower k_clamp"
+            )
+        return
     for b, g in settings.configs:
         if not on_grid(betas, gammas, b, g):
             raise SteeringInputError(

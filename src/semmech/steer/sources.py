@@ -18,6 +18,7 @@ source's continuations. The KM-Sem source, defined by METHOD §6 as the P-weight
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -50,6 +51,7 @@ class Source:
     columns: np.ndarray
     signs: np.ndarray
     source_member: int = -1
+    selection: str = "full"
 
 
 def top_nodes(
@@ -83,13 +85,13 @@ def rd_source_member(
     A_tilde: np.ndarray,
     mu_e: np.ndarray,
     mu_a: np.ndarray,
-    beta: float,
-    gamma: float,
+    beta_e: float,
+    beta_a: float,
 ) -> int:
-    """The member closest to its cluster's centres under β_e‖e − μ^e‖² + β_a‖ã − μ^a‖₁
-    (β_e = γβ, β_a = (1 − γ)β); ties go to the lower sample index."""
+    """The member closest to its cluster's centres under β_e‖e − μ^e‖² + β_a‖ã − μ^a‖₁, the
+    weights the clustering itself used; ties go to the lower sample index."""
     members = np.asarray(members, dtype=np.int64)
-    be, ba = gamma * beta, (1.0 - gamma) * beta
+    be, ba = beta_e, beta_a
     d = be * ((E[members] - mu_e) ** 2).sum(1) + ba * np.abs(A_tilde[members] - mu_a).sum(1)
     return int(members[np.argmin(d)])
 
@@ -113,8 +115,9 @@ class PromptInputs:
     embeddings: np.ndarray  # e_n [N, d_e]
     H0: np.ndarray
     scale: float
-    rd: dict[tuple[float, float], dict[str, np.ndarray]]  # labels, centres_e, centres_a
+    rd: dict[tuple[float, float], dict[str, np.ndarray]]  # labels, centres, beta_e, beta_a
     km_sem: dict[tuple[float, float], np.ndarray]  # K-means labels on e, K = RD's K
+    configs: tuple[tuple[float, float], ...] = ()  # the steered (β, γ), resolved
     basis: str = "mlp_neurons"
 
     @property
@@ -140,11 +143,19 @@ def cluster_members(labels: np.ndarray) -> dict[int, np.ndarray]:
     return {int(k): np.nonzero(labels == k)[0] for k in np.unique(labels)}
 
 
+def members_seed(seed: int, what: str, members: np.ndarray, *keys: object) -> int:
+    """A seed keyed by a cluster's member set (not by the configuration that produced it), so
+    configurations with identical partitions draw identical Single and Random sources, and
+    each distinct (partition, source) is measured once."""
+    digest = hashlib.blake2b(np.asarray(members, dtype=np.int64).tobytes(), digest_size=8)
+    return derive_seed(seed, what, digest.hexdigest(), *keys)
+
+
 def plan_sources(
     inp: PromptInputs, settings: SteeringSettings, seed: int
 ) -> tuple[list[Source], dict[tuple[str, float, float], np.ndarray], list[str]]:
-    """Every source of one prompt (all methods, budgets, configurations, clusters), the
-    partitions they are measured on, and a note per skipped cluster.
+    """Every source of one prompt (all methods, selections, budgets, configurations and
+    clusters), the partitions they are measured on, and a note per skipped cluster.
 
     A cluster with fewer than 2 members has no held-out member to measure: it is skipped
     (neither steered nor measured) and reported, not fatal.
@@ -152,7 +163,8 @@ def plan_sources(
     The random control draws from the *live* feature nodes, those with a non-zero attribution
     to some continuation: a node whose column is 0 everywhere cannot reach the measured
     logits at all (e.g. a last-layer node at a non-final prefix position writes to a residual
-    stream nothing reads), so drawing it would make the control trivially flat.
+    stream nothing reads), so drawing it would make the control trivially flat. It does not
+    depend on the selection.
     """
     feats = inp.feature_cols
     live = feats[np.any(inp.signatures[:, feats] != 0, axis=0)]
@@ -170,51 +182,69 @@ def plan_sources(
     sources: list[Source] = []
     partitions: dict[tuple[str, float, float], np.ndarray] = {}
     skipped: list[str] = []
-    for beta, gamma in settings.configs:
+    for beta, gamma in inp.configs:
         rd = inp.rd[(beta, gamma)]
         labels = rd["labels"]
         km = inp.km_sem[(beta, gamma)]
         partitions[("RD", beta, gamma)] = labels
         partitions[("KM-Sem", beta, gamma)] = km
+        where = f"beta={beta:g} gamma={gamma:g}"
         for c, members in cluster_members(labels).items():
             if members.size < 2:
                 skipped.append(
-                    f"RD cluster {c} at beta={beta:g} gamma={gamma:g} has "
-                    f"{members.size} member: no held-out member to measure"
+                    f"RD cluster {c} at {where} has {members.size} member: "
+                    "no held-out member to measure"
                 )
                 continue
             rd_member = rd_source_member(
-                members, inp.embeddings, At, rd["centres_e"][c], rd["centres_a"][c], beta, gamma
+                members,
+                inp.embeddings,
+                At,
+                rd["centres_e"][c],
+                rd["centres_a"][c],
+                rd["beta_e"],
+                rd["beta_a"],
             )
-            rng = np.random.default_rng(derive_seed(seed, "single", beta, gamma, c))
-            single = int(rng.choice(members))
+            single = int(
+                np.random.default_rng(members_seed(seed, "single", members)).choice(members)
+            )
             for B in settings.budgets:
-                cols, signs = top_nodes(vec[rd_member], feats, B, settings.selection)
-                sources.append(Source("RD", B, beta, gamma, c, "RD", cols, signs, rd_member))
-                cols, signs = top_nodes(vec[single], feats, B, settings.selection)
-                sources.append(Source("Single", B, beta, gamma, c, "RD", cols, signs, single))
-                rng_r = np.random.default_rng(derive_seed(seed, "random", beta, gamma, c, B))
-                cols, signs = random_nodes(live, B, rng_r)
-                # Measured on exactly RD's held-out members, so the control is paired with RD.
-                sources.append(Source("Random", B, beta, gamma, c, "RD", cols, signs, rd_member))
+                rng_r = np.random.default_rng(members_seed(seed, "random", members, B))
+                r_cols, r_signs = random_nodes(live, B, rng_r)
+                for sel in settings.selections:
+                    cols, signs = top_nodes(vec[rd_member], feats, B, sel)
+                    sources.append(
+                        Source("RD", B, beta, gamma, c, "RD", cols, signs, rd_member, sel)
+                    )
+                    cols, signs = top_nodes(vec[single], feats, B, sel)
+                    sources.append(
+                        Source("Single", B, beta, gamma, c, "RD", cols, signs, single, sel)
+                    )
+                    # Measured on exactly RD's held-out members: the control is paired with RD.
+                    sources.append(
+                        Source("Random", B, beta, gamma, c, "RD", r_cols, r_signs, rd_member, sel)
+                    )
         for c, members in cluster_members(km).items():
             if members.size < 2:
                 skipped.append(
-                    f"KM-Sem cluster {c} at beta={beta:g} gamma={gamma:g} has "
-                    f"{members.size} member: no held-out member to measure"
+                    f"KM-Sem cluster {c} at {where} has {members.size} member: "
+                    "no held-out member to measure"
                 )
                 continue
             med = kmsem_source_vector(members, At, inp.weights)
             km_vec = inp.H0 + inp.scale * med if raw else med
             for B in settings.budgets:
-                cols, signs = top_nodes(km_vec, feats, B, settings.selection)
-                sources.append(Source("KM-Sem", B, beta, gamma, c, "KM-Sem", cols, signs, -1))
+                for sel in settings.selections:
+                    cols, signs = top_nodes(km_vec, feats, B, sel)
+                    sources.append(
+                        Source("KM-Sem", B, beta, gamma, c, "KM-Sem", cols, signs, -1, sel)
+                    )
     kept = []
     for s in sources:
         if s.columns.size == 0:
             skipped.append(
                 f"{s.method} cluster {s.cluster} (B={s.budget}, beta={s.beta:g}, "
-                f"gamma={s.gamma:g}): no feature node with a {settings.selection} value"
+                f"gamma={s.gamma:g}): no feature node with a {s.selection} value"
             )
             continue
         if s.columns.size < s.budget:
@@ -224,7 +254,7 @@ def plan_sources(
                 s.cluster,
                 s.budget,
                 s.columns.size,
-                settings.selection,
+                s.selection,
             )
         kept.append(s)
     return kept, partitions, skipped
