@@ -214,3 +214,100 @@ TINY_MODELS: dict[str, Callable[..., Any]] = {
     "gemma2": tiny_gemma2,
     "gpt2": tiny_gpt2,
 }
+
+
+# --- the paper's embedder, in miniature ---------------------------------------------------------
+
+EMBEDDINGGEMMA_PROMPTS = {
+    "query": "task: search result | query: ",
+    "document": "title: none | text: ",
+}
+
+
+def tiny_embeddinggemma(path: Any, corpus: list[str], seed: int = 0, hidden: int = 32) -> Any:
+    """A random EmbeddingGemma stand-in saved as a sentence-transformers directory.
+
+    Same architecture and layout as google/embeddinggemma-300m: a ``Gemma3TextModel`` with
+    bidirectional attention (sliding and full layers) at the root of the directory, then
+    ``1_Pooling`` (mean), ``2_Dense``, ``3_Dense`` and ``4_Normalize`` modules, and the
+    model card's task prompts. Its tokenizer is Gemma-like: pad/eos/bos/unk = 0/1/2/3,
+    SentencePiece-style ``▁`` spaces with BPE merges trained on ``corpus``, BOS and EOS added
+    around every text, and ``padding_side`` left (our encoder must not care).
+    """
+    from pathlib import Path
+
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as st_models
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import Gemma3TextConfig, Gemma3TextModel, PreTrainedTokenizerFast
+
+    path = Path(path)
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="never")
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"]
+    )
+    tok.train_from_iterator(list(corpus) * 10, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", 1)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        padding_side="left",
+        model_max_length=2048,
+    )
+    cfg = Gemma3TextConfig(
+        vocab_size=len(fast),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=512,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+        use_bidirectional_attention=True,
+        query_pre_attn_scalar=16,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
+    cfg.architectures = ["Gemma3TextModel"]
+    torch.manual_seed(seed)
+    model = Gemma3TextModel(cfg).to(torch.float32)
+    _randomise(model, seed, 1.5)
+    hf_dir = path.with_name(path.name + ".hf")
+    model.save_pretrained(hf_dir)
+    fast.save_pretrained(hf_dir)
+    st = SentenceTransformer(
+        modules=[
+            st_models.Transformer(str(hf_dir), max_seq_length=2048),
+            st_models.Pooling(hidden, "mean"),
+            st_models.Dense(
+                hidden, 4 * hidden, bias=False, activation_function=torch.nn.Identity()
+            ),
+            st_models.Dense(
+                4 * hidden, hidden, bias=False, activation_function=torch.nn.Identity()
+            ),
+            st_models.Normalize(),
+        ],
+        prompts=EMBEDDINGGEMMA_PROMPTS,
+        device="cpu",
+    )
+    st.save(str(path))
+    return path
