@@ -311,3 +311,118 @@ def tiny_embeddinggemma(path: Any, corpus: list[str], seed: int = 0, hidden: int
     )
     st.save(str(path))
     return path
+
+
+# --- the paper's language model and transcoders, in miniature -----------------------------------
+
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<unk>"]
+# Qwen3's template in miniature: one user turn, and with enable_thinking=False the empty
+# thinking block that Qwen3 puts after the generation prompt.
+QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|> {{ m['role'] }} {{ m['content'] }} <|im_end|> "
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|> assistant "
+    "{% if enable_thinking is defined and enable_thinking is false %}<think> </think> "
+    "{% endif %}{% endif %}"
+)
+
+
+def tiny_qwen3_chat(path: Any, words: list[str], seed: int = 0, hidden: int = 32) -> Any:
+    """A random 2-layer ``Qwen3ForCausalLM`` saved with a word-level tokenizer whose chat
+    template honours ``enable_thinking``; like Qwen3: no BOS, pad ``<|endoftext|>``, EOS
+    ``<|im_end|>``."""
+    from pathlib import Path
+
+    from tokenizers import Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(QWEN_SPECIALS + list(words)))}
+    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<think>", "</think>"],
+        model_max_length=128,
+    )
+    fast.chat_template = QWEN_CHAT_TEMPLATE
+    cfg = Qwen3Config(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=vocab["<|im_end|>"],
+        pad_token_id=vocab["<|endoftext|>"],
+    )
+    cfg.architectures = ["Qwen3ForCausalLM"]
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(cfg).to(torch.float32)
+    _randomise(model, seed, 1.5)
+    path = Path(path)
+    model.save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+def circuit_tracer_transcoders(
+    path: Any, d_model: int, n_layers: int, n_features: int = 24, seed: int = 0
+) -> Any:
+    """A per-layer transcoder set in circuit-tracer's format (config.yaml + layer_<l>.safetensors:
+    W_enc [F, d], b_enc, W_dec [F, d], b_dec, W_skip [d, d] in every layer, JumpReLU
+    ``activation_function.threshold`` on layer 0 and plain ReLU on the others), written here
+    from the format's description so that it does not depend on semmech's own writer."""
+    from pathlib import Path
+
+    import yaml
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed + 7)
+    for layer in range(n_layers):
+        tensors = {
+            "W_enc": torch.randn(n_features, d_model, generator=gen) / d_model**0.5,
+            "b_enc": 0.1 * torch.randn(n_features, generator=gen),
+            "W_dec": torch.randn(n_features, d_model, generator=gen) / n_features**0.5,
+            "b_dec": 0.1 * torch.randn(d_model, generator=gen),
+            "W_skip": 0.1 * torch.randn(d_model, d_model, generator=gen) / d_model**0.5,
+        }
+        if layer == 0:
+            tensors["activation_function.threshold"] = 0.05 * torch.rand(n_features, generator=gen)
+        save_file(
+            {k: v.contiguous() for k, v in tensors.items()},
+            str(path / f"layer_{layer}.safetensors"),
+        )
+    config = {
+        "model_kind": "transcoder_set",
+        "feature_input_hook": "mlp.hook_in",
+        "feature_output_hook": "mlp.hook_out",
+        "scan": "tiny-test-transcoders",
+        "model_name": "tiny-qwen3",
+    }
+    (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def hub_cache_repo(cache: Any, repo_id: str, source: Any, revision: str = "0" * 40) -> Any:
+    """Put the files of directory ``source`` into a Hugging Face hub cache (``HF_HUB_CACHE``
+    layout: models--org--name/snapshots/<revision>/ and refs/main), so that ``repo_id`` loads
+    offline (``HF_HUB_OFFLINE=1``) exactly as a downloaded repo does."""
+    import shutil
+    from pathlib import Path
+
+    repo = Path(cache) / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / revision
+    shutil.copytree(source, snapshot, dirs_exist_ok=True)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot
