@@ -188,6 +188,7 @@ def test_paper_run_prompts_are_the_ambigqa_draw_in_the_thinking_off_template(pap
     for pid in DRAWN_2_IDS:
         rec = json.loads((run / "samples" / f"{pid}.prompt.json").read_text())
         assert rec["model"] == "Qwen/Qwen3-8B"
+        assert rec["chat_template_kwargs"] == {"enable_thinking": False}
         # enable_thinking=False reached the template: the empty thinking block ends the input
         assert rec["model_input"].endswith("<|im_start|> assistant <think> </think> ")
         assert rec["model_input"].startswith("<|im_start|> user " + rec["text"])
@@ -221,7 +222,7 @@ def test_paper_run_attributes_on_the_transcoder_set_with_summed_signatures(paper
         assert feats["feature"].between(0, 23).all()  # the set's 24 features per layer
         assert (nodes["kind"] == "error").any()  # a transcoder basis has error nodes
         comp = json.loads((run / "attribution" / f"{pid}.completeness.json").read_text())
-        assert comp["basis"] == "transcoder"
+        assert comp["basis"] == "transcoder" and comp["aggregate"] == "sum" and comp["passed"]
         rec = json.loads((run / "samples" / f"{pid}.prompt.json").read_text())
         df = pd.read_parquet(run / "samples" / f"{pid}.parquet")
         longest = int(df["n_tokens"].to_numpy().argmax())
@@ -257,7 +258,12 @@ def test_paper_run_steers_every_configuration_with_2_to_10_clusters_in_all_selec
         }
         metrics = pd.read_parquet(run / "steering" / f"{pid}.metrics.parquet")
         curves = pd.read_parquet(run / "steering" / f"{pid}.curves.parquet")
-        assert {(float(b), float(g)) for b, g in zip(metrics["beta"], metrics["gamma"])} == want
+        got = (
+            set()
+            if metrics.empty
+            else {(float(b), float(g)) for b, g in zip(metrics["beta"], metrics["gamma"])}
+        )
+        assert got == want
         steered_total += len(want)
         if want:
             assert sorted(set(metrics["selection"])) == sorted(SELECTIONS)
