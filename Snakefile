@@ -10,6 +10,7 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/prompts.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/sampling.smk"
 include: "workflow/rules/attribution.smk"

@@ -257,3 +257,123 @@ def test_stage_writes_embeddings(tmp_path):
         out_npz=out,
     )
     assert out.read_bytes() == first  # deterministic on CPU
+
+
+# --- the paper's embedder: an EmbeddingGemma-architecture encoder --------------------------------
+
+TASK = "task: search result | query: "
+CHAT_PREFIX = (
+    "<|im_start|>user\nWhich city is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+@pytest.fixture(scope="module")
+def gemma_dir(tmp_path_factory):
+    from tiny_models import tiny_embeddinggemma
+
+    corpus = [PREFIX, *CONTS, TASK, CHAT_PREFIX, "Name a French river."]
+    return tiny_embeddinggemma(tmp_path_factory.mktemp("egemma") / "embeddinggemma", corpus)
+
+
+@pytest.fixture(scope="module")
+def gemma(gemma_dir):
+    return ContextualEncoder.from_name(str(gemma_dir))
+
+
+def _sep(prefix: str, cont: str) -> str:
+    return "" if prefix[-1:].isspace() or cont[:1].isspace() else " "
+
+
+def test_embeddinggemma_directory_loads_as_the_bidirectional_gemma3_encoder(gemma_dir, gemma):
+    modules = json.loads((gemma_dir / "modules.json").read_text())
+    assert [m["path"] for m in modules] == ["", "1_Pooling", "2_Dense", "3_Dense", "4_Normalize"]
+    assert resolve_embedding_source(str(gemma_dir)) == str(gemma_dir)
+    assert type(gemma.model).__name__ == "Gemma3TextModel"
+    assert gemma.model.config.use_bidirectional_attention is True
+    assert gemma.tokenizer.padding_side == "left" and gemma.max_length == 512
+    # bidirectional: a later token changes an earlier position's state (a causal model cannot)
+    w = continuation_window(gemma.tokenizer, PREFIX, CONTS[0])
+    ids = torch.tensor([w.input_ids])
+    changed = ids.clone()
+    changed[0, w.end - 1] = gemma.tokenizer.convert_tokens_to_ids("<unk>")
+    with torch.no_grad():
+        h0 = gemma.model(input_ids=ids).last_hidden_state[0, w.start]
+        h1 = gemma.model(input_ids=changed).last_hidden_state[0, w.start]
+    assert not torch.allclose(h0, h1)
+
+
+@pytest.mark.parametrize("task_prefix", ["", TASK])
+@pytest.mark.parametrize("prefix", [PREFIX, CHAT_PREFIX])
+def test_embeddinggemma_window_is_exactly_the_continuation(gemma, prefix, task_prefix):
+    """BOS before, EOS after, the task prefix and the context outside: only the continuation."""
+    tok = gemma.tokenizer
+    bos, eos = tok.bos_token_id, tok.eos_token_id
+    for cont in CONTS:
+        w = continuation_window(tok, prefix, cont, gemma.max_length, task_prefix)
+        head = tok(task_prefix + prefix, add_special_tokens=False)["input_ids"]
+        body = tok(_sep(task_prefix + prefix, cont) + cont, add_special_tokens=False)["input_ids"]
+        # the joining space we insert is not the continuation's: a lone "▁" token stays out
+        gap = body[:1] if tok.convert_ids_to_tokens(body[:1]) == ["▁"] else []
+        assert w.input_ids[0] == bos and w.input_ids[-1] == eos
+        assert list(w.input_ids[1 : 1 + len(head)]) == head
+        assert list(w.input_ids[1 + len(head) : w.start]) == gap
+        assert list(w.input_ids[w.start : w.end]) == body[len(gap) :]
+        assert w.end == len(w.input_ids) - 1
+
+
+@pytest.mark.parametrize("task_prefix", ["", TASK])
+def test_embeddinggemma_pooling_ignores_padding_and_matches_manual(gemma_dir, task_prefix):
+    enc = ContextualEncoder.from_name(str(gemma_dir), task_prefix=task_prefix)
+    E = enc.encode(CHAT_PREFIX, CONTS, batch_size=3)  # mixed lengths: padded rows
+    assert E.shape == (len(CONTS), 32) and E.dtype == np.float32
+    np.testing.assert_allclose(E, enc.encode(CHAT_PREFIX, CONTS, batch_size=1), atol=1e-5)
+    for e, cont in zip(E, CONTS):
+        w = continuation_window(enc.tokenizer, CHAT_PREFIX, cont, task_prefix=task_prefix)
+        with torch.no_grad():  # one unpadded sequence, no mask
+            h = enc.model(input_ids=torch.tensor([w.input_ids])).last_hidden_state[0]
+        m = h[w.start : w.end].mean(0)
+        np.testing.assert_allclose(e, (m / m.norm()).numpy(), atol=1e-5)
+
+
+def test_task_prefix_changes_the_context_not_the_window(gemma_dir, gemma):
+    tasked = ContextualEncoder.from_name(str(gemma_dir), task_prefix=TASK)
+    plain = gemma.encode(PREFIX, CONTS[:2])
+    with_task = tasked.encode(PREFIX, CONTS[:2])
+    assert not np.allclose(plain, with_task, atol=1e-4)  # bidirectional context sees it
+    np.testing.assert_allclose(np.linalg.norm(with_task, axis=1), 1.0, atol=1e-5)
+
+
+def test_stage_encodes_the_configured_context_and_task_prefix(tmp_path, gemma_dir):
+    samples = pd.DataFrame({"prompt_id": "p1", "sample_idx": np.arange(3), "text": CONTS[:3]})
+    io.write_parquet(samples, tmp_path / "p1.parquet")
+    record = {"prompt_id": "p1", "text": PREFIX, "model_input": CHAT_PREFIX}
+    io.write_json(record, tmp_path / "p1.prompt.json")
+    for context, task_prefix in [("text", ""), ("model_input", ""), ("model_input", TASK)]:
+        cfg = section_defaults(
+            "embedding",
+            {"model": str(gemma_dir), "context": context, "task_prefix": task_prefix},
+        )
+        out = tmp_path / f"{context}{len(task_prefix)}.npz"
+        run_embed(
+            prompt_id="p1",
+            samples=tmp_path / "p1.parquet",
+            prompt=tmp_path / "p1.prompt.json",
+            embedding_cfg=cfg,
+            out_npz=out,
+        )
+        enc = ContextualEncoder.from_name(str(gemma_dir), task_prefix=task_prefix)
+        expect = enc.encode(record[context], CONTS[:3])
+        np.testing.assert_allclose(io.read_npz(out)["embeddings"], expect, atol=1e-6)
+    assert section_defaults("embedding")["context"] == "text"
+    assert section_defaults("embedding")["task_prefix"] == ""
+    io.write_json({"prompt_id": "p1", "text": PREFIX}, tmp_path / "old.prompt.json")
+    with pytest.raises(io.CorruptInputError, match="no 'model_input' field"):
+        run_embed(
+            prompt_id="p1",
+            samples=tmp_path / "p1.parquet",
+            prompt=tmp_path / "old.prompt.json",
+            embedding_cfg=section_defaults(
+                "embedding", {"model": str(gemma_dir), "context": "model_input"}
+            ),
+            out_npz=tmp_path / "x.npz",
+        )

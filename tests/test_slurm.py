@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ambigqa_data import ALL_IDS, write_saved_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 CI = REPO / ".ci"
@@ -152,8 +153,15 @@ PER_PROMPT_RULES = [
 GPU_RULES = {"sample", "attribute", "steer"}
 
 
-def test_paper_preset_dry_runs_through_the_profile_with_per_prompt_jobs() -> None:
-    """The 300-prompt Qwen3-8B preset plans one job per prompt and stage, sized from the config."""
+def test_paper_preset_dry_runs_through_the_profile_with_per_prompt_jobs(tmp_path) -> None:
+    """The Qwen3-8B preset plans one job per AmbigQA prompt and stage, sized from the config.
+
+    The AmbigQA fixture (tests/ambigqa_data.py, a saved Hugging Face DatasetDict) stands in for
+    the real data: a second config file sets only ``ambigqa.path``; every other key is the
+    preset's (100 groups drawn from the fixture's 5 give all 5, 10 prompts)."""
+    data = write_saved_dataset(tmp_path / "ambigqa")
+    extra = tmp_path / "data.yaml"
+    extra.write_text(yaml.safe_dump({"ambigqa": {"path": str(data)}}))
     snakemake = str(Path(sys.executable).with_name("snakemake"))
     proc = subprocess.run(
         [
@@ -163,6 +171,7 @@ def test_paper_preset_dry_runs_through_the_profile_with_per_prompt_jobs() -> Non
             str(PROFILE.parent),
             "--configfile",
             str(REPO / "config" / "paper.yaml"),
+            str(extra),
         ],
         cwd=REPO,
         capture_output=True,
@@ -171,10 +180,14 @@ def test_paper_preset_dry_runs_through_the_profile_with_per_prompt_jobs() -> Non
     )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
+    n_prompts = len(ALL_IDS)
+    for pid in ALL_IDS:
+        assert f"results/paper/samples/{pid}.parquet" in out, pid
     counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", out, re.M)}
     for rule in PER_PROMPT_RULES:
-        assert counts.get(rule) == 300, (rule, counts)
+        assert counts.get(rule) == n_prompts, (rule, counts)
     assert counts.get("aggregate_clustering") == 1 and counts.get("aggregate_steering") == 1
+    assert counts.get("ambigqa_prompts") == 1
     requested: dict[str, str] = {}
     for block in re.split(r"\n(?=\[[^\]]+\]\nrule )", out):
         m = re.search(r"^rule (\w+):", block, re.M)

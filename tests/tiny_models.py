@@ -214,3 +214,215 @@ TINY_MODELS: dict[str, Callable[..., Any]] = {
     "gemma2": tiny_gemma2,
     "gpt2": tiny_gpt2,
 }
+
+
+# --- the paper's embedder, in miniature ---------------------------------------------------------
+
+EMBEDDINGGEMMA_PROMPTS = {
+    "query": "task: search result | query: ",
+    "document": "title: none | text: ",
+}
+
+
+def tiny_embeddinggemma(path: Any, corpus: list[str], seed: int = 0, hidden: int = 32) -> Any:
+    """A random EmbeddingGemma stand-in saved as a sentence-transformers directory.
+
+    Same architecture and layout as google/embeddinggemma-300m: a ``Gemma3TextModel`` with
+    bidirectional attention (sliding and full layers) at the root of the directory, then
+    ``1_Pooling`` (mean), ``2_Dense``, ``3_Dense`` and ``4_Normalize`` modules, and the
+    model card's task prompts. Its tokenizer is Gemma-like: pad/eos/bos/unk = 0/1/2/3,
+    SentencePiece-style ``▁`` spaces with BPE merges trained on ``corpus``, BOS and EOS added
+    around every text, and ``padding_side`` left (our encoder must not care).
+    """
+    from pathlib import Path
+
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as st_models
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import Gemma3TextConfig, Gemma3TextModel, PreTrainedTokenizerFast
+
+    path = Path(path)
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="never")
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"]
+    )
+    tok.train_from_iterator(list(corpus) * 10, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>", special_tokens=[("<bos>", 2), ("<eos>", 1)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        padding_side="left",
+        model_max_length=2048,
+    )
+    cfg = Gemma3TextConfig(
+        vocab_size=len(fast),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+        max_position_embeddings=512,
+        sliding_window=4,
+        layer_types=["sliding_attention", "full_attention"],
+        use_bidirectional_attention=True,
+        query_pre_attn_scalar=16,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+    )
+    cfg.architectures = ["Gemma3TextModel"]
+    torch.manual_seed(seed)
+    model = Gemma3TextModel(cfg).to(torch.float32)
+    _randomise(model, seed, 1.5)
+    hf_dir = path.with_name(path.name + ".hf")
+    model.save_pretrained(hf_dir)
+    fast.save_pretrained(hf_dir)
+    st = SentenceTransformer(
+        modules=[
+            st_models.Transformer(str(hf_dir), max_seq_length=2048),
+            st_models.Pooling(hidden, "mean"),
+            st_models.Dense(
+                hidden, 4 * hidden, bias=False, activation_function=torch.nn.Identity()
+            ),
+            st_models.Dense(
+                4 * hidden, hidden, bias=False, activation_function=torch.nn.Identity()
+            ),
+            st_models.Normalize(),
+        ],
+        prompts=EMBEDDINGGEMMA_PROMPTS,
+        device="cpu",
+    )
+    st.save(str(path))
+    return path
+
+
+# --- the paper's language model and transcoders, in miniature -----------------------------------
+
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<unk>"]
+# Qwen3's template in miniature: one user turn, and with enable_thinking=False the empty
+# thinking block that Qwen3 puts after the generation prompt.
+QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|> {{ m['role'] }} {{ m['content'] }} <|im_end|> "
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|> assistant "
+    "{% if enable_thinking is defined and enable_thinking is false %}<think> </think> "
+    "{% endif %}{% endif %}"
+)
+
+
+def tiny_qwen3_chat(path: Any, words: list[str], seed: int = 0, hidden: int = 32) -> Any:
+    """A random 2-layer ``Qwen3ForCausalLM`` saved with a word-level tokenizer whose chat
+    template honours ``enable_thinking``; like Qwen3: no BOS, pad ``<|endoftext|>``, EOS
+    ``<|im_end|>``."""
+    from pathlib import Path
+
+    from tokenizers import Tokenizer, decoders, pre_tokenizers
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(QWEN_SPECIALS + list(words)))}
+    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<think>", "</think>"],
+        model_max_length=128,
+    )
+    fast.chat_template = QWEN_CHAT_TEMPLATE
+    cfg = Qwen3Config(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=128,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=vocab["<|im_end|>"],
+        pad_token_id=vocab["<|endoftext|>"],
+    )
+    cfg.architectures = ["Qwen3ForCausalLM"]
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(cfg).to(torch.float32)
+    _randomise(model, seed, 1.5)
+    path = Path(path)
+    model.save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+def circuit_tracer_transcoders(
+    path: Any, d_model: int, n_layers: int, n_features: int = 24, seed: int = 0
+) -> Any:
+    """A per-layer transcoder set in circuit-tracer's format (config.yaml + layer_<l>.safetensors:
+    W_enc [F, d], b_enc, W_dec [F, d], b_dec, W_skip [d, d] in every layer, JumpReLU
+    ``activation_function.threshold`` on layer 0 and plain ReLU on the others), written here
+    from the format's description so that it does not depend on semmech's own writer."""
+    from pathlib import Path
+
+    import yaml
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed + 7)
+    for layer in range(n_layers):
+        tensors = {
+            "W_enc": torch.randn(n_features, d_model, generator=gen) / d_model**0.5,
+            "b_enc": 0.1 * torch.randn(n_features, generator=gen),
+            "W_dec": torch.randn(n_features, d_model, generator=gen) / n_features**0.5,
+            "b_dec": 0.1 * torch.randn(d_model, generator=gen),
+            "W_skip": 0.1 * torch.randn(d_model, d_model, generator=gen) / d_model**0.5,
+        }
+        if layer == 0:
+            tensors["activation_function.threshold"] = 0.05 * torch.rand(n_features, generator=gen)
+        save_file(
+            {k: v.contiguous() for k, v in tensors.items()},
+            str(path / f"layer_{layer}.safetensors"),
+        )
+    config = {
+        "model_kind": "transcoder_set",
+        "feature_input_hook": "mlp.hook_in",
+        "feature_output_hook": "mlp.hook_out",
+        "scan": "tiny-test-transcoders",
+        "model_name": "tiny-qwen3",
+    }
+    (path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def hub_cache_repo(cache: Any, repo_id: str, source: Any, revision: str = "0" * 40) -> Any:
+    """Put the files of directory ``source`` into a Hugging Face hub cache (``HF_HUB_CACHE``
+    layout: models--org--name/snapshots/<revision>/ and refs/main), so that ``repo_id`` loads
+    offline (``HF_HUB_OFFLINE=1``) exactly as a downloaded repo does."""
+    import shutil
+    from pathlib import Path
+
+    repo = Path(cache) / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / revision
+    shutil.copytree(source, snapshot, dirs_exist_ok=True)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot

@@ -10,7 +10,7 @@ from snakemake.utils import min_version
 
 from semmech.config import derive_seed, section_defaults, validate_config
 from semmech.model.source import DEFAULT_MODEL, check_model_available, model_source
-from semmech.prompts import read_prompts
+from semmech.prompts import AMBIGQA, configured_prompts
 
 min_version("9.0")
 
@@ -24,9 +24,20 @@ RESULTS = f"results/{RUN}"
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 
-PROMPTS = read_prompts(config["prompts"])
+# The prompt set: a prompt file, or (`prompts: ambigqa`) the AmbigQA selection, made here from
+# the local data with the same function that rule ambigqa_prompts (prompts.smk) writes down.
+PROMPTS = configured_prompts(config)
 PROMPT_IDS = [p.id for p in PROMPTS]
 PROMPT_TEXT = {p.id: p.text for p in PROMPTS}
+
+AMBIGQA_OUTPUTS = {
+    "prompts": f"{RESULTS}/prompts/ambigqa.yaml",
+    "metadata": f"{RESULTS}/prompts/ambigqa.parquet",
+}
+USES_AMBIGQA = config["prompts"] == AMBIGQA
+AMBIGQA_DATA = [config["ambigqa"]["path"]] if USES_AMBIGQA else []
+# The written prompt set is an input of every sample job (nothing for a prompt file).
+PROMPT_SET_FILE = [AMBIGQA_OUTPUTS["prompts"]] if USES_AMBIGQA else []
 
 check_model_available(config["model"]["name"], config["model"]["allow_download"])
 
@@ -40,6 +51,7 @@ MODEL_READY = [f"{MODEL_SOURCE}/config.json"] if config["model"]["name"] == DEFA
 # per-prompt job (and the model preparation) is a cluster job.
 localrules:
     all,
+    ambigqa_prompts,
     aggregate_clustering,
     aggregate_steering,
     figure_rate_distortion,
@@ -142,6 +154,8 @@ def stage_targets():
         "tables/steering_comparison.tex",
     ]
     targets = [f"{RESULTS}/{t}" for t in aggregates]
+    if USES_AMBIGQA:
+        targets += list(AMBIGQA_OUTPUTS.values())
     for t in per_prompt:
         targets += expand(f"{RESULTS}/{t}", prompt=PROMPT_IDS)
     return targets + report_targets()

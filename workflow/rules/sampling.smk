@@ -2,6 +2,7 @@ rule sample:
     """Sample one prompt's continuation distribution with nnsight-traced generation."""
     input:
         MODEL_READY,
+        prompt_set=PROMPT_SET_FILE,
     output:
         table=f"{RESULTS}/samples/{{prompt}}.parquet",
         prompt=f"{RESULTS}/samples/{{prompt}}.prompt.json",

