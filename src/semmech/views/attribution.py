@@ -15,7 +15,7 @@ One nnsight trace per batch of continuations patches the model so that the demea
   cannot reach, so one uniform output patch is used for every norm class;
 * MLP outputs are Σ α·d (+ error): for ``mlp_neurons`` the down projection's input is replaced by
   a detached leaf α, so the gradient stops there and ``∂ℓ/∂α_f = ⟨d_f, g⟩``; for ``transcoder``
-  the MLP output becomes ``y.detach() + (α@W_dec + b_dec + x@W_skip) − (same).detach() + (e − e.detach())``
+  the MLP output becomes ``y.detach() + (α@W_dec + b_dec + x@W_skipᵀ) − (same).detach() + (e − e.detach())``
   with α and the error e leaves;
 * token embeddings (and learned position embeddings, a constant) are leaves.
 
