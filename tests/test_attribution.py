@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_bases import random_transcoder
+from test_bases import random_set, random_transcoder
 from tiny_models import TINY_MODELS, tiny_llama
 
 from semmech import io
@@ -18,7 +18,7 @@ from semmech.config import section_defaults
 from semmech.io import SampleMismatchError
 from semmech.model.bases import load_basis
 from semmech.model.layout import ModelLayout
-from semmech.model.transcoders import write_transcoder_file
+from semmech.model.transcoders import LayerTranscoder, write_transcoder_set
 from semmech.stages.attribution import run_attribute
 from semmech.steer.intervention import steer_nodes
 from semmech.views.attribution import COMPLETENESS_TOLERANCE, NODE_COLUMNS, attribute, select_nodes
@@ -36,8 +36,8 @@ def continuations(seed: int, lengths=(1, 3, 6, 2, 5, 4, 1, 6)) -> list[list[int]
     return [torch.randint(3, 70, (n,), generator=g).tolist() for n in lengths]
 
 
-def true_targets(model, prompt_ids, conts) -> np.ndarray:
-    """Mean demeaned logit of each continuation from one plain forward pass (no nnsight)."""
+def true_targets(model, prompt_ids, conts, aggregate="mean") -> np.ndarray:
+    """Mean (or summed) demeaned logit of each continuation from one plain forward pass."""
     M, T = len(prompt_ids), max(len(c) for c in conts)
     ids = torch.full((len(conts), M + T), int(model.tokenizer.pad_token_id))
     mask = torch.zeros_like(ids)
@@ -49,16 +49,27 @@ def true_targets(model, prompt_ids, conts) -> np.ndarray:
     out = []
     for r, c in enumerate(conts):
         lt = logits[r, : len(c)]  # kept positions start at M-1, the one predicting token 0
-        out.append(float((lt[torch.arange(len(c)), torch.tensor(c)] - lt.mean(-1)).mean()))
+        per_token = lt[torch.arange(len(c)), torch.tensor(c)] - lt.mean(-1)
+        out.append(float(per_token.sum() if aggregate == "sum" else per_token.mean()))
     return np.array(out)
 
 
-def transcoder_basis(model, tmp_path, layers=(0, -1)):
+def transcoder_basis(model, tmp_path, active_layers=None):
+    """A random set in circuit-tracer's format (JumpReLU on even layers, ReLU on odd ones, with
+    W_skip), or with only ``active_layers`` random and the others inactive (then no W_skip)."""
     layout = ModelLayout.discover(model)
-    for k, l in enumerate(layers):
-        l = l % layout.n_layers
-        tc = random_transcoder(layout.d_model, 24, seed=10 + k, threshold=k == 0, skip=k == 0)
-        write_transcoder_file(tc, tmp_path / f"layer_{l}.safetensors", l)
+    if active_layers is None:
+        # seed 13: features 2 and 9 of layer 0, which the steering tests steer, are active at
+        # every position of PROMPT
+        tcs = random_set(layout.d_model, layout.n_layers, 24, seed=13)
+    else:
+        tcs = {
+            l: random_transcoder(layout.d_model, 24, seed=10 + l, threshold=True)
+            if l in active_layers
+            else LayerTranscoder.inactive(layout.d_model, 24)
+            for l in range(layout.n_layers)
+        }
+    write_transcoder_set(tcs, tmp_path, model_name=model.name, scan="test")
     return load_basis("transcoder", model, layout, transcoder_dir=tmp_path)
 
 
@@ -99,6 +110,38 @@ def test_completeness_on_tiny_models(models, name, basis_name, tmp_path):
             assert r["continuation"] != 0
     sig_sum = res.signatures.double().sum(1).numpy()
     np.testing.assert_allclose(sig_sum, [r["prefix_kept"] for r in rows], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("basis_name", ["mlp_neurons", "transcoder"])
+@pytest.mark.parametrize("name", ["llama", "gpt2"])
+def test_sum_over_tokens_is_complete_and_the_mean_times_the_length(
+    models, name, basis_name, tmp_path
+):
+    """attribution.aggregate: sum pools the per-token attributions by their sum (the authors'
+    code); completeness holds for it, error nodes included, and it is T_n times the mean."""
+    model = models[name]
+    basis = (
+        load_basis("mlp_neurons", model)
+        if basis_name == "mlp_neurons"
+        else transcoder_basis(model, tmp_path)
+    )
+    prompt = model.tokenizer(PROMPT)["input_ids"]
+    conts = continuations(11)
+    nodes = select_nodes(model, basis, prompt, 25)
+    mean = attribute(model, basis, prompt, conts, 25, batch_size=3, nodes=nodes)
+    total = attribute(model, basis, prompt, conts, 25, batch_size=3, nodes=nodes, aggregate="sum")
+    lengths = torch.tensor([len(c) for c in conts], dtype=torch.float32)[:, None]
+    torch.testing.assert_close(total.signatures, mean.signatures * lengths, rtol=1e-4, atol=1e-5)
+    target = np.array([r["target"] for r in total.completeness])
+    np.testing.assert_allclose(
+        target, true_targets(model, prompt, conts, "sum"), rtol=1e-4, atol=1e-5
+    )
+    assert total.max_rel_error < COMPLETENESS_TOLERANCE
+    for r, m in zip(total.completeness, mean.completeness):
+        assert r["n_tokens"] == m["n_tokens"]
+        assert r["continuation"] == pytest.approx(m["continuation"] * r["n_tokens"], rel=1e-4)
+    with pytest.raises(ValueError, match="attribution.aggregate must be one of mean, sum"):
+        attribute(model, basis, prompt, conts, 25, aggregate="max")
 
 
 def test_constant_terms_are_biases_and_position_embeddings(models):
@@ -209,12 +252,11 @@ class FrozenReplay:
                     tc = self.basis.transcoders.get(i)
                     out = ref[f"y:{i}"].clone()
                     if tc is not None and tc.W_skip is not None:  # the skip path is live
-                        out = out + (a[0] - ref[f"x:{i}"]) @ tc.W_skip
+                        out = out + (a[0] - ref[f"x:{i}"]) @ tc.W_skip.T
                     if remove and remove[0] == "feature" and remove[1] == i:
                         alpha = tc.activation(ref[f"x:{i}"])
-                        out[:, remove[2]] -= (
-                            alpha[:, remove[2], remove[3], None] * tc.W_dec[remove[3]]
-                        )
+                        d_f = tc.decoder_rows(torch.tensor([remove[3]]))[0]
+                        out[:, remove[2]] -= alpha[:, remove[2], remove[3], None] * d_f
                     if remove and remove[0] == "error" and remove[1] == i:
                         x = ref[f"x:{i}"]
                         recon = tc.linear_part(x, tc.activation(x)) if tc is not None else 0 * x
@@ -472,6 +514,7 @@ def test_stage_writes_the_contract_files(tmp_path, tiny_dir):
     assert nodes.token_id.tolist() == [ids[p] for p in nodes.position]
     diag = json.loads((tmp_path / "out" / "p.completeness.json").read_text())
     assert diag["passed"] and diag["max_rel_error"] < COMPLETENESS_TOLERANCE
+    assert diag["aggregate"] == meta["aggregate"] == "mean"  # the schema default
     assert [r["sample_idx"] for r in diag["continuations"]] == list(range(len(conts)))
     assert {
         "target",
@@ -486,6 +529,17 @@ def test_stage_writes_the_contract_files(tmp_path, tiny_dir):
     first = (tmp_path / "out" / "p.safetensors").read_bytes()
     _run_stage(tmp_path, tiny_dir)  # deterministic, to the byte
     assert (tmp_path / "out" / "p.safetensors").read_bytes() == first
+    _run_stage(
+        tmp_path,
+        tiny_dir,
+        {"basis": "mlp_neurons", "max_feature_nodes": 30, "batch_size": 4, "aggregate": "sum"},
+    )
+    tensors, meta = io.read_safetensors(tmp_path / "out" / "p.safetensors")
+    diag = json.loads((tmp_path / "out" / "p.completeness.json").read_text())
+    assert diag["aggregate"] == meta["aggregate"] == "sum" and diag["passed"]
+    assert meta["target"] == "sum demeaned logit over the continuation's tokens"
+    lengths = np.array([len(c) for c in conts], dtype=np.float64)[:, None]
+    np.testing.assert_allclose(tensors["signatures"], sig * lengths, rtol=1e-4, atol=1e-6)
 
 
 def test_stage_with_a_transcoder(tmp_path, tiny_dir):
@@ -494,7 +548,9 @@ def test_stage_with_a_transcoder(tmp_path, tiny_dir):
     conts = continuations(8, lengths=(2, 5, 3))
     _write_samples(tmp_path, tiny_dir, conts)
     tc_dir = tmp_path / "tc"
-    transcoder_basis(load_model(str(tiny_dir), device="cpu", dtype="float32"), tc_dir, layers=(1,))
+    transcoder_basis(
+        load_model(str(tiny_dir), device="cpu", dtype="float32"), tc_dir, active_layers=(1,)
+    )
     _run_stage(
         tmp_path,
         tiny_dir,
@@ -529,6 +585,89 @@ def test_stage_rejects_samples_from_another_tokenizer(tmp_path, tiny_dir):
         _run_stage(tmp_path, tiny_dir, {"basis": "mlp_neurons", "max_feature_nodes": 0})
     with pytest.raises(ValueError, match="transcoder_dir"):
         _run_stage(tmp_path, tiny_dir, {"basis": "transcoder", "max_feature_nodes": 5})
+
+
+# A Qwen3-style template: with enable_thinking false it closes an empty thinking block after the
+# generation prompt; left undefined (the default), thinking stays on.
+THINKING_TEMPLATE = (
+    "{% for m in messages %}<s> {{ m['role'] }} : {{ m['content'] }} </s> {% endfor %}"
+    "{% if add_generation_prompt %}<s> assistant : "
+    "{% if enable_thinking is defined and enable_thinking is false %}<think> </think> "
+    "{% endif %}{% endif %}"
+)
+
+
+def test_chat_template_kwargs_are_applied_recorded_and_checked(tmp_path):
+    from transformers import AutoTokenizer
+
+    from semmech.config import section_defaults
+    from semmech.model.loading import format_prompt
+    from semmech.model.source import ChatTemplateError, check_chat_template_kwargs
+    from semmech.stages.sampling import run_sample
+
+    model = tiny_llama(seed=0)
+    model.tokenizer.chat_template = THINKING_TEMPLATE
+    model_dir = tmp_path / "thinking_model"
+    model.hf.save_pretrained(model_dir)
+    model.tokenizer.save_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    off = {"enable_thinking": False}
+    on_text, on_ids = format_prompt(tok, PROMPT, True)
+    off_text, off_ids = format_prompt(tok, PROMPT, True, off)
+    assert on_text.endswith("<s> assistant : ") and "<think>" not in on_text
+    assert off_text == on_text + "<think> </think> " and len(off_ids) == len(on_ids) + 2
+    assert format_prompt(tok, PROMPT, True, {"enable_thinking": True})[0] == on_text
+
+    model_cfg = section_defaults(
+        "model",
+        {"name": str(model_dir), "device": "cpu", "dtype": "float32", "chat_template_kwargs": off},
+    )
+    run_sample(
+        prompt_id="p",
+        text=PROMPT,
+        model_cfg=model_cfg,
+        sampling_cfg={"n_continuations": 3, "max_new_tokens": 3, "batch_size": 3, "patience": 1},
+        seed=0,
+        out_table=tmp_path / "p.parquet",
+        out_prompt=tmp_path / "p.prompt.json",
+    )
+    record = json.loads((tmp_path / "p.prompt.json").read_text())
+    assert record["chat_template_kwargs"] == {"enable_thinking": False}
+    assert record["model_input"] == off_text and record["prompt_token_ids"] == off_ids
+    attribution = section_defaults("attribution", {"max_feature_nodes": 10})
+    out = {
+        "out_signatures": tmp_path / "o.safetensors",
+        "out_nodes": tmp_path / "o.nodes.parquet",
+        "out_completeness": tmp_path / "o.completeness.json",
+    }
+    common = dict(
+        prompt_id="p",
+        samples=tmp_path / "p.parquet",
+        prompt=tmp_path / "p.prompt.json",
+        attribution_cfg=attribution,
+        transcoder_dir=None,
+        **out,
+    )
+    run_attribute(model_cfg=model_cfg, **common)  # the same keyword arguments: accepted
+    other = {**model_cfg, "chat_template_kwargs": {}}
+    with pytest.raises(SampleMismatchError, match="chat_template_kwargs {'enable_thinking': Fals"):
+        run_attribute(model_cfg=other, **common)
+
+    # Keyword arguments with no template to take them: one clear error, before any model loads.
+    model.tokenizer.chat_template = None
+    bare_dir = tmp_path / "bare_model"
+    model.hf.config.save_pretrained(bare_dir)
+    model.tokenizer.save_pretrained(bare_dir)
+    with pytest.raises(ChatTemplateError, match="has no chat template"):
+        check_chat_template_kwargs(off, True, str(bare_dir))
+    with pytest.raises(ChatTemplateError, match="has no chat template"):
+        format_prompt(AutoTokenizer.from_pretrained(bare_dir), PROMPT, True, off)
+    with pytest.raises(ChatTemplateError, match="model.chat_template is false"):
+        check_chat_template_kwargs(off, False, str(model_dir))
+    with pytest.raises(ChatTemplateError, match=r"may not set \['tokenize'\]"):
+        check_chat_template_kwargs({"tokenize": True}, True, str(model_dir))
+    check_chat_template_kwargs(off, True, str(model_dir))  # a template: fine
+    check_chat_template_kwargs({}, True, str(bare_dir))  # nothing to pass: fine
 
 
 # --------------------------------------------------------------------------------------------

@@ -111,6 +111,7 @@ def test_the_grid_lookup_exists_once():
         "semmech.config",
         "semmech.prompts",
         "semmech.model.source",
+        "semmech.model.transcoder_format",
         "semmech.steer.settings",
         "semmech.cluster.grid",
     ],

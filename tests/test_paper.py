@@ -90,6 +90,7 @@ def paper(tmp_path_factory):
             "nodes": ex("attribution/{p}.nodes.parquet"),
         },
         "steering_response": {"curves": P("steering/{p}.curves.parquet")},
+        "clustering_diagnosis": {"diagnoses": P("clusters/{p}.diagnosis.json")},
     }
     for name, inp in inputs.items():
         run_figure(
@@ -102,6 +103,7 @@ def paper(tmp_path_factory):
                 "dpi": 60,
                 "seed": 0,
                 "umap": FIG["umap"],
+                "paper_betas": section_defaults("clustering")["betas"],
             },
             png=run / f"figures/{name}.png",
             pdf=run / f"figures/{name}.pdf",
@@ -171,10 +173,13 @@ def test_paper_compiles_with_every_figure_and_table(paper):
         "Cross-view silhouette",
         "Feature lineage across β",
         "Steering response on held-out members",
+        "Clustering diagnosis",
     ):
         assert title in text, title  # figure text is embedded, so the PDFs were included
     assert "Table 1:" in text and "Table 2:" in text and f"Clusters of prompt {EXAMPLE}" in text
     assert "Figure ??" not in text and "Table ??" not in text and "[?]" not in text
+    # the plain verdict on the steering comparison is typeset from the table's numbers
+    assert "Does RD beat the other sources?" in text and "against KM-Sem" in " ".join(text.split())
     flat = " ".join(text.split()).replace("\u02dc", "~").replace("\u02c6", "^")
     assert "What is Java <b>known</b> for? 50% & $5 ?caf" in flat  # the escaped prompt
     fonts = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True).stdout
@@ -197,8 +202,8 @@ def test_typeset_tables_carry_the_numbers_of_the_results(paper):
             assert abs(g - w) <= t + 1e-9, (r.method, got, want)
     steer = pd.read_csv(run / "tables/steering_comparison.csv")
     for r in steer.itertuples(index=False):
-        rows = _row(text, r.method, 10, start=str(int(r.budget)))
-        assert rows, f"no PDF line for {r.method} B={r.budget}"
+        rows = _row(text, f"{r.selection} {r.method}", 15, start=str(int(r.budget)))
+        assert rows, f"no PDF line for {r.selection} {r.method} B={r.budget}"
         got = rows[0]
         want = [
             r.budget,
@@ -210,9 +215,14 @@ def test_typeset_tables_carry_the_numbers_of_the_results(paper):
             r.spearman_ci_low,
             r.spearman_ci_high,
             r.frac_moved_mean,
-            r.specificity_mean,
+            r.two_sided_mean,
+            r.two_sided_ci_low,
+            r.two_sided_ci_high,
+            r.two_sided_specificity_mean,
+            r.two_sided_specificity_ci_low,
+            r.two_sided_specificity_ci_high,
         ]
-        tol = [0, 0, 0.005, 0.005, 0.005, 0.005, 0.005, 0.005, 0.005, 0.0005]
+        tol = [0, 0, 0.005, 0.005, 0.005, 0.005, 0.005, 0.005, 0.005] + [0.0005] * 6
         for g, w, t in zip(got, want, tol):
             assert abs(g - w) <= t + 1e-9, (r.method, r.budget, got, want)
     rd = comp[comp["method"] == "RD"].iloc[0]

@@ -138,3 +138,90 @@ def test_snakemake_lint_reports_no_problems(tmp_path):
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out
         assert "Congratulations, your workflow is in a good condition!" in out, out
+
+
+def test_bad_transcoder_set_or_chat_template_fails_at_start_up(tmp_path):
+    """A set that cannot fit the model, a cross-layer set, or chat-template arguments for a
+    tokenizer without a template: one error naming the problem, before any job or model load.
+    A good set plans its attribute jobs with the set's memory added."""
+    import yaml
+    from test_bases import random_set
+    from tiny_models import tiny_llama
+
+    from semmech.model.transcoders import write_transcoder_set
+
+    model = tiny_llama(seed=0)
+    model.tokenizer.chat_template = None
+    model_dir = tmp_path / "tiny"
+    model.hf.save_pretrained(model_dir)
+    model.tokenizer.save_pretrained(model_dir)
+    d, L = model.hf.config.hidden_size, model.hf.config.num_hidden_layers
+
+    def tc_set(name, d_model=d, n_features=8, edit=None):
+        path = tmp_path / name
+        write_transcoder_set(random_set(d_model, L, n_features, 0), path, "tiny", "test")
+        if edit:
+            edit(path)
+        return str(path)
+
+    def clt(path):
+        cfg = yaml.safe_load((path / "config.yaml").read_text())
+        (path / "config.yaml").write_text(
+            yaml.safe_dump({**cfg, "model_kind": "cross_layer_transcoder"})
+        )
+
+    pfile = tmp_path / "prompts.yaml"
+    pfile.write_text("- {id: a, text: 'who won the cup ?'}\n")
+    tc = {"attribution__basis": "transcoder", "model__name": str(model_dir)}
+    cases = [
+        (
+            {**tc, "attribution__transcoder_dir": tc_set("wide", d_model=d + 4)},
+            f"d_model {d + 4} but the model's hidden size is {d}",
+        ),
+        (
+            {
+                **tc,
+                "attribution__transcoder_dir": tc_set(
+                    "gap", edit=lambda p: (p / "layer_1.safetensors").unlink()
+                ),
+            },
+            "missing layer files for layers [1]",
+        ),
+        (
+            {**tc, "attribution__transcoder_dir": tc_set("clt", edit=clt)},
+            "cross-layer transcoder (CLT), which is not supported",
+        ),
+        (
+            {
+                "model__name": str(model_dir),
+                "model__chat_template_kwargs": {"enable_thinking": False},
+            },
+            "has no chat template",
+        ),
+    ]
+    for k, (overrides, message) in enumerate(cases):
+        wd = tmp_path / f"run{k}"
+        cfg = write_config(tmp_path / f"cfg{k}.yaml", prompts=str(pfile), **overrides)
+        proc = run_snakemake(wd, "--cores", "1", "--configfile", str(cfg))
+        assert proc.returncode != 0
+        assert message in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-3000:]
+        assert not (wd / "results").exists()
+
+    def attribute_mem(overrides):
+        cfg = write_config(tmp_path / "ok.yaml", prompts=str(pfile), **overrides)
+        target = "results/smoke/attribution/a.safetensors"
+        proc = run_snakemake(tmp_path / "ok", "-n", target, "--configfile", str(cfg))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = proc.stdout + proc.stderr
+        return {int(m) for m in re.findall(r"rule attribute:.*?mem_mb=(\d+)", out, re.S)}
+
+    neurons = attribute_mem({"model__name": str(model_dir)})
+    big = tc_set("big", n_features=8192)
+    with_set = attribute_mem({**tc, "attribution__transcoder_dir": big})
+    assert len(neurons) == len(with_set) == 1
+    # Encoders, one decoder and, per continuation of a batch, dense activations + gradients.
+    tokens = 64 + 20
+    resident = sum(8192 * d + 8192 + d + d * d + 8192 * (l % 2 == 0) for l in range(L))
+    expected = int((resident + 8192 * d) * 4 / 1e6) + 1
+    expected += int(8 * 2 * L * 8192 * tokens * 4 / 1e6)
+    assert with_set.pop() - neurons.pop() == expected

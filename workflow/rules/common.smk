@@ -1,7 +1,6 @@
 # Shared set-up: config validation, the prompt set, paths and resource scaling.
 # Everything that can be checked without loading a model is checked here, at start-up.
 
-import json
 import os
 from pathlib import Path
 
@@ -9,7 +8,13 @@ from snakemake.io import regex_from_filepattern
 from snakemake.utils import min_version
 
 from semmech.config import derive_seed, section_defaults, validate_config
-from semmech.model.source import DEFAULT_MODEL, check_model_available, model_source
+from semmech.model.source import (
+    DEFAULT_MODEL,
+    check_chat_template_kwargs,
+    check_model_available,
+    model_config_json,
+    model_source,
+)
 from semmech.prompts import AMBIGQA, configured_prompts
 
 min_version("9.0")
@@ -40,6 +45,13 @@ AMBIGQA_DATA = [config["ambigqa"]["path"]] if USES_AMBIGQA else []
 PROMPT_SET_FILE = [AMBIGQA_OUTPUTS["prompts"]] if USES_AMBIGQA else []
 
 check_model_available(config["model"]["name"], config["model"]["allow_download"])
+# Keyword arguments for a chat template the model's tokenizer does not have fail here when the
+# tokenizer is on disk (else in the sample job, before the model loads).
+check_chat_template_kwargs(
+    config["model"]["chat_template_kwargs"],
+    config["model"]["chat_template"],
+    config["model"]["name"],
+)
 
 # The prepared default model is an input of every model-using rule; a user model is not
 # produced by the DAG, so its rules depend on nothing.
@@ -73,17 +85,10 @@ wildcard_constraints:
     prompt="|".join(PROMPT_IDS) if PROMPT_IDS else "[A-Za-z0-9_-]+",
 
 
-def model_text_config():
-    """The model's (text) config.json when it is on disk; {} before the default is prepared or
-    for a hub model not yet cached. Used only to size job resources."""
-    cfg_file = Path(MODEL_SOURCE) / "config.json"
-    if not cfg_file.is_file():
-        return {}
-    c = json.loads(cfg_file.read_text())
-    return c.get("text_config", c)
-
-
-MODEL_CONFIG = model_text_config()
+# The model's (text) config.json when it is on disk (local directory, prepared default or
+# cached hub snapshot); {} before the default is prepared or for a hub model not yet cached.
+# Used only to size job resources.
+MODEL_CONFIG = model_config_json(config["model"]["name"]) or {}
 MODEL_HIDDEN = int(MODEL_CONFIG.get("hidden_size", MODEL_CONFIG.get("n_embd", 1024)))
 MODEL_LAYERS = int(MODEL_CONFIG.get("num_hidden_layers", MODEL_CONFIG.get("n_layer", 24)))
 
@@ -99,14 +104,16 @@ def model_params_billion():
     return (vocab * h * 2 + MODEL_LAYERS * (4 * h * h + 3 * h * inter)) / 1e9
 
 
+def dtype_bytes(dtype):
+    """Bytes per element of a configured dtype; auto is float32 unless the device is CUDA."""
+    if dtype == "auto":
+        return 4 if config["model"]["device"] in ("auto", "cpu") else 2
+    return 4 if dtype == "float32" else 2
+
+
 def model_mem_mb(batch_size, per_item_mb=16):
     """Memory for a job holding the model plus activations that grow with the batch size."""
-    bytes_per_param = (
-        4
-        if config["model"]["dtype"] in ("float32",)
-        or (config["model"]["dtype"] == "auto" and config["model"]["device"] in ("auto", "cpu"))
-        else 2
-    )
+    bytes_per_param = dtype_bytes(config["model"]["dtype"])
     weights_mb = model_params_billion() * 1e3 * bytes_per_param
     return int(1500 + 1.5 * weights_mb + batch_size * per_item_mb)
 

@@ -15,6 +15,7 @@ rule paper:
         tables=[
             f"{TABLES}/clustering_comparison.tex",
             f"{TABLES}/clustering_comparison.csv",
+            f"{TABLES}/clustering_diagnosis.tex",
             f"{TABLES}/steering_comparison.tex",
             f"{TABLES}/steering_comparison.csv",
             f"{TABLES}/cluster_summary/{EXAMPLE_PROMPT}.tex",

@@ -1,7 +1,8 @@
 # Steering (METHOD §7): per prompt, steer every cluster's signature nodes (RD, KM-Sem, Single
 # sources and a random-feature control) and measure the held-out members' demeaned logit;
 # then one aggregate rule writes the method comparison (the paper's Table 2).
-# Needs TRANSCODER_DIR from attribution.smk (include that first).
+# Needs TRANSCODER_DIR, TRANSCODER_INPUT and transcoder_mem_mb from attribution.smk (include
+# that first).
 
 from semmech.steer.settings import check_steering_configs
 
@@ -48,7 +49,7 @@ rule steer:
         embeddings=f"{RESULTS}/embeddings/{{prompt}}.npz",
         clusters=f"{RESULTS}/clusters/{{prompt}}.npz",
         baseline_labels=f"{RESULTS}/baselines/{{prompt}}.labels.parquet",
-        transcoder=[TRANSCODER_DIR] if TRANSCODER_DIR else [],
+        transcoder=TRANSCODER_INPUT,
     output:
         curves=f"{RESULTS}/steering/{{prompt}}.curves.parquet",
         metrics=f"{RESULTS}/steering/{{prompt}}.metrics.parquet",
@@ -62,7 +63,8 @@ rule steer:
         "../../envs/model.yaml"
     threads: 1
     resources:
-        mem_mb=lambda wc: model_mem_mb(config["steering"]["batch_size"], per_item_mb=64),
+        mem_mb=lambda wc: model_mem_mb(config["steering"]["batch_size"], per_item_mb=64)
+        + transcoder_mem_mb(dtype_bytes(config["model"]["dtype"])),
         runtime=STEERING_RUNTIME,
         gpu=gpu_count(),
     params:

@@ -8,10 +8,12 @@ MLP output. Two bases exist:
 * ``mlp_neurons`` (default): the MLP hidden units. α is the activation that feeds the down
   projection (for gated MLPs the product act(gate)·up), d the matching down-projection column.
   The MLP output is exactly Σ_f α_f d_f + bias, so there are no error nodes.
-* ``transcoder``: per-layer transcoders read from local safetensors files (format below).
-  α = the transcoder's activation on the MLP input, d = its decoder row. What the transcoder
-  misses, MLP output − reconstruction, is one *error node* per (layer, position).
-The transcoder file format is documented in :mod:`semmech.model.transcoders`.
+* ``transcoder``: a set of per-layer transcoders in circuit-tracer's format (a local directory
+  or a Hugging Face repo id). α = the transcoder's activation on the MLP input, d = its decoder
+  row. What the transcoder misses, MLP output − reconstruction, is one *error node* per
+  (layer, position).
+The format is documented in :mod:`semmech.model.transcoder_format`, loading in
+:mod:`semmech.model.transcoders`.
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ import torch
 
 from .layout import ModelLayout
 from .loading import LoadedModel
-from .transcoders import (
-    LAYER_FILE,
+from .transcoder_format import (
     BasisMismatchError,
-    LayerTranscoder,
-    TranscoderFormatError,
-    read_transcoder_file,
+    TranscoderSetSpec,
+    check_transcoder_set,
+    resolve_transcoder_set,
 )
+from .transcoders import LayerTranscoder, load_transcoder_set
 
 # ---------------------------------------------------------------------------------------------
 # Feature bases
@@ -150,54 +152,57 @@ class TranscoderBasis(FeatureBasis):
 
     @classmethod
     def load(
-        cls, layout: ModelLayout, directory: str | Path, device: torch.device, dtype: torch.dtype
+        cls,
+        layout: ModelLayout,
+        source: str | Path | TranscoderSetSpec,
+        device: torch.device,
+        dtype: torch.dtype,
+        allow_download: bool = False,
     ) -> TranscoderBasis:
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"transcoder directory {directory} does not exist")
-        files = {
-            int(m.group(1)): f
-            for f in sorted(directory.iterdir())
-            if (m := LAYER_FILE.match(f.name))
-        }
-        if not files:
-            raise TranscoderFormatError(f"{directory}: no layer_<l>.safetensors files")
-        tcs = {}
-        for layer, f in files.items():
-            if layer >= layout.n_layers:
-                raise BasisMismatchError(
-                    f"{f}: layer {layer} does not exist; the model has {layout.n_layers} layers"
-                )
-            tcs[layer] = read_transcoder_file(f, layout.d_model, layer).to(device, dtype)
-        return cls(layout, tcs)
+        """A set in circuit-tracer's format (a local directory or a Hugging Face repo id, or
+        an already resolved spec), checked against the model before any tensor is read."""
+        spec = (
+            source
+            if isinstance(source, TranscoderSetSpec)
+            else resolve_transcoder_set(source, allow_download, n_layers=layout.n_layers)
+        )
+        check_transcoder_set(spec, layout.d_model, layout.n_layers)
+        return cls(layout, load_transcoder_set(spec, device, dtype))
 
     def feature_layers(self) -> list[int]:
         return list(self.transcoders)
 
     def n_features(self, layer: int) -> int:
-        return int(self.transcoders[layer].W_enc.shape[1])
+        return self.transcoders[layer].n_features
 
     def encode(self, layer: int, site_value: torch.Tensor) -> torch.Tensor:
         return self.transcoders[layer].activation(site_value)
 
     def decoder(self, layer: int) -> torch.Tensor:
-        return self.transcoders[layer].W_dec
+        """The whole decoder of a layer (read from its file; for small sets and tests)."""
+        tc = self.transcoders[layer]
+        return tc.decoder_rows(torch.arange(tc.n_features))
+
+    def directions(self, layer: int, features: torch.Tensor) -> torch.Tensor:
+        return self.transcoders[layer].decoder_rows(features)
 
 
 def load_basis(
     name: str,
     model: LoadedModel,
     layout: ModelLayout | None = None,
-    transcoder_dir: str | Path | None = None,
+    transcoder_dir: str | Path | TranscoderSetSpec | None = None,
+    allow_download: bool = False,
 ) -> FeatureBasis:
-    """Build a basis by its config name (``attribution.basis``)."""
+    """Build a basis by its config name (``attribution.basis``); ``transcoder_dir`` is a set in
+    circuit-tracer's format: a local directory or a Hugging Face repo id."""
     layout = layout or ModelLayout.discover(model)
     if name == "mlp_neurons":
         return MlpNeuronBasis(layout, model.hf)
     if name == "transcoder":
         if not transcoder_dir:
-            raise ValueError(
-                "attribution.basis is 'transcoder' but no transcoder directory was given"
-            )
-        return TranscoderBasis.load(layout, transcoder_dir, model.device, model.dtype)
+            raise ValueError("attribution.basis is 'transcoder' but no transcoder set was given")
+        return TranscoderBasis.load(
+            layout, transcoder_dir, model.device, model.dtype, allow_download
+        )
     raise ValueError(f"unknown feature basis {name!r}; expected mlp_neurons or transcoder")

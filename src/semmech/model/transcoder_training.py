@@ -8,8 +8,10 @@ outliers that a small transcoder would spend its capacity on, and attribution ex
 
 Each layer's transcoder is a ReLU encoder/decoder (``transcoders.LayerTranscoder``) trained with Adam
 on the fraction of variance unexplained plus an L1 penalty on α·‖d‖ (scale-free: the output is
-measured in units of its own standard deviation). Files are written in the format that
-``semmech.model.transcoders`` documents.
+measured in units of its own standard deviation). The set is written in circuit-tracer's format
+(``semmech.model.transcoder_format``), so circuit-tracer loads it unchanged. That format needs
+a transcoder for every layer: layers outside ``transcoder_training.layers`` get an inactive one
+(all weights zero, no feature ever active), so their whole MLP output is the error node.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import torch
 from ..config import derive_seed, section_defaults
 from .layout import ModelLayout, envoy
 from .loading import LoadedModel
-from .transcoders import LayerTranscoder, write_transcoder_file
+from .transcoders import LayerTranscoder, write_transcoder_set
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +169,7 @@ def train_layer(
             progress(1)
     with torch.no_grad():
         tc = LayerTranscoder(
-            W_enc=(params["W_enc"] / x_scale).detach().clone(),
+            W_enc=(params["W_enc"] / x_scale).T.detach().contiguous(),  # [F, d]
             b_enc=params["b_enc"].detach().clone(),
             W_dec=params["W_dec"].detach().clone(),
             b_dec=params["b_dec"].detach().clone(),
@@ -193,7 +195,8 @@ def train_transcoders(
     progress: Callable[[int], None] | None = None,
     layout: ModelLayout | None = None,
 ) -> dict[int, dict[str, float]]:
-    """Generate the corpus, collect activations, fit and write one transcoder per layer."""
+    """Generate the corpus, collect activations, fit one transcoder per listed layer, and write
+    the complete set (inactive transcoders for the other layers) into ``out_dir``."""
     layout = layout or ModelLayout.discover(model)
     layers = list(settings.layers) or list(range(layout.n_layers))
     bad = [l for l in layers if not 0 <= l < layout.n_layers]
@@ -205,9 +208,8 @@ def train_transcoders(
     if len(set(layers)) != len(layers):
         raise ValueError(f"transcoder_training.layers has duplicates: {layers}")
     corpus = corpus_from_samples(prompt_ids, continuations, settings.n_tokens)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     stats = {}
+    trained: dict[int, LayerTranscoder] = {}
     # Activations of a few layers at a time bound memory (2 · n_tokens · d_model floats a layer).
     for start in range(0, len(layers), LAYERS_PER_PASS):
         group = layers[start : start + LAYERS_PER_PASS]
@@ -221,7 +223,7 @@ def train_transcoders(
                     settings.n_tokens,
                 )
             tc, st = train_layer(X, Y, settings, derive_seed(seed, "layer", l), progress)
-            write_transcoder_file(tc, out_dir / f"layer_{l}.safetensors", l, model.name)
+            trained[l] = tc
             stats[l] = st
             log.info(
                 "layer %d: FVU %.3f, L0 %.1f, dead %.2f",
@@ -230,4 +232,17 @@ def train_transcoders(
                 st["l0"],
                 st["dead_fraction"],
             )
+    full = {
+        l: trained[l]
+        if l in trained
+        else LayerTranscoder.inactive(layout.d_model, settings.n_features)
+        for l in range(layout.n_layers)
+    }
+    write_transcoder_set(
+        full,
+        Path(out_dir),
+        model_name=model.name,
+        scan=f"semmech-trained:{model.name}",
+        extra_config={"trained_layers": sorted(trained)},
+    )
     return stats

@@ -27,7 +27,19 @@ __all__ = [
 PAPER_SOURCES = ("main.tex", "references.bib", "sections")
 # Columns of the aggregate tables the headline numbers are read from.
 COMPARISON_COLUMNS = ["method", "n_settings", "rd_win", "rd_tie"]
-STEERING_SUMMARY_COLUMNS = ["selection", "method", "budget", "pearson_mean", "spearman_mean"]
+STEERING_SUMMARY_COLUMNS = [
+    "selection",
+    "method",
+    "budget",
+    "n_clusters",
+    "pearson_mean",
+    "pearson_ci_low",
+    "pearson_ci_high",
+    "spearman_mean",
+    "two_sided_mean",
+    "two_sided_ci_low",
+    "two_sided_ci_high",
+]
 
 LATEXMK_MISSING = (
     "'{latexmk}' was not found on PATH, so {out_pdf} cannot be built. Install LaTeX "
@@ -62,11 +74,49 @@ def result_macros(comparison: pd.DataFrame, steering: pd.DataFrame) -> dict[str,
         )
         parts.append(f"{method} {vals}")
     return {
+        "SteeringVerdict": steering_verdict(steering),
         "RDWinPercent": f"{100 * float(rd['rd_win']):.0f}",
         "RDTiePercent": f"{100 * float(rd['rd_tie']):.0f}",
         "NSettings": str(int(rd["n_settings"])),
         "SteeringSummary": "; ".join(parts),
     }
+
+
+def _interval(r: Any, name: str) -> str:
+    mean, lo, hi = (float(getattr(r, f"{name}_{k}")) for k in ("mean", "ci_low", "ci_high"))
+    return f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def steering_verdict(steering: pd.DataFrame) -> str:
+    """One plain sentence per comparison, at the largest budget: does RD's 95% interval lie
+    above the other method's (beats), below it (loses), or do they overlap (no difference
+    shown)? For the paper's metric (mean Pearson) and the two-sided extension measure. The
+    words come from the numbers, whichever way they fall."""
+    B = int(steering["budget"].max())
+    at = steering[steering["budget"] == B].set_index("method")
+    if "RD" not in at.index or not int(at.loc["RD", "n_clusters"]):
+        return f"no RD cluster could be steered at B = {B}"
+    rd = at.loc["RD"]
+    out = []
+    for name, label in (("pearson", "mean Pearson"), ("two_sided", "two-sided response")):
+        parts = []
+        for m in ("KM-Sem", "Single", "Random"):
+            if m not in at.index or not int(at.loc[m, "n_clusters"]):
+                parts.append(f"{m}: not measured")
+                continue
+            o = at.loc[m]
+            r_lo, r_hi = float(rd[f"{name}_ci_low"]), float(rd[f"{name}_ci_high"])
+            o_lo, o_hi = float(o[f"{name}_ci_low"]), float(o[f"{name}_ci_high"])
+            word = (
+                "RD higher"
+                if r_lo > o_hi
+                else "RD lower"
+                if r_hi < o_lo
+                else "intervals overlap, no difference shown"
+            )
+            parts.append(f"{m} {_interval(o, name)}: {word}")
+        out.append(f"{label}, RD {_interval(rd, name)} against " + "; ".join(parts))
+    return f"at B = {B}, " + ". ".join(out)
 
 
 def run_tex(macros: Mapping[str, Any], source: str) -> str:

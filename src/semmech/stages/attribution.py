@@ -15,6 +15,7 @@ from .. import io
 from ..model.bases import load_basis
 from ..model.layout import ModelLayout
 from ..model.loading import check_prompt_record, check_token_ids, load_configured_model
+from ..model.transcoder_format import check_configured_transcoders
 from ..model.transcoder_training import TranscoderTrainingSettings, train_transcoders
 from ..views.attribution import COMPLETENESS_TOLERANCE, AttributionResult, attribute, select_nodes
 from .inputs import read_prompt_record, read_samples
@@ -50,24 +51,32 @@ def run_attribute(
     """Attribution signatures, node table and completeness diagnostic of one prompt."""
     max_nodes = int(attribution_cfg["max_feature_nodes"])
     basis_name = attribution_cfg["basis"]
+    aggregate = attribution_cfg["aggregate"]
     tc_dir = transcoder_dir or attribution_cfg["transcoder_dir"]
-    if basis_name == "transcoder" and not tc_dir:
-        raise ValueError(
-            "attribution.basis is 'transcoder' but attribution.transcoder_dir is not set "
-            "and no trained transcoder was given"
+    tc_spec = None
+    if basis_name == "transcoder":
+        if not tc_dir:
+            raise ValueError(
+                "attribution.basis is 'transcoder' but attribution.transcoder_dir is not set "
+                "and no trained transcoder was given"
+            )
+        # A set that cannot fit the model fails here, before the model loads.
+        tc_spec = check_configured_transcoders(
+            tc_dir, model_cfg["name"], model_cfg["allow_download"]
         )
     conts, _ = read_samples(samples)
     record = read_prompt_record(prompt)
     model = load_configured_model(attribution_model_config(model_cfg, attribution_cfg))
-    prompt_ids = check_prompt_record(model, record, prompt_id, model_cfg["name"], str(prompt))
+    prompt_ids = check_prompt_record(model, record, prompt_id, model_cfg, str(prompt))
     check_token_ids(model, prompt_ids, conts)
-    basis = load_basis(basis_name, model, transcoder_dir=tc_dir)
+    basis = load_basis(basis_name, model, transcoder_dir=tc_spec)
     log.info(
-        "prompt %s: %d continuations, %d prompt tokens, basis %s",
+        "prompt %s: %d continuations, %d prompt tokens, basis %s, %s over tokens",
         prompt_id,
         len(conts),
         len(prompt_ids),
         basis.name,
+        aggregate,
     )
     nodes = select_nodes(model, basis, prompt_ids, max_nodes)
     with tqdm(total=len(conts), desc=f"attribute {prompt_id}", unit="cont") as bar:
@@ -80,6 +89,7 @@ def run_attribute(
             batch_size=int(attribution_cfg["batch_size"]),
             nodes=nodes,
             progress=bar.update,
+            aggregate=aggregate,
         )
     meta = {
         "basis": basis.name,
@@ -89,7 +99,8 @@ def run_attribute(
         "n_error_nodes": str(nodes.n_error_nodes),
         "n_token_nodes": str(nodes.n_token_nodes),
         "prompt_len": str(nodes.prompt_len),
-        "target": "mean demeaned logit",
+        "target": f"{aggregate} demeaned logit over the continuation's tokens",
+        "aggregate": aggregate,
         "max_feature_nodes": str(max_nodes),
     }
     rows = [{"sample_idx": n, **row} for n, row in enumerate(result.completeness)]
@@ -103,6 +114,7 @@ def run_attribute(
         "n_feature_nodes": nodes.n_feature_nodes,
         "n_error_nodes": nodes.n_error_nodes,
         "n_token_nodes": nodes.n_token_nodes,
+        "aggregate": aggregate,
         "tolerance": COMPLETENESS_TOLERANCE,
         "max_rel_error": result.max_rel_error,
         "passed": bool(result.max_rel_error <= COMPLETENESS_TOLERANCE),

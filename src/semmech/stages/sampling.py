@@ -32,7 +32,9 @@ def run_sample(
     tokenizer, max_context = load_tokenizer_and_context(
         model_cfg["name"], allow_download=model_cfg["allow_download"]
     )
-    model_input, ids = format_prompt(tokenizer, text, model_cfg["chat_template"])
+    model_input, ids = format_prompt(
+        tokenizer, text, model_cfg["chat_template"], model_cfg["chat_template_kwargs"]
+    )
     check_context(prompt_id, len(ids), settings.max_new_tokens, max_context)
     model = load_configured_model(model_cfg)
     log.info("prompt %s: %d prompt tokens, seed %d", prompt_id, len(ids), seed)
@@ -49,6 +51,7 @@ def run_sample(
             "prompt_token_ids": ids,
             "model": model_cfg["name"],
             "chat_template": bool(model_cfg["chat_template"]),
+            "chat_template_kwargs": dict(model_cfg["chat_template_kwargs"]),
         },
         out_prompt,
     )

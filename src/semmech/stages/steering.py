@@ -217,9 +217,7 @@ def run_steer(
     )
 
     model = load_configured_model(dict(model_cfg))
-    check_prompt_record(
-        model, read_prompt_record(prompt), prompt_id, model_cfg["name"], str(prompt)
-    )
+    check_prompt_record(model, read_prompt_record(prompt), prompt_id, model_cfg, str(prompt))
     check_token_ids(model, inp.prompt_ids, inp.continuations)
     basis = load_basis(basis_name, model, transcoder_dir=tc_dir)
     t_load = time.perf_counter()

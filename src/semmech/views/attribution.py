@@ -15,13 +15,15 @@ One nnsight trace per batch of continuations patches the model so that the demea
   cannot reach, so one uniform output patch is used for every norm class;
 * MLP outputs are Σ α·d (+ error): for ``mlp_neurons`` the down projection's input is replaced by
   a detached leaf α, so the gradient stops there and ``∂ℓ/∂α_f = ⟨d_f, g⟩``; for ``transcoder``
-  the MLP output becomes ``y.detach() + (α@W_dec + b_dec + x@W_skip) − (same).detach() + (e − e.detach())``
+  the MLP output becomes ``y.detach() + (α@W_dec + b_dec + x@W_skipᵀ) − (same).detach() + (e − e.detach())``
   with α and the error e leaves;
 * token embeddings (and learned position embeddings, a constant) are leaves.
 
 The lm head is never run over the whole sequence (the trace stops after the decoder stack);
 the target is computed from the final hidden states at the predicting positions only. One
-backward of Σ_rows mean_t ℓ̃_t then gives every node's attribution α·grad for every row.
+backward of Σ_rows agg_t ℓ̃_t then gives every node's attribution α·grad for every row, where
+agg is the mean over the continuation's tokens (length-invariant) or their sum (the authors'
+released code); METHOD §3, ``attribution.aggregate``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from ..model.target import DemeanedLogit
 log = logging.getLogger(__name__)
 
 COMPLETENESS_TOLERANCE = 1e-3
+AGGREGATES = ("mean", "sum")
 NODE_COLUMNS = [
     "node_idx",
     "kind",
@@ -419,10 +422,14 @@ def attribute_batch(
     conts: Sequence[Sequence[int]],
     padding_side: str = "right",
     unembed: DemeanedLogit | None = None,
+    aggregate: str = "mean",
 ) -> BatchAttribution:
-    """Signatures and completeness terms for a batch of continuations of one prompt."""
+    """Signatures and completeness terms for a batch of continuations of one prompt; the
+    target of a row is the mean (``aggregate="mean"``) or the sum (``"sum"``) of its tokens'
+    demeaned logits."""
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    check_aggregate(aggregate)
     layout = basis.layout
     hf = model.hf
     unembed = unembed or DemeanedLogit(layout, hf)
@@ -444,7 +451,9 @@ def attribute_batch(
         hs = hidden[rows, pred_pos]  # the positions that PREDICT each continuation token
         tgt_tok, head_bias = unembed.target(hs, y)
         n_tok = tmask.sum(-1).double()
-        w = tmask.float() / tmask.sum(-1, keepdim=True).float()
+        w = tmask.float()
+        if aggregate == "mean":
+            w = w / tmask.sum(-1, keepdim=True).float()
         target = (tgt_tok * w).sum(-1)
         feat_layers = sorted(store["alpha"])
         err_layers = sorted(store["err"])
@@ -551,6 +560,13 @@ class AttributionResult:
         return max((c["rel_error"] for c in self.completeness), default=0.0)
 
 
+def check_aggregate(aggregate: str) -> None:
+    if aggregate not in AGGREGATES:
+        raise ValueError(
+            f"attribution.aggregate must be one of {', '.join(AGGREGATES)}; got {aggregate!r}"
+        )
+
+
 def completeness_rows(terms: dict[str, torch.Tensor]) -> list[dict[str, float]]:
     """The per-continuation completeness diagnostic (METHOD §3).
 
@@ -595,14 +611,17 @@ def attribute(
     padding_side: str = "right",
     nodes: NodeSet | None = None,
     progress: Callable[[int], None] | None = None,
+    aggregate: str = "mean",
 ) -> AttributionResult:
-    """Attribution signatures of every continuation of one prompt.
+    """Attribution signatures of every continuation of one prompt: row n is the mean (or, with
+    ``aggregate="sum"``, the sum) over continuation n's tokens of each node's attribution.
 
     Rows are batched longest-first (less padding); each batch is one traced forward and one
     backward. The result does not depend on the batch size or the padding side.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    check_aggregate(aggregate)
     check_token_ids(model, prompt_ids, continuations)
     nodes = nodes or select_nodes(model, basis, prompt_ids, max_feature_nodes)
     unembed = DemeanedLogit(basis.layout, model.hf)
@@ -612,7 +631,13 @@ def attribute(
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         res = attribute_batch(
-            model, basis, nodes, [continuations[i] for i in idx], padding_side, unembed
+            model,
+            basis,
+            nodes,
+            [continuations[i] for i in idx],
+            padding_side,
+            unembed,
+            aggregate=aggregate,
         )
         sig[idx] = res.signatures
         for k, v in res.terms.items():
