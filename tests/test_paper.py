@@ -287,6 +287,9 @@ def test_steering_comparison_is_seeded_and_brackets_the_mean():
             "spearman": float(rng.normal(mu, 0.2)),
             "frac_moved": 0.6,
             "specificity": 0.1,
+            "selection": "full",
+            "two_sided": float(rng.normal(mu / 10, 0.02)),
+            "two_sided_specificity": float(rng.normal(0.0, 0.02)),
         }
         for m, mu in (("RD", 0.3), ("KM-Sem", 0.0), ("Random", 0.0))
         for b in (5, 10)

@@ -365,7 +365,20 @@ def test_sweep_outputs_and_reproducible_bytes(tmp_path, planted):
     for rep in range(2):
         res = rd_sweep(E, A, P, [0.5, 1.0], [0.2, 0.8], prompt_id="q1")
         t = res.table
-        assert list(t.columns) == ["prompt_id", "beta", "gamma", "K", "L", "H", "D_e", "D_a"]
+        assert list(t.columns) == [
+            "prompt_id",
+            "beta",
+            "gamma",
+            "beta_e",
+            "beta_a",
+            "gamma_eff",
+            "beta_crit",
+            "K",
+            "L",
+            "H",
+            "D_e",
+            "D_a",
+        ]
         assert len(t) == 4 and t["K"].dtype == np.int64
         assert list(res.labels.columns) == ["prompt_id", "beta", "gamma", "sample_idx", "label"]
         assert len(res.labels) == 4 * E.shape[0]
