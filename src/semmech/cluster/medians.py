@@ -14,7 +14,14 @@ import numba
 import numpy as np
 import torch
 
-__all__ = ["weighted_median", "weighted_median_rows", "weighted_median_sorted", "argsort_rows"]
+__all__ = [
+    "weighted_median",
+    "weighted_median_rows",
+    "weighted_median_sorted",
+    "weighted_median_sorted_groups",
+    "argsort_rows",
+    "rank_rows",
+]
 
 
 def weighted_median(X: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -136,6 +143,99 @@ def _sorted_median_kernel(
         out[r] = XT[r, o[k]]
 
 
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _sorted_groups_kernel(
+    XT: np.ndarray, order: np.ndarray, W: np.ndarray, half: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover
+    """Walks of several weight vectors (rows of W, zero outside each set), two per pass:
+    each accumulates exactly what its own single walk would."""
+    n = order.shape[1]
+    d = XT.shape[0]
+    G = half.shape[0]
+    for r in numba.prange(d):
+        o = order[r]
+        for g in range(0, G, 2):
+            w0 = W[g]
+            h0 = half[g]
+            two = g + 1 < G
+            w1 = W[g + 1] if two else W[g]
+            h1 = half[g + 1] if two else half[g]
+            a0 = 0.0
+            a1 = 0.0
+            k0 = n - 1
+            k1 = n - 1 if two else 0
+            k = 0
+            while k < n - 1:
+                i = o[k]
+                if k0 == n - 1:
+                    a0 += w0[i]
+                    if a0 >= h0:
+                        k0 = k
+                if k1 == n - 1:
+                    a1 += w1[i]
+                    if a1 >= h1:
+                        k1 = k
+                if k0 < n - 1 and k1 < n - 1:
+                    break
+                k += 1
+            out[g, r] = XT[r, o[k0]]
+            if two:
+                out[g + 1, r] = XT[r, o[k1]]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _ranked_groups_kernel(
+    XT: np.ndarray,
+    order: np.ndarray,
+    rankT: np.ndarray,
+    w: np.ndarray,
+    cols: np.ndarray,
+    starts: np.ndarray,
+    half: np.ndarray,
+    out: np.ndarray,
+) -> None:  # pragma: no cover
+    """Each set's members sorted by their rank in the row order: the walk's additions
+    without walking past the non-members. ``rankT`` is samples × rows, so a block of rows
+    reads each member's ranks contiguously."""
+    n = order.shape[1]
+    d = XT.shape[0]
+    G = half.shape[0]
+    block = 64
+    for b in numba.prange((d + block - 1) // block):
+        r0 = b * block
+        r1 = min(d, r0 + block)
+        keys = np.empty(cols.shape[0], dtype=np.int64)
+        who = np.empty(cols.shape[0], dtype=np.int64)
+        for g in range(G):
+            lo, hi = starts[g], starts[g + 1]
+            m = hi - lo
+            ranks = np.empty((m, r1 - r0), dtype=np.int64)
+            for i in range(m):
+                ranks[i, :] = rankT[cols[lo + i], r0:r1]
+            for r in range(r0, r1):
+                for i in range(m):  # insertion sort: sets sent here are small
+                    key = ranks[i, r - r0]
+                    j = i
+                    while j > 0 and keys[j - 1] > key:
+                        keys[j] = keys[j - 1]
+                        who[j] = who[j - 1]
+                        j -= 1
+                    keys[j] = key
+                    who[j] = cols[lo + i]
+                acc = 0.0
+                hit = -1
+                for i in range(m):
+                    if keys[i] >= n - 1:
+                        break
+                    acc += w[who[i]]
+                    if acc >= half[g]:
+                        hit = who[i]
+                        break
+                if hit < 0:  # a walk that never reaches half ends at the last position
+                    hit = order[r, n - 1]
+                out[g, r] = XT[r, hit]
+
+
 def argsort_rows(XT: np.ndarray, chunk_elems: int = 1 << 22) -> np.ndarray:
     """Per-row ascending order of ``XT`` (d × n) as int32, sorted in chunks of rows so the
     int64 temporaries stay small. Computed once per prompt: every later median is a walk."""
@@ -162,6 +262,71 @@ def weighted_median_sorted(XT: np.ndarray, order: np.ndarray, w: np.ndarray) -> 
     out = np.empty(XT.shape[0])
     with _numba_threads():
         _sorted_median_kernel(XT, order, w, 0.5 * w.sum(), out)
+    return out
+
+
+# Relative cost of sorting one rank against one step of a walk (measured; only speed depends
+# on it, both give the same bits).
+RANK_SORT_COST = 1.0
+
+
+def rank_rows(order: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`argsort_rows`, transposed: ``rankT[order[r, k], r] = k``
+    (samples × rows)."""
+    d, n = order.shape
+    rankT = np.empty((n, d), dtype=order.dtype)
+    rankT[order, np.arange(d)[:, None]] = np.arange(n, dtype=order.dtype)[None, :]
+    return rankT
+
+
+def weighted_median_sorted_groups(
+    XT: np.ndarray,
+    order: np.ndarray,
+    w: np.ndarray,
+    members: list[np.ndarray],
+    rankT: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`weighted_median_sorted` of several disjoint member sets in one walk.
+
+    ``w`` holds the weights of all N columns and ``members`` lists disjoint index sets; row
+    g of the result is, bit for bit, ``weighted_median_sorted(XT, order, w_g)`` with
+    ``w_g`` equal to ``w`` on ``members[g]`` and zero elsewhere: each set accumulates the
+    same weights in the same order (the zeros a single walk adds change nothing) against the
+    same half total, and the walk along a row stops once every set has reached its half.
+
+    With ``rankT`` (:func:`rank_rows`) a set of m members is not walked to but sorted by rank,
+    O(m log m) instead of O(N) per row: the same additions in the same order, so the same
+    bits. Sets choose whichever is cheaper.
+    """
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    n = XT.shape[1]
+    if w.shape != (n,) or order.shape != XT.shape:
+        raise ValueError(f"weighted median: XT {XT.shape}, order {order.shape}, w {w.shape}")
+    W = np.zeros((len(members), n))
+    half = np.empty(len(members))
+    for g, idx in enumerate(members):
+        W[g, idx] = w[idx]
+        _check_median_weights(W[g])
+        half[g] = 0.5 * W[g].sum()  # the half total a single walk would use, same rounding
+    out = np.empty((len(members), XT.shape[0]))
+    sizes = np.array([idx.size for idx in members], dtype=np.int64)
+    if rankT is None:
+        ranked = np.zeros(len(members), dtype=bool)
+    else:  # sorting m ranks costs about m log m against a walk of ~N steps
+        ranked = sizes * np.log2(np.maximum(sizes, 2)) * RANK_SORT_COST < n
+    with _numba_threads():
+        if ranked.any():
+            sel = np.nonzero(ranked)[0]
+            cols = np.concatenate([members[g] for g in sel]).astype(np.int64)
+            starts = np.concatenate([[0], np.cumsum(sizes[sel])]).astype(np.int64)
+            sub = np.empty((sel.size, XT.shape[0]))
+            _ranked_groups_kernel(XT, order, rankT, w, cols, starts, half[sel], sub)
+            out[sel] = sub
+        if not ranked.all():
+            sel = np.nonzero(~ranked)[0]
+            sub = np.empty((sel.size, XT.shape[0]))
+            _sorted_groups_kernel(XT, order, W[sel], half[sel], sub)
+            out[sel] = sub
     return out
 
 
