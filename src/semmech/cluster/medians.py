@@ -20,7 +20,8 @@ __all__ = [
     "weighted_median_sorted",
     "weighted_median_sorted_groups",
     "argsort_rows",
-    "rank_rows",
+    "parallel_threads",
+    "use_threads",
 ]
 
 
@@ -62,8 +63,11 @@ def weighted_median_rows(
         raise ValueError(f"weighted median: {cols.shape[0]} columns but {w.shape[0]} weights")
     _check_median_weights(w)
     out = np.empty(XT.shape[0])
-    with _numba_threads():
-        _weighted_median_kernel(XT, cols, w, out)
+    if use_threads(XT.shape[0] * cols.shape[0]):
+        with parallel_threads():
+            _select_parallel(XT, cols, w, out)
+    else:
+        _select_serial(XT, cols, w, out)
     return out
 
 
@@ -108,30 +112,51 @@ def _weighted_select(v: np.ndarray, u: np.ndarray, half: float) -> float:  # pra
     return v[lo]
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _weighted_median_kernel(
-    XT: np.ndarray, cols: np.ndarray, w: np.ndarray, out: np.ndarray
+@numba.njit(cache=True, nogil=True)
+def _select_rows(
+    XT: np.ndarray, cols: np.ndarray, w: np.ndarray, half: float, out: np.ndarray, r0: int, r1: int
 ) -> None:  # pragma: no cover
     m = cols.shape[0]
-    d = XT.shape[0]
-    half = 0.5 * w.sum()
-    block = 64  # rows per task: scratch is allocated once per block, not per row
-    for b in numba.prange((d + block - 1) // block):
-        v = np.empty(m)
-        u = np.empty(m)
-        for r in range(b * block, min(d, (b + 1) * block)):
-            for i in range(m):
-                v[i] = XT[r, cols[i]]
-                u[i] = w[i]
-            out[r] = _weighted_select(v, u, half)
+    v = np.empty(m)  # scratch, allocated once per block of rows
+    u = np.empty(m)
+    for r in range(r0, r1):
+        for i in range(m):
+            v[i] = XT[r, cols[i]]
+            u[i] = w[i]
+        out[r] = _weighted_select(v, u, half)
+
+
+@numba.njit(cache=True, nogil=True)
+def _half_total(w: np.ndarray) -> float:  # pragma: no cover
+    """Half the total weight, summed in index order (whatever the number of threads)."""
+    total = 0.0
+    for x in w:
+        total += x
+    return 0.5 * total
+
+
+@numba.njit(cache=True, nogil=True)
+def _select_serial(XT: np.ndarray, cols: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
+    _select_rows(XT, cols, w, _half_total(w), out, 0, XT.shape[0])  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _sorted_median_kernel(
-    XT: np.ndarray, order: np.ndarray, w: np.ndarray, half: float, out: np.ndarray
+def _select_parallel(
+    XT: np.ndarray, cols: np.ndarray, w: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover
+    d = XT.shape[0]
+    half = _half_total(w)
+    block = 64
+    for b in numba.prange((d + block - 1) // block):
+        _select_rows(XT, cols, w, half, out, b * block, min(d, (b + 1) * block))
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk_rows(
+    XT: np.ndarray, order: np.ndarray, w: np.ndarray, half: float, out: np.ndarray, r0: int, r1: int
 ) -> None:  # pragma: no cover
     n = order.shape[1]
-    for r in numba.prange(XT.shape[0]):
+    for r in range(r0, r1):
         o = order[r]
         acc = 0.0
         k = 0
@@ -144,15 +169,30 @@ def _sorted_median_kernel(
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _sorted_groups_kernel(
-    XT: np.ndarray, order: np.ndarray, W: np.ndarray, half: np.ndarray, out: np.ndarray
+def _walk_parallel(
+    XT: np.ndarray, order: np.ndarray, w: np.ndarray, half: float, out: np.ndarray
+) -> None:  # pragma: no cover
+    d = XT.shape[0]
+    block = 64
+    for b in numba.prange((d + block - 1) // block):
+        _walk_rows(XT, order, w, half, out, b * block, min(d, (b + 1) * block))
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk_pairs_rows(
+    XT: np.ndarray,
+    order: np.ndarray,
+    W: np.ndarray,
+    half: np.ndarray,
+    out: np.ndarray,
+    r0: int,
+    r1: int,
 ) -> None:  # pragma: no cover
     """Walks of several weight vectors (rows of W, zero outside each set), two per pass:
     each accumulates exactly what its own single walk would."""
     n = order.shape[1]
-    d = XT.shape[0]
     G = half.shape[0]
-    for r in numba.prange(d):
+    for r in range(r0, r1):
         o = order[r]
         for g in range(0, G, 2):
             w0 = W[g]
@@ -184,56 +224,13 @@ def _sorted_groups_kernel(
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _ranked_groups_kernel(
-    XT: np.ndarray,
-    order: np.ndarray,
-    rankT: np.ndarray,
-    w: np.ndarray,
-    cols: np.ndarray,
-    starts: np.ndarray,
-    half: np.ndarray,
-    out: np.ndarray,
+def _walk_pairs_parallel(
+    XT: np.ndarray, order: np.ndarray, W: np.ndarray, half: np.ndarray, out: np.ndarray
 ) -> None:  # pragma: no cover
-    """Each set's members sorted by their rank in the row order: the walk's additions
-    without walking past the non-members. ``rankT`` is samples × rows, so a block of rows
-    reads each member's ranks contiguously."""
-    n = order.shape[1]
     d = XT.shape[0]
-    G = half.shape[0]
     block = 64
     for b in numba.prange((d + block - 1) // block):
-        r0 = b * block
-        r1 = min(d, r0 + block)
-        keys = np.empty(cols.shape[0], dtype=np.int64)
-        who = np.empty(cols.shape[0], dtype=np.int64)
-        for g in range(G):
-            lo, hi = starts[g], starts[g + 1]
-            m = hi - lo
-            ranks = np.empty((m, r1 - r0), dtype=np.int64)
-            for i in range(m):
-                ranks[i, :] = rankT[cols[lo + i], r0:r1]
-            for r in range(r0, r1):
-                for i in range(m):  # insertion sort: sets sent here are small
-                    key = ranks[i, r - r0]
-                    j = i
-                    while j > 0 and keys[j - 1] > key:
-                        keys[j] = keys[j - 1]
-                        who[j] = who[j - 1]
-                        j -= 1
-                    keys[j] = key
-                    who[j] = cols[lo + i]
-                acc = 0.0
-                hit = -1
-                for i in range(m):
-                    if keys[i] >= n - 1:
-                        break
-                    acc += w[who[i]]
-                    if acc >= half[g]:
-                        hit = who[i]
-                        break
-                if hit < 0:  # a walk that never reaches half ends at the last position
-                    hit = order[r, n - 1]
-                out[g, r] = XT[r, hit]
+        _walk_pairs_rows(XT, order, W, half, out, b * block, min(d, (b + 1) * block))
 
 
 def argsort_rows(XT: np.ndarray, chunk_elems: int = 1 << 22) -> np.ndarray:
@@ -260,23 +257,13 @@ def weighted_median_sorted(XT: np.ndarray, order: np.ndarray, w: np.ndarray) -> 
         raise ValueError(f"weighted median: XT {XT.shape}, order {order.shape}, w {w.shape}")
     _check_median_weights(w)
     out = np.empty(XT.shape[0])
-    with _numba_threads():
-        _sorted_median_kernel(XT, order, w, 0.5 * w.sum(), out)
+    half = 0.5 * w.sum()
+    if use_threads(XT.size // 2):
+        with parallel_threads():
+            _walk_parallel(XT, order, w, half, out)
+    else:
+        _walk_rows(XT, order, w, half, out, 0, XT.shape[0])
     return out
-
-
-# Relative cost of sorting one rank against one step of a walk (measured; only speed depends
-# on it, both give the same bits).
-RANK_SORT_COST = 1.0
-
-
-def rank_rows(order: np.ndarray) -> np.ndarray:
-    """The inverse of :func:`argsort_rows`, transposed: ``rankT[order[r, k], r] = k``
-    (samples × rows)."""
-    d, n = order.shape
-    rankT = np.empty((n, d), dtype=order.dtype)
-    rankT[order, np.arange(d)[:, None]] = np.arange(n, dtype=order.dtype)[None, :]
-    return rankT
 
 
 def weighted_median_sorted_groups(
@@ -284,7 +271,6 @@ def weighted_median_sorted_groups(
     order: np.ndarray,
     w: np.ndarray,
     members: list[np.ndarray],
-    rankT: np.ndarray | None = None,
 ) -> np.ndarray:
     """:func:`weighted_median_sorted` of several disjoint member sets in one walk.
 
@@ -293,10 +279,6 @@ def weighted_median_sorted_groups(
     ``w_g`` equal to ``w`` on ``members[g]`` and zero elsewhere: each set accumulates the
     same weights in the same order (the zeros a single walk adds change nothing) against the
     same half total, and the walk along a row stops once every set has reached its half.
-
-    With ``rankT`` (:func:`rank_rows`) a set of m members is not walked to but sorted by rank,
-    O(m log m) instead of O(N) per row: the same additions in the same order, so the same
-    bits. Sets choose whichever is cheaper.
     """
     w = np.ascontiguousarray(w, dtype=np.float64)
     n = XT.shape[1]
@@ -309,28 +291,27 @@ def weighted_median_sorted_groups(
         _check_median_weights(W[g])
         half[g] = 0.5 * W[g].sum()  # the half total a single walk would use, same rounding
     out = np.empty((len(members), XT.shape[0]))
-    sizes = np.array([idx.size for idx in members], dtype=np.int64)
-    if rankT is None:
-        ranked = np.zeros(len(members), dtype=bool)
-    else:  # sorting m ranks costs about m log m against a walk of ~N steps
-        ranked = sizes * np.log2(np.maximum(sizes, 2)) * RANK_SORT_COST < n
-    with _numba_threads():
-        if ranked.any():
-            sel = np.nonzero(ranked)[0]
-            cols = np.concatenate([members[g] for g in sel]).astype(np.int64)
-            starts = np.concatenate([[0], np.cumsum(sizes[sel])]).astype(np.int64)
-            sub = np.empty((sel.size, XT.shape[0]))
-            _ranked_groups_kernel(XT, order, rankT, w, cols, starts, half[sel], sub)
-            out[sel] = sub
-        if not ranked.all():
-            sel = np.nonzero(~ranked)[0]
-            sub = np.empty((sel.size, XT.shape[0]))
-            _sorted_groups_kernel(XT, order, W[sel], half[sel], sub)
-            out[sel] = sub
+    if use_threads(XT.size // 2 * ((len(members) + 1) // 2)):
+        with parallel_threads():
+            _walk_pairs_parallel(XT, order, W, half, out)
+    elif len(members):
+        _walk_pairs_rows(XT, order, W, half, out, 0, XT.shape[0])
     return out
 
 
-class _numba_threads:
+# Below this much work (element operations) a kernel runs in the calling thread: starting a
+# parallel region costs tens of microseconds on an idle machine and milliseconds on a loaded
+# one, more than a small median or distance pass takes.
+PARALLEL_MIN_WORK = 1 << 22
+
+
+def use_threads(work: int) -> bool:
+    """Whether a kernel with this much work should run on several threads (results never
+    depend on it: every kernel's rows are independent)."""
+    return work >= PARALLEL_MIN_WORK and torch.get_num_threads() > 1
+
+
+class parallel_threads:
     """Run numba's parallel loops on as many threads as torch may use (Snakemake's
     ``threads:`` reaches both through :func:`semmech.logs.job_logging`).
 
