@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(1)
 
     # compile / load our kernels and import the authors' modules before anything is timed
-    warm = make_two_view_data(20, **{**DATA, "d_e": 8, "d_a": 16})
+    warm = make_two_view_data(20, **{**DATA, "d_e": 8, "d_a": 16, "mech_support": 8})
     ws = RDWorkspace(warm["E"], warm["A"], warm["P"])
     RateDistortionClustering(beta=8.0, gamma=0.5).fit(warm["E"], warm["A"], warm["P"])
     run_authors(ws.E, ws.At, ws.P, 1.0, 0.5)
