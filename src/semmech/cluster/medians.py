@@ -8,11 +8,11 @@ a member set, and a walk along a per-row order computed once per prompt.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numba
 import numpy as np
-import torch
 
 __all__ = [
     "weighted_median",
@@ -308,22 +308,31 @@ PARALLEL_MIN_WORK = 1 << 22
 def use_threads(work: int) -> bool:
     """Whether a kernel with this much work should run on several threads (results never
     depend on it: every kernel's rows are independent)."""
-    return work >= PARALLEL_MIN_WORK and torch.get_num_threads() > 1
+    return work >= PARALLEL_MIN_WORK and _thread_budget() > 1
+
+
+def _thread_budget() -> int:
+    """Threads a kernel may use: torch's count when torch is loaded (a model job, or a test
+    that sets it), else numba's own (which :func:`semmech.logs.set_threads` sets in a job).
+    torch is looked up, not imported: clustering does not need it."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else numba.get_num_threads()
 
 
 class parallel_threads:
-    """Run numba's parallel loops on as many threads as torch may use (Snakemake's
-    ``threads:`` reaches both through :func:`semmech.logs.job_logging`).
+    """Run numba's parallel loops on as many threads as the job may use.
 
     numba's OpenMP layer and torch share one libgomp, so numba.set_num_threads also changes
-    torch's thread count; torch's is restored on exit (else a one-thread job would run torch
-    on every core after its first median)."""
+    torch's thread count; when torch is loaded its count is restored on exit (else a
+    one-thread job would run torch on every core after its first median)."""
 
     def __enter__(self) -> None:
-        self._torch = torch.get_num_threads()
+        self._torch = sys.modules.get("torch")
+        self._torch_threads = self._torch.get_num_threads() if self._torch is not None else 0
         self._old = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(self._torch, numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(max(1, min(_thread_budget(), numba.config.NUMBA_NUM_THREADS)))
 
     def __exit__(self, *exc: Any) -> None:
         numba.set_num_threads(self._old)
-        torch.set_num_threads(self._torch)
+        if self._torch is not None:
+            self._torch.set_num_threads(self._torch_threads)
