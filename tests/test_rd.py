@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from rd_reference import RateDistortionClustering as ReferenceRD
 from sklearn.base import clone
 from sklearn.metrics import adjusted_rand_score
 
@@ -18,15 +19,17 @@ from semmech.cluster.medians import (
     weighted_median,
     weighted_median_rows,
     weighted_median_sorted,
+    weighted_median_sorted_groups,
 )
 from semmech.cluster.objective import (
     RDInputError,
     binary_entropy,
+    l1_distances,
     normalise_mechanistic,
     partition_cost,
 )
 from semmech.cluster.sweep import first_split, rd_sweep, sweep_arrays
-from semmech.cluster.synthetic import make_two_view_data
+from semmech.cluster.synthetic import make_signature_like_data, make_two_view_data
 
 # Planted data whose two views carry comparable split gains, so a single β shows all three
 # regimes as γ moves (checked by test_planted_gains_are_balanced).
@@ -99,6 +102,25 @@ def test_sorted_walk_and_selection_give_the_reference_median_of_any_member_set(n
         np.testing.assert_array_equal(weighted_median_rows(XT, w, members), ref)
 
 
+def test_medians_of_several_sets_in_one_walk_equal_single_walks():
+    rng = np.random.default_rng(7)
+    n = 90
+    X = np.round(rng.standard_normal((n, 40)), 1)  # many ties
+    XT = np.ascontiguousarray(X.T)
+    order = argsort_rows(XT)
+    w = rng.random(n)
+    w[::5] = 0.0
+    sets = [np.sort(s) for s in np.array_split(rng.permutation(n), 5)] + [np.arange(0, n, 3)]
+    out = weighted_median_sorted_groups(XT, order, w, sets)
+    for g, idx in enumerate(sets):
+        w_g = np.zeros(n)
+        w_g[idx] = w[idx]
+        np.testing.assert_array_equal(out[g], weighted_median_sorted(XT, order, w_g))
+    assert weighted_median_sorted_groups(XT, order, w, []).shape == (0, 40)
+    with pytest.raises(ValueError, match="positive weight"):
+        weighted_median_sorted_groups(XT, order, w, [np.array([0, 5])])  # both weigh 0
+
+
 def test_medians_do_not_depend_on_the_thread_count():
     rng = np.random.default_rng(5)
     XT = rng.standard_normal((300, 80))
@@ -117,6 +139,21 @@ def test_medians_do_not_depend_on_the_thread_count():
     for a, b in zip(*out):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(out[0][0], out[0][1])
+
+
+@pytest.mark.parametrize("n,k,d", [(1, 1, 3), (7, 3, 50), (33, 2, 1000), (64, 5, 257), (5, 0, 4)])
+def test_l1_distances_are_torch_cdist_bit_for_bit(n, k, d):
+    """The L1 kernel sums in torch.cdist's order: the same values, so results made with either
+    are the same bytes; a distance depends on its own row and centre only."""
+    rng = np.random.default_rng(n * 100 + k)
+    X = rng.standard_normal((n, d)) * np.exp(1.5 * rng.standard_normal(d))
+    C = rng.standard_normal((k, d)) * 3
+    ours = l1_distances(X, C)
+    assert ours.shape == (n, k)
+    ref = torch.cdist(torch.from_numpy(X), torch.from_numpy(C), p=1).numpy()
+    np.testing.assert_array_equal(ours, ref)
+    if n > 2 and k > 1:
+        np.testing.assert_array_equal(l1_distances(X[1:3], C[1:2]), ref[1:3, 1:2])
 
 
 def test_workspace_normalisation_equals_the_direct_one(planted):
@@ -397,6 +434,43 @@ def test_sweep_outputs_and_reproducible_bytes(tmp_path, planted):
         assert (paths[0] / name).read_bytes() == (paths[1] / name).read_bytes(), name
     back = pd.read_parquet(paths[0] / "sweep.parquet")
     assert back["K"].tolist() == res.table["K"].tolist()
+
+
+REFERENCE_CASES = [
+    ("planted", 6.0, 0.9, False),
+    ("planted", BETA, 0.1, False),
+    ("planted", 12.0, 0.3, False),
+    ("planted", BETA, 0.5, True),
+    ("uniform", 8.0, 0.5, False),
+    ("signature", 4.0, 0.1, False),
+    ("signature", 8.0, 0.9, False),
+]
+
+
+@pytest.fixture(scope="module")
+def reference_data(planted):
+    uniform = make_two_view_data(
+        30, d_e=16, d_a=40, sem_sep=1.0, mech_sep=0.6, noise_a=0.3, mech_support=8, seed=2
+    )
+    signature = make_signature_like_data(160, d_e=48, d_a=600, seed=4)
+    return {"planted": planted, "uniform": uniform, "signature": signature}
+
+
+@pytest.mark.parametrize("data,beta,gamma,renorm", REFERENCE_CASES)
+def test_same_bytes_as_the_reference_implementation(reference_data, data, beta, gamma, renorm):
+    """The optimised descent against the pre-issue-15 one (tests/rd_reference.py): same
+    labels, objective, step history and centres, bit for bit (uniform weights make exact ties
+    in the medians' running sums; the signature-like data walks the shared order)."""
+    d = reference_data[data]
+    kw = dict(beta=beta, gamma=gamma, normalize_semantic_centres=renorm)
+    ours = RateDistortionClustering(**kw).fit(d["E"], d["A"], d["P"])
+    ref = ReferenceRD(**kw).fit(d["E"], d["A"], d["P"])
+    assert ours.n_clusters_ > 1 or data == "uniform"
+    np.testing.assert_array_equal(ours.labels_, ref.labels_)
+    assert ours.objective_ == ref.objective_
+    assert [tuple(h) for h in ours.history_] == [tuple(h) for h in ref.history_]
+    for name in ("cluster_centers_e_", "cluster_centers_a_", "cluster_weights_", "H0_"):
+        np.testing.assert_array_equal(getattr(ours, name), getattr(ref, name))
 
 
 def test_binary_entropy():

@@ -4,20 +4,39 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import torch
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def set_threads(threads: int) -> None:
+    """Give the job's thread count to the thread pools of torch and numba.
+
+    Pools already loaded (the stage module imported them) are set directly; for libraries
+    imported later, the standard environment variables say it. torch is not imported here:
+    a job that never needs it (reports, figures, clustering) does not pay its import."""
+    n = max(1, int(threads))
+    for var in THREAD_VARIABLES:
+        os.environ[var] = str(n)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(n)
+    numba = sys.modules.get("numba")
+    if numba is not None:
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
 
 
 @contextlib.contextmanager
 def job_logging(
     log_path: str | Path | None, threads: int | None = None
 ) -> Iterator[logging.Logger]:
-    """Send logging, warnings and tqdm (stderr) of one job to its log file; set torch threads."""
+    """Send logging, warnings and tqdm (stderr) of one job to its log file; set its threads
+    (:func:`set_threads`)."""
     if threads:
-        torch.set_num_threads(int(threads))
+        set_threads(threads)
     root = logging.getLogger()
     handlers: list[logging.Handler] = []
     stream = None

@@ -36,7 +36,13 @@ from typing import Any, NamedTuple
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from .medians import argsort_rows, weighted_median, weighted_median_rows, weighted_median_sorted
+from .medians import (
+    argsort_rows,
+    weighted_median,
+    weighted_median_rows,
+    weighted_median_sorted,
+    weighted_median_sorted_groups,
+)
 from .objective import (
     binary_entropy,
     l1_distances,
@@ -78,6 +84,7 @@ class _Proposal:
     idx: tuple[np.ndarray, np.ndarray]
     dist_e: np.ndarray  # (2,) Σ_{n ∈ child} w_n ||e_n − μ^e_child||²
     dist_a: np.ndarray  # (2,) Σ_{n ∈ child} w_n ||ã_n − μ^a_child||₁
+    da: np.ndarray  # (members, 2) L1 distance of every member to both children
 
 
 class RDWorkspace:
@@ -125,11 +132,34 @@ class RDWorkspace:
 
     def centre(self, idx: np.ndarray, key: bytes | None = None) -> _Centre:
         """P-weighted mean (semantic) and median (mechanistic) of the members ``idx``."""
-        key = _members_key(idx) if key is None else key
-        hit = self._centres.get(key)
-        if hit is not None:
-            self._centres.move_to_end(key)
-            return hit
+        return self.centres([idx], None if key is None else [key])[0]
+
+    def centres(self, members: list[np.ndarray], keys: list[bytes] | None = None) -> list[_Centre]:
+        """:meth:`centre` of several disjoint member sets. Large sets walk the shared row
+        order, all of them in one walk; few members select among themselves only."""
+        if keys is None:
+            keys = [_members_key(idx) for idx in members]
+        out: list[_Centre | None] = [None] * len(members)
+        walk = []
+        for j, (idx, key) in enumerate(zip(members, keys)):
+            hit = self._centres.get(key)
+            if hit is not None:
+                self._centres.move_to_end(key)
+                out[j] = hit
+            elif 64 * idx.size >= self.n_samples:
+                walk.append(j)
+            else:
+                mu_a = weighted_median_rows(self.AtT, self.w[idx], idx)
+                out[j] = self._new_centre(idx, key, mu_a)
+        if walk:
+            meds = weighted_median_sorted_groups(
+                self.AtT, self.order, self.w, [members[j] for j in walk]
+            )
+            for j, mu_a in zip(walk, meds):
+                out[j] = self._new_centre(members[j], keys[j], mu_a)
+        return out  # type: ignore[return-value]
+
+    def _new_centre(self, idx: np.ndarray, key: bytes, mu_a: np.ndarray) -> _Centre:
         w = self.w[idx]
         m = float(w.sum())
         mu_e = w @ self.E[idx] / m
@@ -137,25 +167,43 @@ class RDWorkspace:
             nrm = np.linalg.norm(mu_e)
             if nrm > 0:
                 mu_e = mu_e / nrm
-        if 64 * idx.size >= self.n_samples:  # walk the shared order
-            w_full = np.zeros(self.n_samples)
-            w_full[idx] = w
-            mu_a = weighted_median_sorted(self.AtT, self.order, w_full)
-        else:  # few members: select among them only
-            mu_a = weighted_median_rows(self.AtT, w, idx)
         c = _Centre(key, mu_e, mu_a, m)
         self._store(self._centres, key, c)
         return c
 
     def distances(self, c: _Centre) -> tuple[np.ndarray, np.ndarray]:
         """Distances of every sample to a centre, computed once per centre."""
-        if c.de is None:
+        self.fill_distances([c])
+        return c.de, c.da
+
+    def fill_distances(
+        self, cs: list[_Centre], known: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> None:
+        """Distances of every sample to each centre lacking them, in one pass over ã.
+
+        L1 distances are computed pair by pair (torch.cdist), so a column does not depend on
+        which other centres or rows share the call: ``known`` = (rows, their L1 distances to
+        the centres ``cs``, rows × len(cs)) skips recomputing those rows."""
+        todo = [j for j, c in enumerate(cs) if c.de is None]
+        if not todo:
+            return
+        mus = np.stack([cs[j].mu_a for j in todo])
+        if known is None:
+            da = l1_distances(self.At, mus)
+        else:
+            rows, vals = known
+            rest = np.ones(self.n_samples, dtype=bool)
+            rest[rows] = False
+            da = np.empty((self.n_samples, len(todo)))
+            da[rows] = vals[:, todo]
+            da[rest] = l1_distances(self.At[rest], mus)
+        for col, j in enumerate(todo):
+            c = cs[j]
             c.de = sq_distances(self.E, c.mu_e[None])[:, 0]
-            c.da = l1_distances(self.At, c.mu_a[None])[:, 0]
+            c.da = np.ascontiguousarray(da[:, col])
             if self._centres.get(c.key) is c:  # a cached centre just grew
                 self._used += c.de.nbytes + c.da.nbytes
                 self._trim()
-        return c.de, c.da
 
     @staticmethod
     def _size(value: _Centre | _Proposal | None) -> int:
@@ -164,7 +212,7 @@ class RDWorkspace:
         if isinstance(value, _Centre):
             arrays = [value.mu_e, value.mu_a, value.de, value.da]
         else:
-            arrays = [value.left, *value.idx, value.dist_e, value.dist_a]
+            arrays = [value.left, *value.idx, value.dist_e, value.dist_a, value.da]
         return 64 + sum(a.nbytes for a in arrays if a is not None)
 
     def _store(self, cache: OrderedDict, key: Any, value: Any) -> None:
@@ -238,7 +286,7 @@ class RDWorkspace:
         def children(lft):
             ids = (idx[lft], idx[~lft])
             keys = (_members_key(ids[0]), _members_key(ids[1]))
-            cs = (self.centre(ids[0], keys[0]), self.centre(ids[1], keys[1]))
+            cs = self.centres(list(ids), list(keys))
             de = sq_distances(E, np.stack([cs[0].mu_e, cs[1].mu_e]))
             da = l1_distances(At, np.stack([cs[0].mu_a, cs[1].mu_a]))
             return ids, keys, de, da
@@ -258,6 +306,7 @@ class RDWorkspace:
             idx=ids,
             dist_e=(w[:, None] * de * sel).sum(0),
             dist_a=(w[:, None] * da * sel).sum(0),
+            da=da,
         )
 
 
@@ -473,10 +522,12 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
 
     def _refresh(self, ws: RDWorkspace, st: _State, which: np.ndarray) -> None:
         """Optimal centres (and distance columns) for the clusters in ``which``."""
-        for c in np.nonzero(which)[0]:
-            centre = ws.centre(np.nonzero(st.labels == c)[0])
+        cols = np.nonzero(which)[0]
+        centres = ws.centres([np.nonzero(st.labels == c)[0] for c in cols])
+        ws.fill_distances(centres)
+        for c, centre in zip(cols, centres):
             st.centres[c] = centre
-            st.de[:, c], st.da[:, c] = ws.distances(centre)
+            st.de[:, c], st.da[:, c] = centre.de, centre.da
         st.dirty[which] = False
 
     def _assign(self, ws: RDWorkspace, st: _State) -> None:
@@ -540,8 +591,10 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
             st.mass = np.append(st.mass, m2)
             st.de = np.hstack([st.de, np.empty((N, 1))])
             st.da = np.hstack([st.da, np.empty((N, 1))])
-            st.de[:, c], st.da[:, c] = ws.distances(c1)
-            st.de[:, K], st.da[:, K] = ws.distances(c2)
+            # the proposal measured its members already; the rest costs one pass
+            ws.fill_distances([c1, c2], known=(idx, prop.da) if 2 * idx.size >= N else None)
+            st.de[:, c], st.da[:, c] = c1.de, c1.da
+            st.de[:, K], st.da[:, K] = c2.de, c2.da
             st.dirty = np.append(st.dirty, False)
             return rate - gain
         return None

@@ -15,10 +15,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numba
 import numpy as np
-import torch
 
-from .medians import weighted_median
+from .medians import parallel_threads, use_threads, weighted_median
 
 __all__ = [
     "RDInputError",
@@ -63,10 +63,88 @@ def sq_distances(X: np.ndarray, C: np.ndarray) -> np.ndarray:
 
 
 def l1_distances(X: np.ndarray, C: np.ndarray) -> np.ndarray:
-    """L1 distances (n × k); torch.cdist avoids an n × k × d temporary and is ~7× faster."""
-    if C.shape[0] == 0:
-        return np.zeros((X.shape[0], 0))
-    return torch.cdist(torch.from_numpy(X), torch.from_numpy(np.ascontiguousarray(C)), p=1).numpy()
+    """L1 distances (n × k), each summed coordinate by coordinate in index order.
+
+    That is the order of ``torch.cdist(p=1)`` on CPU, so the values are the ones it gives,
+    bit for bit; a distance depends only on its own row and centre. The kernel runs several
+    rows (and two centres) side by side, so it is bound by memory rather than by the latency
+    of one long chain of additions (about 2× faster than torch.cdist)."""
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    C = np.ascontiguousarray(C, dtype=np.float64)
+    out = np.empty((X.shape[0], C.shape[0]))
+    if use_threads(X.size * C.shape[0]):
+        with parallel_threads():
+            _l1_parallel(X, C, out)
+    else:
+        _l1_rows(X, C, out, 0, (X.shape[0] + 3) // 4)
+    return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _l1_parallel(X: np.ndarray, C: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    nb = (X.shape[0] + 3) // 4
+    step = 16
+    for s in numba.prange((nb + step - 1) // step):
+        _l1_rows(X, C, out, s * step, min(nb, (s + 1) * step))
+
+
+@numba.njit(cache=True, nogil=True)
+def _l1_rows(
+    X: np.ndarray, C: np.ndarray, out: np.ndarray, b0: int, b1: int
+) -> None:  # pragma: no cover
+    """Rows 4·b0 .. 4·b1 − 1 (blocks of four rows)."""
+    n, d = X.shape
+    k = C.shape[0]
+    for b in range(b0, b1):
+        i0 = 4 * b
+        j = 0
+        while j < k:
+            if i0 + 3 < n and j + 1 < k:  # 4 rows × 2 centres: eight independent sums
+                a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = 0.0
+                for x in range(d):
+                    c = C[j, x]
+                    e = C[j + 1, x]
+                    x0 = X[i0, x]
+                    x1 = X[i0 + 1, x]
+                    x2 = X[i0 + 2, x]
+                    x3 = X[i0 + 3, x]
+                    a0 += abs(x0 - c)
+                    a1 += abs(x1 - c)
+                    a2 += abs(x2 - c)
+                    a3 += abs(x3 - c)
+                    b0 += abs(x0 - e)
+                    b1 += abs(x1 - e)
+                    b2 += abs(x2 - e)
+                    b3 += abs(x3 - e)
+                out[i0, j] = a0
+                out[i0 + 1, j] = a1
+                out[i0 + 2, j] = a2
+                out[i0 + 3, j] = a3
+                out[i0, j + 1] = b0
+                out[i0 + 1, j + 1] = b1
+                out[i0 + 2, j + 1] = b2
+                out[i0 + 3, j + 1] = b3
+                j += 2
+            elif i0 + 3 < n:  # 4 rows × 1 centre
+                a0 = a1 = a2 = a3 = 0.0
+                for x in range(d):
+                    c = C[j, x]
+                    a0 += abs(X[i0, x] - c)
+                    a1 += abs(X[i0 + 1, x] - c)
+                    a2 += abs(X[i0 + 2, x] - c)
+                    a3 += abs(X[i0 + 3, x] - c)
+                out[i0, j] = a0
+                out[i0 + 1, j] = a1
+                out[i0 + 2, j] = a2
+                out[i0 + 3, j] = a3
+                j += 1
+            else:  # the last rows
+                for i in range(i0, n):
+                    a = 0.0
+                    for x in range(d):
+                        a += abs(X[i, x] - C[j, x])
+                    out[i, j] = a
+                j += 1
 
 
 # --------------------------------------------------------------------------------------

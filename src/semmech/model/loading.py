@@ -153,12 +153,17 @@ def load_model(
     dtype: str = "auto",
     resources_dir: str | Path = ".",
     allow_download: bool = False,
+    tokenizer: Any = None,
 ) -> LoadedModel:
-    """Load any causal LM and wrap it in nnsight; the default loads from its prepared directory."""
+    """Load any causal LM and wrap it in nnsight; the default loads from its prepared directory.
+
+    ``tokenizer``: the model's tokenizer if the caller already loaded it (for its cheap
+    checks), so that it is not read twice."""
     source = _resolved_source(name, resources_dir, allow_download)
     dev, dt = resolve_device_dtype(device, dtype)
     local_only = not allow_download
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
     hf = AutoModelForCausalLM.from_pretrained(source, dtype=dt, local_files_only=local_only)
     return wrap_model(hf.to(dev), tokenizer, name=name)
 
@@ -210,13 +215,14 @@ def format_prompt(
     return model_input, [int(i) for i in ids]
 
 
-def load_configured_model(model_cfg: Mapping[str, Any]) -> LoadedModel:
-    """The model of a validated ``model`` config section."""
+def load_configured_model(model_cfg: Mapping[str, Any], tokenizer: Any = None) -> LoadedModel:
+    """The model of a validated ``model`` config section (``tokenizer``: see :func:`load_model`)."""
     return load_model(
         model_cfg["name"],
         device=model_cfg["device"],
         dtype=model_cfg["dtype"],
         allow_download=model_cfg["allow_download"],
+        tokenizer=tokenizer,
     )
 
 

@@ -36,7 +36,7 @@ def run_sample(
         tokenizer, text, model_cfg["chat_template"], model_cfg["chat_template_kwargs"]
     )
     check_context(prompt_id, len(ids), settings.max_new_tokens, max_context)
-    model = load_configured_model(model_cfg)
+    model = load_configured_model(model_cfg, tokenizer=tokenizer)  # read once, not twice
     log.info("prompt %s: %d prompt tokens, seed %d", prompt_id, len(ids), seed)
     with tqdm(total=settings.n_continuations, desc=f"sample {prompt_id}", unit="cont") as bar:
         df = sample_continuations(

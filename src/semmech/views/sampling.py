@@ -1,20 +1,26 @@
 """The continuation distribution of one prompt: nnsight-traced sampling, truncation at the
 first sentence end, de-duplication and length-normalised weights (METHOD §2).
 
-Log-probabilities are read from the raw ``lm_head`` output at every generation step through
-nnsight, i.e. at T = 1 whatever the sampling temperature, so the weights need no second pass.
+Decoding is an explicit loop of nnsight traces that shares the work a plain ``generate``
+repeats: the prompt is encoded once per prompt (its KV cache is copied into every batch, so
+no batch re-encodes it), finished rows leave the batch at once, and each batch is sized from
+the de-duplication rate seen so far, so that the last one draws a few rows rather than a full
+batch for the last missing continuations. Log-probabilities are read from the model's output
+logits (after any final soft-capping, as Gemma 2 applies) at every step, i.e. at T = 1
+whatever the sampling temperature, so the weights need no second pass. One seeded generator
+drives every draw: the same seed gives the same samples.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import logging
 import math
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import nnsight
 import numpy as np
 import pandas as pd
 import torch
@@ -137,38 +143,138 @@ def generation_inputs(
     )
 
 
+@dataclass
+class EncodedPrompt:
+    """The prompt run through the model once: its KV cache and the raw next-token logits."""
+
+    prompt_len: int
+    cache: Any
+    logits: torch.Tensor  # (vocab,) lm_head output at the last prompt position
+
+
+def _keep_last_logits(model: LoadedModel) -> dict[str, Any]:
+    """``logits_to_keep=1`` where the model accepts it: the prompt pass needs the lm head at
+    its last position only."""
+    params = inspect.signature(model.hf.forward).parameters
+    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+
+def encode_prompt(model: LoadedModel, prompt_ids: list[int]) -> EncodedPrompt:
+    """One traced forward over the prompt; every batch of the prompt starts from its cache."""
+    ids = torch.tensor([prompt_ids], dtype=torch.long, device=model.device)
+    with torch.no_grad():
+        with model.lm.trace(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            use_cache=True,
+            **_keep_last_logits(model),
+        ):
+            out = model.lm.output.save()
+    return EncodedPrompt(len(prompt_ids), out.past_key_values, out.logits[0, -1])
+
+
+def _decode_step(model: LoadedModel, tokens: torch.Tensor, cache: Any, length: int) -> torch.Tensor:
+    """One traced step: feed each row's last token, extend the cache, return the raw logits."""
+    ids = tokens[:, None]
+    mask = torch.ones(ids.shape[0], length, dtype=torch.long, device=ids.device)
+    with torch.no_grad():
+        with model.lm.trace(
+            input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True
+        ):
+            out = model.lm.output.save()
+    return out.logits[:, -1]
+
+
+def draw_tokens(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Temperature, then nucleus filtering, then one draw per row.
+
+    The nucleus is the smallest set of most probable tokens whose mass reaches ``top_p``
+    (a token stays while the mass of the tokens above it is below ``top_p``; the most
+    probable one always stays). It is found among the top k tokens, k growing fourfold until their
+    mass reaches ``top_p``, rather than by sorting the whole vocabulary, and the draw is over
+    those k: on a 49k vocabulary a full sort and a full multinomial cost more than the
+    model's forward step at batch 32."""
+    probs = (logits.float() / temperature if temperature != 1.0 else logits.float()).softmax(-1)
+    if top_p >= 1.0:
+        return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    vocab = probs.shape[-1]
+    k = min(vocab, 64)
+    while True:
+        top, idx = torch.topk(probs, k, dim=-1)  # descending
+        mass = top.cumsum(-1)
+        if k == vocab or bool((mass[:, -1] >= top_p).all()):
+            break
+        k = min(vocab, 4 * k)
+    keep = (mass - top) < top_p
+    keep[:, 0] = True
+    pick = torch.multinomial(top * keep, 1, generator=generator)
+    return idx.gather(-1, pick)[:, 0]
+
+
+def _finished(tokens: torch.Tensor, stop_mask: torch.Tensor, eos: torch.Tensor) -> torch.Tensor:
+    in_vocab = tokens < stop_mask.shape[0]
+    stop = torch.zeros_like(in_vocab)
+    stop[in_vocab] = stop_mask.to(tokens.device)[tokens[in_vocab]]
+    return stop | torch.isin(tokens, eos.to(tokens.device))
+
+
 def generate_batch(
-    model: LoadedModel, prompt_ids: list[int], settings: SamplingSettings, stop_mask: torch.Tensor
+    model: LoadedModel,
+    prompt: EncodedPrompt,
+    n_rows: int,
+    settings: SamplingSettings,
+    stop_mask: torch.Tensor,
+    generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One traced ``generate`` over ``batch_size`` copies of the prompt.
+    """``n_rows`` continuations of the encoded prompt, decoded together.
 
-    Returns the new token ids (B × steps) and their log-probabilities at T = 1 (B × steps),
-    read from ``lm_head`` inside the nnsight trace at every generation step.
+    A row leaves the batch as soon as it emits a sentence end or EOS. Returns the new token
+    ids (n_rows × steps; after its last token a row holds the pad id) and their
+    log-probabilities at T = 1 (0 after the last token).
     """
-    ids, gen_kwargs = generation_inputs(model, prompt_ids, settings, stop_mask)
-    with warnings.catch_warnings():
-        # The open-ended step loop below ends when generation stops early; nnsight reports that
-        # expected end as a warning.
-        warnings.filterwarnings("ignore", message=".*was never reached.*")
-        return _traced_generate(model, ids, gen_kwargs, len(prompt_ids))
+    eos = torch.tensor(sorted(model.eos_token_ids), dtype=torch.long)
+    pad = model.tokenizer.pad_token_id
+    steps = settings.max_new_tokens
+    out_ids = torch.full((n_rows, steps), int(pad), dtype=torch.long)
+    out_lp = torch.zeros((n_rows, steps), dtype=torch.float64)
+    cache = copy.deepcopy(prompt.cache)
+    cache.batch_repeat_interleave(n_rows)
+    logits = prompt.logits[None, :].expand(n_rows, -1)
+    rows = torch.arange(n_rows)
+    length = prompt.prompt_len
+    used = 0
+    for t in range(steps):
+        tokens = draw_tokens(logits, settings.temperature, settings.top_p, generator)
+        logp = logits.float().log_softmax(-1).gather(-1, tokens[:, None])[:, 0]
+        tokens_cpu = tokens.cpu()
+        out_ids[rows, t] = tokens_cpu
+        out_lp[rows, t] = logp.double().cpu()
+        used = t + 1
+        going = ~_finished(tokens_cpu, stop_mask, eos)
+        if t == steps - 1 or not going.any():
+            break
+        if not going.all():  # finished rows leave the batch and its cache
+            keep = torch.nonzero(going)[:, 0]
+            cache.batch_select_indices(keep.to(tokens.device))
+            rows, tokens = rows[keep], tokens[keep.to(tokens.device)]
+        length += 1
+        logits = _decode_step(model, tokens, cache, length)
+    return out_ids[:, :used], out_lp[:, :used]
 
 
-def _traced_generate(
-    model: LoadedModel, ids: torch.Tensor, gen_kwargs: dict[str, Any], prompt_len: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    with model.lm.generate(**gen_kwargs) as tracer:
-        step_logprobs = nnsight.save([])
-        with tracer.invoke({"input_ids": ids, "attention_mask": torch.ones_like(ids)}):
-            # Open-ended: generation may stop early at a sentence end; the loop ends with it.
-            for _ in tracer.all():
-                step_logprobs.append(model.lm.lm_head.output[:, -1].float().log_softmax(-1))
-        with tracer.invoke():
-            result = tracer.result.save()
-    new_ids = result[:, prompt_len:].cpu()
-    steps = new_ids.shape[1]
-    lp = torch.stack([s.cpu() for s in step_logprobs[:steps]], dim=1)  # B × steps × V
-    chosen = lp.gather(-1, new_ids.unsqueeze(-1)).squeeze(-1)
-    return new_ids, chosen.double()
+def next_batch_size(remaining: int, added: int, drawn: int, cap: int) -> int:
+    """Rows for the next batch: enough for the ``remaining`` distinct continuations at the
+    de-duplication rate of the last batch (``added`` new of ``drawn``), with a margin.
+
+    A short batch is cheap (a decoding step costs mostly a pass over the weights, whatever the
+    number of rows) but another batch costs every step again, so the margin is generous:
+    twice the expected need plus two rows. Without a rate (the first batch, or a batch that
+    added nothing) the batch is full."""
+    if drawn <= 0 or added <= 0:
+        return cap
+    return max(1, min(cap, math.ceil(2.0 * remaining * drawn / added) + 2))
 
 
 def sample_continuations(
@@ -187,20 +293,23 @@ def sample_continuations(
     check_context(prompt_id, len(prompt_ids), settings.max_new_tokens, model.max_context)
     stop_mask = stop_token_mask(model.tokenizer, settings.stop_chars)
     eos_ids = model.eos_token_ids
-    torch.manual_seed(seed)
+    generator = torch.Generator(device=model.device).manual_seed(int(seed))
+    prompt = encode_prompt(model, prompt_ids)
     found: dict[str, _Candidate] = {}
     fruitless, order = 0, 0
+    size = settings.batch_size
     for _ in range(settings.max_batches):
         if len(found) >= settings.n_continuations or fruitless >= settings.patience:
             break
-        new_ids, logprobs = generate_batch(model, prompt_ids, settings, stop_mask)
-        before = len(found)
+        new_ids, logprobs = generate_batch(model, prompt, size, settings, stop_mask, generator)
+        before, drawn = len(found), 0
         for row, row_lp in zip(new_ids.tolist(), logprobs.tolist()):
             toks, lps, reason = truncate(row, row_lp, stop_mask, eos_ids)
             text = model.tokenizer.decode(toks, skip_special_tokens=False)
             key = text.strip()
             if not toks or not key:
                 continue  # an immediate EOS has no content to embed or attribute
+            drawn += 1
             cand = _Candidate(text, toks, lps, reason, order)
             order += 1
             if key not in found:
@@ -211,6 +320,9 @@ def sample_continuations(
                 found[key] = cand
         added = len(found) - before
         fruitless = 0 if added else fruitless + 1
+        size = next_batch_size(
+            settings.n_continuations - len(found), added, drawn, settings.batch_size
+        )
         if progress:
             progress(added)
     if not found:
