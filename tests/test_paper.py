@@ -144,7 +144,7 @@ def _row(text: str, label: str, n_numbers: int, start: str | None = None) -> lis
     """Numbers on every line of the PDF text that starts with ``label``."""
     rows = []
     for line in text.splitlines():
-        s = line.strip()
+        s = " ".join(line.split())  # pdftotext -layout pads columns with runs of spaces
         if s.startswith(label + " ") and (
             start is None or re.match(rf"{re.escape(label)}\s+{start}\b", s)
         ):
