@@ -707,6 +707,7 @@ def test_aggregate_has_a_row_for_every_method_and_budget(tmp_path):
             {
                 "prompt_id": f"p{p}",
                 "method": m,
+                "selection": "full",
                 "budget": B,
                 "beta": 1.0,
                 "gamma": 0.5,
@@ -721,6 +722,10 @@ def test_aggregate_has_a_row_for_every_method_and_budget(tmp_path):
                 "max_other_effect": 0.0,
                 "n_nodes": B,
                 "source_member": 0,
+                "amplify": 0.1,
+                "suppress": -0.1,
+                "two_sided": rng.normal(0.05, 0.02),
+                "two_sided_specificity": rng.normal(0.0, 0.02),
             }
             for m in ("RD", "Single", "Random")
             for B in (5, 10)
