@@ -21,12 +21,12 @@ def set_threads(threads: int) -> None:
     n = max(1, int(threads))
     for var in THREAD_VARIABLES:
         os.environ[var] = str(n)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(n)
     numba = sys.modules.get("numba")
     if numba is not None:
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    torch = sys.modules.get("torch")
+    if torch is not None:  # after numba: the two may share one OpenMP runtime
+        torch.set_num_threads(n)
 
 
 @contextlib.contextmanager

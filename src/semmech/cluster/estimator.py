@@ -113,11 +113,14 @@ class RDWorkspace:
         AT = np.ascontiguousarray(A.T)
         self.order = argsort_rows(AT)
         H0 = weighted_median_sorted(AT, self.order, P / P.sum())
-        del AT
         self.norm = normalise_mechanistic(A, P, H0=H0)
         self.E = E
         self.At = self.norm.A_tilde
-        self.AtT = np.ascontiguousarray(self.At.T)
+        # ã in the transposed layout, elementwise as normalise_mechanistic computes it
+        # ((a − H0) / s: the same two roundings), without transposing ã itself
+        AT -= H0[:, None]
+        AT /= self.norm.scale
+        self.AtT = AT
         self.P = P
         self.w = P / P.sum()
         self.normalize_semantic_centres = bool(normalize_semantic_centres)
