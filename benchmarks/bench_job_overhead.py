@@ -16,6 +16,10 @@ process start:
 - ``after_load``: from the loaded model to the first forward (feature basis, node setup);
 - ``total``: spawn to first forward; ``cpu``: the child's CPU seconds up to then.
 
+Jobs without a model (clustering, baselines, figures, reports, the manifest) are measured
+too, as ``imports_without_model``: their script's imports in a fresh interpreter, and whether
+torch got imported (``semmech.logs`` used to import it for every job: ``torch_import_s``).
+
 Writes benchmarks/job_overhead.json. Run from the repository root:
     python benchmarks/bench_job_overhead.py [--inputs results/default] [--reps 3]
 """
@@ -135,6 +139,24 @@ def _probe(kind: str, inputs: Path, prompt: str, out_dir: Path) -> dict:
     return marks
 
 
+OTHER_STAGES = ("clustering", "figures", "report", "manifest")
+
+
+def _import_cost(code: str) -> dict:
+    """Wall and CPU seconds of running ``code`` in a fresh interpreter (startup included)."""
+    probe = (
+        "import time, sys, resource\n"
+        f"{code}\n"
+        "u = resource.getrusage(resource.RUSAGE_SELF)\n"
+        "print('COST', u.ru_utime + u.ru_stime, 'torch' in sys.modules)\n"
+    )
+    t = time.time()
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    wall = time.time() - t
+    _, cpu, torch_loaded = [x for x in out.stdout.splitlines() if x.startswith("COST")][-1].split()
+    return {"wall_s": wall, "cpu_s": float(cpu), "imports_torch": torch_loaded == "True"}
+
+
 def _phases(spawn: float, m: dict) -> dict:
     return {
         "interpreter": m["start"] - spawn,
@@ -197,6 +219,20 @@ def main(argv: list[str] | None = None) -> dict:
                 line = [x for x in proc.stdout.splitlines() if x.startswith("MARKS ")][-1]
                 runs[kind].append(_phases(spawn, json.loads(line[6:])))
                 print(kind, {k: round(v, 2) for k, v in runs[kind][-1].items()}, flush=True)
+    others = {}
+    for name in ("torch", *OTHER_STAGES):
+        code = (
+            "import torch"
+            if name == "torch"
+            else f"import snakemake.iocontainers\nimport semmech.logs, semmech.stages.{name}"
+        )
+        costs = [_import_cost(code) for _ in range(args.reps)]
+        others[name] = {
+            "wall_s": statistics.median(c["wall_s"] for c in costs),
+            "cpu_s": statistics.median(c["cpu_s"] for c in costs),
+            "imports_torch": costs[0]["imports_torch"],
+        }
+        print(name, others[name], flush=True)
     summary = {
         kind: {ph: statistics.median(r[ph] for r in rs) for ph in rs[0]}
         for kind, rs in runs.items()
@@ -210,6 +246,8 @@ def main(argv: list[str] | None = None) -> dict:
         "bare_interpreter_s": statistics.median(bare),
         "median_s": summary,
         "runs": runs,
+        "torch_import_s": others.pop("torch"),
+        "imports_without_model": others,
         "load_average_before": list(load_before),
         "load_average_after": list(os.getloadavg()),
         "python": sys.version.split()[0],
