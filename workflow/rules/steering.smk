@@ -1,7 +1,7 @@
 # Steering (METHOD §7): per prompt, steer every cluster's signature nodes (RD, KM-Sem, Single
 # sources and a random-feature control) and measure the held-out members' demeaned logit;
 # then one aggregate rule writes the method comparison (the paper's Table 2).
-# Needs TRANSCODER_DIR, TRANSCODER_INPUT and transcoder_mem_mb from attribution.smk (include
+# Needs TRANSCODER_DIR, TRANSCODER_INPUT and transcoder_mem_mb from common.smk (include
 # that first).
 
 from semmech.steer.settings import check_steering_configs

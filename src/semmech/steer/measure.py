@@ -64,59 +64,62 @@ log = logging.getLogger("semmech")
 
 # Δ within this multiple of the measured batch-composition rounding counts as no change.
 NOISE_FACTOR = 2.0
-CURVE_COLUMNS = [
-    "prompt_id",
-    "method",
-    "selection",
-    "budget",
-    "beta",
-    "gamma",
-    "source_cluster",
-    "measured_cluster",
-    "own",
-    "epsilon",
-    "delta",
-    "delta_sem",
-    "n_members",
-    "frac_moved",
-]
-METRIC_COLUMNS = [
-    "prompt_id",
-    "method",
-    "selection",
-    "budget",
-    "beta",
-    "gamma",
-    "cluster",
-    "mass",
-    "n_heldout",
-    "pearson",
-    "spearman",
-    "frac_moved",
-    "specificity",
-    "effect",
-    "max_other_effect",
-    "n_nodes",
-    "source_member",
-    "amplify",
-    "suppress",
-    "two_sided",
-    "two_sided_specificity",
-]
-GENERATION_COLUMNS = [
-    "prompt_id",
-    "method",
-    "selection",
-    "budget",
-    "beta",
-    "gamma",
-    "cluster",
-    "epsilon",
-    "sample",
-    "text",
-    "token_ids",
-    "stop_reason",
-]
+CURVE_DTYPES = {
+    "prompt_id": str,
+    "method": str,
+    "selection": str,
+    "budget": np.int64,
+    "beta": np.float64,
+    "gamma": np.float64,
+    "source_cluster": np.int64,
+    "measured_cluster": np.int64,
+    "own": bool,
+    "epsilon": np.float64,
+    "delta": np.float64,
+    "delta_sem": np.float64,
+    "n_members": np.int64,
+    "frac_moved": np.float64,
+}
+CURVE_COLUMNS = list(CURVE_DTYPES)
+METRIC_DTYPES = {
+    "prompt_id": str,
+    "method": str,
+    "selection": str,
+    "budget": np.int64,
+    "beta": np.float64,
+    "gamma": np.float64,
+    "cluster": np.int64,
+    "mass": np.float64,
+    "n_heldout": np.int64,
+    "pearson": np.float64,
+    "spearman": np.float64,
+    "frac_moved": np.float64,
+    "specificity": np.float64,
+    "effect": np.float64,
+    "max_other_effect": np.float64,
+    "n_nodes": np.int64,
+    "source_member": np.int64,
+    "amplify": np.float64,
+    "suppress": np.float64,
+    "two_sided": np.float64,
+    "two_sided_specificity": np.float64,
+}
+METRIC_COLUMNS = list(METRIC_DTYPES)
+GENERATION_DTYPES = {
+    "prompt_id": str,
+    "method": str,
+    "selection": str,
+    "budget": np.int64,
+    "beta": np.float64,
+    "gamma": np.float64,
+    "cluster": np.int64,
+    "epsilon": np.float64,
+    "sample": np.int64,
+    "text": str,
+    "token_ids": object,
+    "stop_reason": str,
+}
+GENERATION_COLUMNS = list(GENERATION_DTYPES)
 
 
 @dataclass
@@ -447,71 +450,19 @@ def steer_sources(
     )
 
 
+def typed_frame(rows: list[dict], dtypes: Mapping[str, Any]) -> pd.DataFrame:
+    """A table with exactly the columns of ``dtypes``, in order and of those types (an empty
+    one too), so every prompt's file has the same schema."""
+    return pd.DataFrame(rows, columns=list(dtypes)).astype(dict(dtypes))
+
+
 def curves_frame(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=CURVE_COLUMNS)
-    return df.astype(
-        {
-            "prompt_id": str,
-            "method": str,
-            "selection": str,
-            "budget": np.int64,
-            "beta": np.float64,
-            "gamma": np.float64,
-            "source_cluster": np.int64,
-            "measured_cluster": np.int64,
-            "own": bool,
-            "epsilon": np.float64,
-            "delta": np.float64,
-            "delta_sem": np.float64,
-            "n_members": np.int64,
-            "frac_moved": np.float64,
-        }
-    )
+    return typed_frame(rows, CURVE_DTYPES)
 
 
 def metrics_frame(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=METRIC_COLUMNS)
-    return df.astype(
-        {
-            "prompt_id": str,
-            "method": str,
-            "selection": str,
-            "budget": np.int64,
-            "beta": np.float64,
-            "gamma": np.float64,
-            "cluster": np.int64,
-            "mass": np.float64,
-            "n_heldout": np.int64,
-            "pearson": np.float64,
-            "spearman": np.float64,
-            "frac_moved": np.float64,
-            "specificity": np.float64,
-            "effect": np.float64,
-            "max_other_effect": np.float64,
-            "n_nodes": np.int64,
-            "source_member": np.int64,
-            "amplify": np.float64,
-            "suppress": np.float64,
-            "two_sided": np.float64,
-            "two_sided_specificity": np.float64,
-        }
-    )
+    return typed_frame(rows, METRIC_DTYPES)
 
 
 def generations_frame(rows: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=GENERATION_COLUMNS)
-    return df.astype(
-        {
-            "prompt_id": str,
-            "method": str,
-            "selection": str,
-            "budget": np.int64,
-            "beta": np.float64,
-            "gamma": np.float64,
-            "cluster": np.int64,
-            "epsilon": np.float64,
-            "sample": np.int64,
-            "text": str,
-            "stop_reason": str,
-        }
-    )
+    return typed_frame(rows, GENERATION_DTYPES)
