@@ -11,10 +11,10 @@ cd "$(dirname "$0")/.."
 # a failing job must fail the run naming its log. Always under timeout, always torn down.
 # The local run compared against is the test suite's own smoke reproduction (the smoke_run
 # fixture copies its results to SEMMECH_SMOKE_REFERENCE), so it is not computed twice.
-# The aggregation rules are localrules (common.smk) and run on the submitting host.
-LOCAL="all aggregate_clustering aggregate_steering figure_rate_distortion figure_gamma_sweep \
-figure_iteration_trace figure_two_view_scatter figure_cross_view_silhouette \
-figure_feature_lineage figure_steering_response cluster_browser tables_page manifest"
+# The rules allowed to run on the submitting host are read from common.smk's `localrules:`
+# block (one list, kept where the workflow declares it).
+LOCAL=$(sed -n '/^localrules:/,/^$/{s/^ *\([a-z_]*\),$/\1/p}' workflow/rules/common.smk | tr '\n' ' ')
+[[ -n $LOCAL ]] || { echo "ci: no localrules block found in workflow/rules/common.smk" >&2; exit 1; }
 CI_TMP=$(mktemp -d /tmp/semmech-ci.XXXXXX)
 export SEMMECH_SMOKE_REFERENCE=$CI_TMP/smoke-results
 (
