@@ -310,6 +310,7 @@ def _write_inputs(root, pid, d, n_rows=None):
                 "kind": "feature",
                 "layer": np.arange(d_a) % 3,
                 "position": 1 + np.arange(d_a) % 5,
+                "feature": np.arange(d_a),
                 "token_str": "tok",
             }
         ),

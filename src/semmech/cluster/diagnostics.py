@@ -10,6 +10,14 @@ find structure on a prompt. Two properties of the normalised signatures ã expla
   every continuation shares (a chat-template token, the last prefix position) dominate the
   view without separating anything.
 
+The critical β of the estimator's first split is a property of its proposal (a balanced cut
+along the principal direction). The objective itself may pay much earlier for isolating a
+single low-probability continuation far from the median: doing so saves at least
+P_n·(γd^e_n + (1 − γ)d^a_n) of distortion at a rate of H_b(P_n). The lowest such β over the
+continuations (``beta_crit_singleton``, an upper bound, since re-centring the rest only saves
+more) explains the jumps from K = 1 to many clusters: once the descent's first split is
+accepted, the children's proposals find those outliers, all cheaper than the first split.
+
 Values are in the paper's units (METHOD §5: β_e = γβ, β_a = (1 − γ)β), whatever units the
 sweep itself used, so prompts and runs compare directly.
 """
@@ -22,12 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .diagnosis_table import TOP_K
 from .estimator import RDWorkspace
+from .objective import binary_entropy
 from .sweep import first_split
 
-__all__ = ["DIAGNOSIS_COLUMNS", "diagnose", "diagnosis_row"]
-
-TOP_K = 10
+__all__ = ["diagnose"]
 
 
 def diagnose(
@@ -61,6 +69,7 @@ def diagnose(
         {
             "node_idx": int(j),
             "kind": str(nodes["kind"].iloc[j]),
+            "feature": int(nodes["feature"].iloc[j]),
             "layer": int(nodes["layer"].iloc[j]),
             "position": int(nodes["position"].iloc[j]),
             "token": str(nodes["token_str"].iloc[j]),
@@ -69,13 +78,19 @@ def diagnose(
         for j in order
     ]
     one = first_split(ws, 0.5, refine_iter, power_iter)  # D_e0, D_a0 do not depend on γ
+    de, da = ws.distances(ws.centre(np.arange(ws.n_samples)))
+    rate_one = np.array([binary_entropy(float(p)) for p in w])
     splits = []
     for g in gammas:
         fs = first_split(ws, float(g), refine_iter, power_iter)
+        saved = w * (float(g) * de + (1.0 - float(g)) * da)
+        ok = (saved > 0) & (rate_one > 0)
+        singleton = float(np.min(rate_one[ok] / saved[ok])) if ok.any() else float("inf")
         splits.append(
             {
                 "gamma": float(g),
                 "beta_crit": fs.critical_beta(float(g)),
+                "beta_crit_singleton": singleton,
                 "gain_e": fs.gain_e,
                 "gain_a": fs.gain_a,
                 "rate": fs.rate,
@@ -91,36 +106,3 @@ def diagnose(
         "top_nodes": top_nodes,
         "first_split": splits,
     }
-
-
-DIAGNOSIS_COLUMNS = [
-    "prompt_id",
-    "n",
-    "D_e0",
-    "D_a0",
-    "effective_dimension",
-    "top10_share",
-    "top_node_share",
-    "top_nodes",
-]
-
-
-def diagnosis_row(prompt_id: str, diag: dict[str, Any]) -> dict[str, Any]:
-    """One table row: the headline numbers, the critical β per γ (columns beta_crit_<γ>) and
-    the three heaviest nodes as 'L<layer>@<position> <token>'."""
-    row = {
-        "prompt_id": prompt_id,
-        "n": diag["n"],
-        "D_e0": diag["D_e0"],
-        "D_a0": diag["D_a0"],
-        "effective_dimension": diag["effective_dimension"],
-        "top10_share": diag[f"top{TOP_K}_share"],
-        "top_node_share": sum(t["share"] for t in diag["top_nodes"]),
-        "top_nodes": "; ".join(
-            f"{t['kind'][0]} L{t['layer']}@{t['position']} {t['token']!r}"
-            for t in diag["top_nodes"][:3]
-        ),
-    }
-    for s in diag["first_split"]:
-        row[f"beta_crit_{s['gamma']:g}"] = s["beta_crit"]
-    return row

@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .. import io
+from ..cluster.diagnosis_table import critical_beta_columns
 from ..cluster.grid import close_to
 from ..numba_cache import load_umap
 from .summaries import top_feature_sets
@@ -809,24 +810,29 @@ def lineage_data(
 def clustering_diagnosis(diag: pd.DataFrame, paper_betas: Sequence[float]) -> Figure:
     """Left: the critical β of the first split against γ, one line per prompt (paper units,
     log scale), with the paper's β grid as dashed lines: a prompt whose line lies above the
-    grid stays at K = 1 there. Right: the share of ‖ã‖² in the top-10 coordinates against the
+    grid stays at K = 1 there. Dotted, in the same colour: the β at which isolating one
+    continuation already pays; far below the solid line, the first split sets off many more.
+    Right: the share of ‖ã‖² in the top-10 coordinates against the
     effective dimension (‖ã‖₁/‖ã‖₂)², one point per prompt.
 
-    ``diag``: rows of :func:`semmech.cluster.diagnostics.diagnosis_row`.
+    ``diag``: rows of :func:`semmech.cluster.diagnosis_table.diagnosis_row`.
     """
     _require(diag, ["prompt_id", "effective_dimension", "top10_share"], "clustering_diagnosis")
-    crit = sorted(
-        (c for c in diag.columns if c.startswith("beta_crit_")), key=lambda c: float(c[10:])
-    )
-    if not crit:
+    split = critical_beta_columns(diag.columns, "split")
+    single = critical_beta_columns(diag.columns, "singleton")
+    if not split:
         raise FigureDataError("clustering_diagnosis: no beta_crit_<gamma> columns")
-    gammas = [float(c[10:]) for c in crit]
+    gammas = [g for g, _ in split]
     fig, axes = _new_figure(2, width=3.6, height=3.0)
     ax = axes[0, 0]
     cmap = matplotlib.colormaps["tab20"]
-    values = diag[crit].to_numpy(np.float64)
+    values = diag[[c for _, c in split]].to_numpy(np.float64)
     for i, (pid, y) in enumerate(zip(diag["prompt_id"], values)):
         ax.plot(gammas, y, marker="o", ms=3, lw=1, color=cmap(i % 20), label=str(pid))
+    if single:
+        low = diag[[c for _, c in single]].to_numpy(np.float64)
+        for i, y in enumerate(low):
+            ax.plot([g for g, _ in single], y, ls=":", lw=0.8, color=cmap(i % 20))
     for b in paper_betas:
         ax.axhline(float(b), color="0.3", ls="--", lw=0.8)
     ax.set_yscale("log")

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..cluster.diagnosis_table import critical_beta_columns
 from ..io import require_columns
 from ..stats import bootstrap_ci
 
@@ -219,16 +220,20 @@ def clustering_comparison_latex(table: pd.DataFrame) -> str:
 
 
 def diagnosis_latex(diag: pd.DataFrame) -> str:
-    """The clustering diagnosis (:func:`semmech.cluster.diagnostics.diagnosis_row` rows): per
+    """The clustering diagnosis (:func:`semmech.cluster.diagnosis_table.diagnosis_row` rows): per
     prompt the critical β of the first split at each γ, the effective dimension of ã and the
     share of its top-10 coordinates."""
-    crit = sorted(
-        (c for c in diag.columns if c.startswith("beta_crit_")), key=lambda c: float(c[10:])
-    )
     f2 = "{:.2f}"
     cols = [
         Column("prompt_id", "prompt", None, "l"),
-        *[Column(c, f"$\\beta^*_{{\\gamma={c[10:]}}}$", f2) for c in crit],
+        *[
+            Column(c, f"$\\beta^*_{{\\gamma={g:g}}}$", f2)
+            for g, c in critical_beta_columns(diag.columns, "split")
+        ],
+        *[
+            Column(c, f"$\\beta^1_{{\\gamma={g:g}}}$", f2)
+            for g, c in critical_beta_columns(diag.columns, "singleton")
+        ],
         Column("effective_dimension", "$d_\\mathrm{eff}$", "{:.1f}"),
         Column("top10_share", "top-10 share", f2),
     ]

@@ -16,7 +16,8 @@ import pandas as pd
 
 from .. import io
 from ..cluster import baselines
-from ..cluster.diagnostics import diagnose, diagnosis_row
+from ..cluster.diagnosis_table import diagnosis_row
+from ..cluster.diagnostics import diagnose
 from ..cluster.objective import validate_views
 from ..cluster.sweep import RD_PARAM_KEYS, RDSweepResult, rd_sweep, sweep_arrays
 from ..report.tables import clustering_comparison_latex, diagnosis_latex
@@ -94,7 +95,7 @@ def run_cluster(
     io.write_parquet(res.history, out_history)
     io.write_npz(out_npz, **sweep_arrays(res))
     node_table = io.read_parquet(
-        nodes, required=["node_idx", "kind", "layer", "position", "token_str"]
+        nodes, required=["node_idx", "kind", "layer", "position", "feature", "token_str"]
     )
     diag = diagnose(
         res.workspace,
@@ -103,7 +104,11 @@ def run_cluster(
         refine_iter=int(clustering_cfg["split_refine_iter"]),
         power_iter=int(clustering_cfg["split_power_iter"]),
     )
-    io.write_json({"prompt_id": prompt_id, **diag}, out_diagnosis)
+    sweep_k = [
+        {"beta": float(r.beta), "gamma": float(r.gamma), "K": int(r.K)}
+        for r in res.table.itertuples(index=False)
+    ]
+    io.write_json({"prompt_id": prompt_id, **diag, "sweep": sweep_k}, out_diagnosis)
     io.write_json(
         {
             "prompt_id": prompt_id,

@@ -19,7 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .. import io
-from ..cluster.diagnostics import diagnosis_row
+from ..cluster.diagnosis_table import diagnosis_row
 from ..cluster.grid import config_index
 from ..report.figures import (
     HOUSE_STYLE,
