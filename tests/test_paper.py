@@ -42,6 +42,7 @@ EXAMPLE = "java"
 FIG = section_defaults("figures")  # the schema's defaults, as the workflow passes them
 LATEXMK_NAME = section_defaults("paper")["latexmk"]
 NUM = re.compile(r"-?\d+(?:\.\d+)?")
+K_CLAMP = 3  # small, so the synthetic prompts fall on both sides of it
 
 
 def _macros():
@@ -58,6 +59,7 @@ def _macros():
         "MaxFeatureNodes": 48,
         "Betas": "0.5, 1, 2",
         "Gammas": "0.3, 0.5, 0.7",
+        "BetaUnits": "absolute",
         "FigureBeta": "1",
         "FigureGamma": "0.5",
         "Budgets": ", ".join(map(str, BUDGETS)),
@@ -131,6 +133,7 @@ def paper(tmp_path_factory):
         main_tex=REPO / "paper" / "main.tex",
         out_pdf=root / "build" / "main.pdf",
         latexmk=LATEXMK_NAME,
+        k_clamp=K_CLAMP,
         macros=_macros(),
         aliases={"example_cluster_summary.tex": f"tables/cluster_summary/{EXAMPLE}.tex"},
     )
@@ -231,6 +234,15 @@ def test_typeset_tables_carry_the_numbers_of_the_results(paper):
     summary = pd.read_csv(run / f"tables/cluster_summary/{EXAMPLE}.csv")
     for r in summary.itertuples(index=False):
         assert f"{r.mass:.3f}" in text
+    # how many prompts the sweep leaves steerable, from the diagnosis table's smallest split
+    k = pd.read_csv(run / "tables/clustering_diagnosis.csv")["K_min_split"]
+    steerable, one, past = ((k >= 2) & (k <= K_CLAMP)).sum(), (k == 1).sum(), (k > K_CLAMP).sum()
+    assert steerable + one + past == len(IDS)
+    assert (
+        f"Of the {len(IDS)} prompts, {steerable} have at least one swept configuration with "
+        f"2 ≤ K ≤ {K_CLAMP}, {one} stay at K = 1 everywhere and {past} split only into more "
+        f"than {K_CLAMP} clusters" in flat
+    )
 
 
 def test_missing_latexmk_is_named_with_the_fix(tmp_path):
@@ -240,6 +252,7 @@ def test_missing_latexmk_is_named_with_the_fix(tmp_path):
             main_tex=REPO / "paper" / "main.tex",
             out_pdf=tmp_path / "build" / "main.pdf",
             latexmk="semmech-no-such-latexmk",
+            k_clamp=K_CLAMP,
         )
 
 
@@ -253,6 +266,7 @@ def test_paper_needs_the_run_outputs(tmp_path):
             main_tex=REPO / "paper" / "main.tex",
             out_pdf=tmp_path / "build" / "main.pdf",
             latexmk=LATEXMK_NAME,
+            k_clamp=K_CLAMP,
         )
 
 

@@ -16,6 +16,7 @@ rule paper:
             f"{TABLES}/clustering_comparison.tex",
             f"{TABLES}/clustering_comparison.csv",
             f"{TABLES}/clustering_diagnosis.tex",
+            f"{TABLES}/clustering_diagnosis.csv",
             f"{TABLES}/steering_comparison.tex",
             f"{TABLES}/steering_comparison.csv",
             f"{TABLES}/cluster_summary/{EXAMPLE_PROMPT}.tex",
@@ -35,6 +36,7 @@ rule paper:
     params:
         run_dir=lambda wc, input: str(Path(input.figures[0]).parents[1]),
         latexmk=config["paper"]["latexmk"],
+        k_clamp=config["steering"]["k_clamp"],
         aliases={"example_cluster_summary.tex": f"tables/cluster_summary/{EXAMPLE_PROMPT}.tex"},
         macros={
             "RunName": RUN,
@@ -49,6 +51,7 @@ rule paper:
             "MaxFeatureNodes": config["attribution"]["max_feature_nodes"],
             "Betas": ", ".join(f"{b:g}" for b in config["clustering"]["betas"]),
             "Gammas": ", ".join(f"{g:g}" for g in config["clustering"]["gammas"]),
+            "BetaUnits": config["clustering"]["beta_units"],
             "FigureBeta": f"{FIGURE_CONFIG[0]:g}",
             "FigureGamma": f"{FIGURE_CONFIG[1]:g}",
             "Budgets": ", ".join(str(b) for b in config["steering"]["budgets"]),

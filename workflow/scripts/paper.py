@@ -8,6 +8,7 @@ with job_logging(snakemake.log[0]):
         main_tex=snakemake.input.main,
         out_pdf=snakemake.output[0],
         latexmk=p.latexmk,
+        k_clamp=p.k_clamp,
         macros=p.macros,
         aliases=p.aliases,
         job_log=snakemake.log[0],

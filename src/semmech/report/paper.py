@@ -19,6 +19,7 @@ __all__ = [
     "COMPARISON_COLUMNS",
     "STEERING_SUMMARY_COLUMNS",
     "LATEXMK_MISSING",
+    "DIAGNOSIS_SUMMARY_COLUMNS",
     "result_macros",
     "run_tex",
 ]
@@ -41,6 +42,8 @@ STEERING_SUMMARY_COLUMNS = [
     "two_sided_ci_high",
 ]
 
+DIAGNOSIS_SUMMARY_COLUMNS = ["prompt_id", "K_min_split"]
+
 LATEXMK_MISSING = (
     "'{latexmk}' was not found on PATH, so {out_pdf} cannot be built. Install LaTeX "
     "(Debian: apt-get install -y --no-install-recommends latexmk texlive-latex-base "
@@ -53,13 +56,21 @@ class PaperBuildError(RuntimeError):
     """The paper cannot be built (latexmk missing, or LaTeX failed)."""
 
 
-def result_macros(comparison: pd.DataFrame, steering: pd.DataFrame) -> dict[str, str]:
+def result_macros(
+    comparison: pd.DataFrame, steering: pd.DataFrame, diagnosis: pd.DataFrame, k_clamp: int
+) -> dict[str, str]:
     """Headline numbers quoted in the paper's text, from the run's aggregate tables: RD's win
-    and tie rates at matched rate (Table 1) and the steering correlations (Table 2)."""
+    and tie rates at matched rate (Table 1), the steering correlations (Table 2), and how many
+    prompts the sweep leaves steerable (some 2 ≤ K ≤ ``k_clamp``), at one cluster, or only
+    past the clamp (the clustering diagnosis)."""
     require_columns(comparison, COMPARISON_COLUMNS, "clustering comparison", error=PaperBuildError)
     require_columns(
         steering, STEERING_SUMMARY_COLUMNS, "steering comparison", error=PaperBuildError
     )
+    require_columns(
+        diagnosis, DIAGNOSIS_SUMMARY_COLUMNS, "clustering diagnosis", error=PaperBuildError
+    )
+    k_min = diagnosis["K_min_split"].astype(int)
     rd = comparison[comparison["method"] == "RD"]
     if rd.empty:
         raise PaperBuildError("the clustering comparison has no RD row")
@@ -79,6 +90,10 @@ def result_macros(comparison: pd.DataFrame, steering: pd.DataFrame) -> dict[str,
         "RDTiePercent": f"{100 * float(rd['rd_tie']):.0f}",
         "NSettings": str(int(rd["n_settings"])),
         "SteeringSummary": "; ".join(parts),
+        "NPromptsSteerable": str(int(((k_min >= 2) & (k_min <= k_clamp)).sum())),
+        "NPromptsOneCluster": str(int((k_min == 1).sum())),
+        "NPromptsPastClamp": str(int((k_min > k_clamp).sum())),
+        "KClamp": str(int(k_clamp)),
     }
 
 

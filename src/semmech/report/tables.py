@@ -221,11 +221,13 @@ def clustering_comparison_latex(table: pd.DataFrame) -> str:
 
 def diagnosis_latex(diag: pd.DataFrame) -> str:
     """The clustering diagnosis (:func:`semmech.cluster.diagnosis_table.diagnosis_row` rows): per
-    prompt the critical β of the first split at each γ, the effective dimension of ã and the
-    share of its top-10 coordinates."""
+    prompt the K of each swept configuration, the critical β of the first split and of
+    isolating one continuation at each γ, the effective dimension of ã and the share of its
+    top-10 coordinates."""
     f2 = "{:.2f}"
     cols = [
         Column("prompt_id", "prompt", None, "l"),
+        Column("K_swept", "$K$ on the grid", None, "l"),
         *[
             Column(c, f"$\\beta^*_{{\\gamma={g:g}}}$", f2)
             for g, c in critical_beta_columns(diag.columns, "split")

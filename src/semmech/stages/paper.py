@@ -17,6 +17,7 @@ import pandas as pd
 from .. import io
 from ..report.paper import (
     COMPARISON_COLUMNS,
+    DIAGNOSIS_SUMMARY_COLUMNS,
     LATEXMK_MISSING,
     PAPER_SOURCES,
     STEERING_SUMMARY_COLUMNS,
@@ -44,6 +45,7 @@ def run_paper(
     main_tex: str | Path,
     out_pdf: str | Path,
     latexmk: str,
+    k_clamp: int,
     macros: Mapping[str, Any] | None = None,
     aliases: Mapping[str, str] | None = None,
     job_log: str | Path | None = None,
@@ -58,7 +60,8 @@ def run_paper(
     ``generated/tables/`` for run files (e.g. the example prompt's cluster summary), so the
     manuscript never spells a prompt id. Pointing ``run_dir`` at another run rebuilds the paper
     for that run; the build directory can be recompiled by hand with ``latexmk -pdf main.tex``.
-    latexmk's output goes beside ``job_log`` as ``.latexmk.log``.
+    latexmk's output goes beside ``job_log`` as ``.latexmk.log``. ``k_clamp``: the largest K
+    steered (``steering.k_clamp``), for the count of steerable prompts.
     """
     exe = shutil.which(latexmk)
     if exe is None:
@@ -103,6 +106,8 @@ def run_paper(
     headline = result_macros(
         _read_csv(run_dir / "tables/clustering_comparison.csv", COMPARISON_COLUMNS),
         _read_csv(run_dir / "tables/steering_comparison.csv", STEERING_SUMMARY_COLUMNS),
+        _read_csv(run_dir / "tables/clustering_diagnosis.csv", DIAGNOSIS_SUMMARY_COLUMNS),
+        k_clamp,
     )
     (gen / "run.tex").write_text(run_tex({**headline, **(macros or {})}, run_dir.as_posix()))
     env = dict(os.environ, SOURCE_DATE_EPOCH="0", FORCE_SOURCE_DATE="1")
