@@ -110,7 +110,10 @@ def test_the_grid_lookup_exists_once():
     [
         "semmech.config",
         "semmech.prompts",
+        "semmech.io",
+        "semmech.startup",
         "semmech.model.source",
+        "semmech.views.embedding_source",
         "semmech.steer.settings",
         "semmech.cluster.grid",
     ],

@@ -95,6 +95,8 @@ def _type_name(sub: Mapping[str, Any]) -> str:
     for key, op in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤")):
         if key in sub:
             name += f", {op} {sub[key]}"
+    if sub.get("minLength") == 1:
+        name += ", non-empty"
     return name
 
 
@@ -150,3 +152,11 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
     for g in clustering.get("gammas", []):
         if not 0.0 <= float(g) <= 1.0:
             raise ConfigError(f"clustering.gammas: {g} is outside [0, 1]")
+    budgets = steering.get("budgets") or []
+    max_nodes = cfg.get("attribution", {}).get("max_feature_nodes")
+    if budgets and max_nodes is not None and max(budgets) > max_nodes:
+        raise ConfigError(
+            f"steering.budgets: budget B={max(budgets)} exceeds attribution.max_feature_nodes="
+            f"{max_nodes}, the most feature nodes a signature can hold; lower steering.budgets "
+            "or raise attribution.max_feature_nodes"
+        )

@@ -8,27 +8,34 @@ from pathlib import Path
 from snakemake.io import regex_from_filepattern
 from snakemake.utils import min_version
 
-from semmech.config import derive_seed, validate_config
-from semmech.model.source import DEFAULT_MODEL, check_model_available, model_source
-from semmech.prompts import read_prompts
+from semmech.config import derive_seed
+from semmech.io import remove_orphan_sidecars
+from semmech.model.source import DEFAULT_MODEL, model_source
+from semmech.startup import check_startup
 
 min_version("9.0")
 
 
-# One validator for the workflow and the tests: unknown keys and wrong types fail here,
-# with the key named, before any job starts; schema defaults are filled in.
-config.update(validate_config(config))
+# One set of start-up checks for the workflow and the tests (semmech.startup): unknown keys,
+# wrong types and impossible values, the prompt file, the main and embedding models (found
+# offline, with config, tokenizer and weights) and a transcoder directory fail here, with the
+# key named, before any job starts; schema defaults are filled in.
+_checked_config, PROMPTS = check_startup(config)
+config.update(_checked_config)
 
 RUN = config["run"]
 RESULTS = f"results/{RUN}"
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 
-PROMPTS = read_prompts(config["prompts"])
 PROMPT_IDS = [p.id for p in PROMPTS]
 PROMPT_TEXT = {p.id: p.text for p in PROMPTS}
 
-check_model_available(config["model"]["name"], config["model"]["allow_download"])
+# The Snakemake report renders reStructuredText (workflow/report/*.rst); docutils' raw and
+# include directives are switched off for it, so nothing a config value carries can put HTML
+# or a local file into a report that is meant to be shared. DOCUTILSCONFIG replaces docutils'
+# default config files (./docutils.conf included) with this one.
+os.environ["DOCUTILSCONFIG"] = str(Path(workflow.basedir) / "workflow" / "report" / "docutils.conf")
 
 # The prepared default model is an input of every model-using rule; a user model is not
 # produced by the DAG, so its rules depend on nothing.
@@ -145,6 +152,11 @@ def stage_targets():
 def all_targets():
     """What `snakemake --cores all` builds: all stage outputs plus the reviewer's manifest."""
     return stage_targets() + [f"{RESULTS}/manifest.json"]
+
+
+onerror:
+    # Snakemake deletes a failed job's outputs but not their integrity records (<file>.sha256).
+    remove_orphan_sidecars(RESULTS)
 
 
 def output_producers():

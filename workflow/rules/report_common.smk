@@ -9,12 +9,8 @@ FIGURES = f"{RESULTS}/figures"
 TABLES = f"{RESULTS}/tables"
 FIG_CFG = config["figures"]
 
+# (checked against the prompt ids at start-up, semmech.startup)
 EXAMPLE_PROMPT = FIG_CFG["example_prompt"] or PROMPT_IDS[0]
-if EXAMPLE_PROMPT not in PROMPT_IDS:
-    raise ValueError(
-        f"figures.example_prompt: {EXAMPLE_PROMPT!r} is not a prompt id of "
-        f"{config['prompts']} (ids: {PROMPT_IDS})"
-    )
 
 # (beta, gamma) pairs summarised in the cluster tables and browser; the first one is also
 # the configuration of the per-prompt figures.

@@ -92,7 +92,8 @@ def read_transcoder_file(
     """Read and validate one ``layer_<l>.safetensors`` file (see the module docstring)."""
     path = Path(path)
     try:
-        arrays, meta = io.read_safetensors(path)
+        # user-supplied transcoders have no integrity record; trained ones do and are checked
+        arrays, meta = io.read_safetensors(path, required_record=False)
     except io.CorruptInputError as exc:
         raise TranscoderFormatError(str(exc)) from exc
     tensors = {k: torch.from_numpy(v) for k, v in arrays.items()}
