@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The Debian packages the test suite drives besides Python: headless Chromium (the report and
 # the cluster browser are opened in it), latexmk with a minimal TeX Live (the paper) and
-# pdftotext from poppler-utils (the paper's text is checked). envs/install.sh runs this, so the
-# README's test command and CI (.ci/run) install them the same way.
+# pdftotext from poppler-utils (the paper's text is checked). `envs/install.sh --tests` runs this,
+# so the README's test command and CI (.ci/run) install them the same way.
 #
 # As root on a Debian/Ubuntu machine it installs whatever is missing (nothing when all are
 # present); otherwise it prints the one command that does and exits 0, so that the venv can

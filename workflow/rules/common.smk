@@ -39,8 +39,13 @@ os.environ["DOCUTILSCONFIG"] = str(Path(workflow.basedir) / "workflow" / "report
 
 # The prepared default model is an input of every model-using rule; a user model is not
 # produced by the DAG, so its rules depend on nothing.
+# Only the default's (fixed) directory is ever a rule output: a user's model path, whatever
+# characters it holds ({, <), never becomes a file pattern.
 MODEL_SOURCE = model_source(config["model"]["name"])
-MODEL_READY = [f"{MODEL_SOURCE}/config.json"] if config["model"]["name"] == DEFAULT_MODEL else []
+DEFAULT_MODEL_SOURCE = model_source(DEFAULT_MODEL)
+MODEL_READY = (
+    [f"{DEFAULT_MODEL_SOURCE}/config.json"] if config["model"]["name"] == DEFAULT_MODEL else []
+)
 
 
 # Cheap aggregation over prompts runs on the submitting host under a cluster executor; every
