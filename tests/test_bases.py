@@ -268,7 +268,9 @@ def test_transcoder_training_writes_loadable_deterministic_files(tmp_path):
     again = train_transcoders(model, prompts, conts, settings, seed=4, out_dir=tmp_path / "b")
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
         "layer_0.safetensors",
+        "layer_0.safetensors.sha256",  # integrity records (semmech.io)
         "layer_2.safetensors",
+        "layer_2.safetensors.sha256",
     ]
     for name in ("layer_0.safetensors", "layer_2.safetensors"):
         ta, ma = io.read_safetensors(tmp_path / "a" / name)

@@ -107,7 +107,7 @@ def test_docutils_settings_switch_off_raw_and_include(tmp_path):
 
 def test_the_workflow_points_docutils_at_its_settings():
     common = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    assert 'os.environ["DOCUTILSCONFIG"]' in common
+    assert 'use_report_docutils_settings(Path(workflow.basedir) / "workflow" / "report"' in common
     conf = DOCUTILS_CONF.read_text()
     assert "raw_enabled: no" in conf and "file_insertion_enabled: no" in conf
 

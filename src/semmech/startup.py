@@ -10,6 +10,7 @@ Torch-free: the Snakefile is parsed once per job on a cluster.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -47,3 +48,12 @@ def check_startup(config: Mapping[str, Any]) -> tuple[dict[str, Any], list[Promp
                 f"({TRANSCODER_FILE_GLOB}); set it to null to train transcoders instead"
             )
     return cfg, prompts
+
+
+def use_report_docutils_settings(conf: str | Path) -> None:
+    """Point docutils at ``conf`` (workflow/report/docutils.conf: raw and include switched off)
+    for every reStructuredText the Snakemake report renders in this process. DOCUTILSCONFIG
+    replaces docutils' default config files (./docutils.conf included)."""
+    if not Path(conf).is_file():
+        raise FileNotFoundError(f"docutils settings of the report not found: {conf}")
+    os.environ["DOCUTILSCONFIG"] = str(conf)

@@ -9,9 +9,8 @@ from snakemake.io import regex_from_filepattern
 from snakemake.utils import min_version
 
 from semmech.config import derive_seed
-from semmech.io import remove_orphan_sidecars
 from semmech.model.source import DEFAULT_MODEL, model_source
-from semmech.startup import check_startup
+from semmech.startup import check_startup, use_report_docutils_settings
 
 min_version("9.0")
 
@@ -33,13 +32,12 @@ PROMPT_TEXT = {p.id: p.text for p in PROMPTS}
 
 # The Snakemake report renders reStructuredText (workflow/report/*.rst); docutils' raw and
 # include directives are switched off for it, so nothing a config value carries can put HTML
-# or a local file into a report that is meant to be shared. DOCUTILSCONFIG replaces docutils'
-# default config files (./docutils.conf included) with this one.
-os.environ["DOCUTILSCONFIG"] = str(Path(workflow.basedir) / "workflow" / "report" / "docutils.conf")
+# or a local file into a report that is meant to be shared.
+use_report_docutils_settings(Path(workflow.basedir) / "workflow" / "report" / "docutils.conf")
 
 # The prepared default model is an input of every model-using rule; a user model is not
 # produced by the DAG, so its rules depend on nothing.
-# Only the default's (fixed) directory is ever a rule output: a user's model path, whatever
+# Only the default's (fixed) directory is ever an output of the DAG; a user's model path, whatever
 # characters it holds ({, <), never becomes a file pattern.
 MODEL_SOURCE = model_source(config["model"]["name"])
 DEFAULT_MODEL_SOURCE = model_source(DEFAULT_MODEL)
@@ -157,11 +155,6 @@ def stage_targets():
 def all_targets():
     """What `snakemake --cores all` builds: all stage outputs plus the reviewer's manifest."""
     return stage_targets() + [f"{RESULTS}/manifest.json"]
-
-
-onerror:
-    # Snakemake deletes a failed job's outputs but not their integrity records (<file>.sha256).
-    remove_orphan_sidecars(RESULTS)
 
 
 def output_producers():
