@@ -31,6 +31,7 @@ def _write_all(d: Path) -> dict[str, Path]:
         "npz": d / "e.npz",
         "safetensors": d / "w.safetensors",
         "signatures": d / "attribution" / "p.safetensors",
+        "csv": d / "tables" / "c.csv",
     }
     io.write_parquet(
         pd.DataFrame({"sample_idx": [0, 1, 2], "weight": [0.5, 0.3, 0.2]}), files["parquet"]
@@ -39,6 +40,8 @@ def _write_all(d: Path) -> dict[str, Path]:
     io.write_npz(files["npz"], embeddings=np.eye(3, dtype=np.float32))
     io.write_safetensors({"x": np.ones(4, np.float32)}, files["safetensors"], metadata={"k": "v"})
     write_signatures(files["signatures"], A, metadata={"basis": "test"})
+    with io.atomic_path(files["csv"]) as tmp:  # as the table stages write their CSVs
+        pd.DataFrame({"method": ["RD", "KM"], "value": [0.5, 0.25]}).to_csv(tmp, index=False)
     return files
 
 
@@ -49,6 +52,7 @@ def _readers(files: dict[str, Path]):
         "npz": lambda: io.read_npz(files["npz"]),
         "safetensors": lambda: io.read_safetensors(files["safetensors"]),
         "signatures": lambda: read_signatures(files["signatures"]),
+        "csv": lambda: io.read_csv(files["csv"], ["method"]),
     }
 
 

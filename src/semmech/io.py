@@ -188,6 +188,17 @@ def read_parquet(path: str | os.PathLike, required: list[str] | None = None) -> 
     return require_columns(df, required or [], str(path))
 
 
+def read_csv(path: str | os.PathLike, required: Sequence[str] = ()) -> pd.DataFrame:
+    """Read a CSV table the workflow wrote (integrity record checked); name the file when it
+    is corrupt, changed since written, or lacks columns."""
+    verify_integrity(path)
+    try:
+        df = pd.read_csv(path)
+    except Exception as exc:
+        raise CorruptInputError(f"{path}: cannot read CSV table ({exc})") from exc
+    return require_columns(df, list(required), str(path))
+
+
 def require_columns(
     df: pd.DataFrame,
     columns: Sequence[str],

@@ -32,10 +32,9 @@ __all__ = ["run_paper"]
 
 def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
     try:
-        df = pd.read_csv(path)
-    except Exception as exc:
-        raise PaperBuildError(f"{path}: cannot read ({exc}); run the workflow first") from exc
-    return io.require_columns(df, required, str(path), error=PaperBuildError)
+        return io.read_csv(path, required)
+    except io.CorruptInputError as exc:
+        raise PaperBuildError(f"{exc}; run the workflow first") from exc
 
 
 def run_paper(
