@@ -512,7 +512,7 @@ def test_snakemake_report_holds_every_figure_and_the_browser(smoke_report):
     links.feed(page)
     smoke_ids = [
         r["id"]
-        for r in __import__("yaml").safe_load((REPO / "config/prompts_smoke.yaml").read_text())
+        for r in __import__("yaml").safe_load((REPO / ".test/config/prompts.yaml").read_text())
     ]
     assert links.sections == smoke_ids and links.nav == smoke_ids
 
