@@ -110,8 +110,11 @@ def test_the_grid_lookup_exists_once():
     [
         "semmech.config",
         "semmech.prompts",
+        "semmech.io",
+        "semmech.startup",
         "semmech.model.source",
         "semmech.model.transcoder_format",
+        "semmech.views.embedding_source",
         "semmech.steer.settings",
         "semmech.cluster.grid",
     ],

@@ -127,10 +127,7 @@ def run_tables_page(*, tables: Mapping[str, str | Path], title: str, out_html: s
     """The run's aggregate CSV tables, by name, as one HTML page."""
     frames = {}
     for name, path in tables.items():
-        try:
-            frames[name] = pd.read_csv(path)
-        except Exception as exc:
-            raise io.CorruptInputError(f"{path}: cannot read table {name!r} ({exc})") from exc
+        frames[name] = io.read_csv(path)
     io.write_text(render_tables_html(frames, title), out_html)
 
 
