@@ -188,6 +188,14 @@ def read_parquet(path: str | os.PathLike, required: list[str] | None = None) -> 
     return require_columns(df, required or [], str(path))
 
 
+def write_csv(df: pd.DataFrame, path: str | os.PathLike, float_format: str | None = None) -> None:
+    """A table as CSV without pandas' index and with "\n" line ends, atomically, with its
+    integrity record; floats at full precision (pandas' shortest round trip) unless
+    ``float_format`` says otherwise."""
+    with atomic_path(path, suffix=".csv") as tmp:
+        df.to_csv(tmp, index=False, lineterminator="\n", float_format=float_format)
+
+
 def read_csv(path: str | os.PathLike, required: Sequence[str] = ()) -> pd.DataFrame:
     """Read a CSV table the workflow wrote (integrity record checked); name the file when it
     is corrupt, changed since written, or lacks columns."""
