@@ -42,6 +42,7 @@ from semmech.views.embedding_source import (
     EmbeddingModelNotFoundError,
     EmbeddingSettingError,
     check_embedding_available,
+    check_task_prefix,
 )
 
 # Every error type a start-up check raises (each message names its config key).
@@ -540,3 +541,14 @@ def test_embedding_model_is_found_offline_at_start_up(tmp_path):
     dirs = _model_dirs(tmp_path)
     with pytest.raises(EmbeddingModelNotFoundError, match="embedding.model: .*lacks a tokenizer"):
         check_embedding_available(dirs["only_config"])
+
+
+def test_task_prefix_must_leave_room_in_the_encoder_window():
+    """The task prefix is never truncated: with the encoder's special tokens it must leave at
+    least one token of the window (the default encoder's is 256) for the continuation."""
+    check_task_prefix("default", "task: search result | query: ")
+    check_task_prefix("default", "word " * 253)  # 253 + [CLS] + [SEP] = 255 tokens
+    with pytest.raises(
+        EmbeddingSettingError, match=r"embedding.task_prefix: 256 tokens .* 256-token"
+    ):
+        check_task_prefix("default", "word " * 254)
