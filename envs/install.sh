@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
 # Create (or update) .venv with the pinned CPU stack, semmech itself and the two offline models.
+#   --tests   also the Debian packages the test suite drives (the README's test command and CI)
 # Idempotent: a second run installs nothing new. Used by the README's commands and by CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# --- System packages for the tests (Chromium, latexmk + TeX Live, poppler) -------------------
+# With --tests: installed as root (as on CI); otherwise envs/system-packages.sh prints the one
+# apt-get command that installs them. Without them the Chromium and paper tests are skipped.
+if [[ ${1:-} == --tests ]]; then
+  bash envs/system-packages.sh
+elif [[ $# -gt 0 ]]; then
+  echo "usage: bash envs/install.sh [--tests]" >&2
+  exit 2
+fi
+# ---------------------------------------------------------------------------------------------
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 PIP=".venv/bin/python -m pip"

@@ -35,6 +35,29 @@ BUDGETS = [5, 10]
 EPSILONS = [-1.0, -0.5, -0.1, 0.0, 0.1, 0.5, 1.0]
 METHODS = {"RD": 0.8, "KM-Sem": 0.0, "Single": 0.4, "Random": 0.0}
 
+
+def write_signatures(
+    path: Path,
+    A: np.ndarray | torch.Tensor,
+    metadata: dict[str, str] | None = None,
+    record: dict | None = None,
+    rows: Sequence[dict] | None = None,
+) -> None:
+    """``attribution/{p}.safetensors`` and its ``.completeness.json`` as the attribute stage
+    writes them: every continuation's ``prefix_kept`` is its signature row's sum (``rows``:
+    the attribution's own completeness rows, when there are any)."""
+    A = A.detach().float().numpy() if isinstance(A, torch.Tensor) else np.asarray(A, np.float32)
+    io.write_safetensors(
+        {"signatures": torch.from_numpy(np.ascontiguousarray(A))}, path, metadata=metadata
+    )
+    if rows is None:
+        rows = [{"prefix_kept": float(r.astype(np.float64).sum())} for r in A]
+    io.write_json(
+        {**(record or {}), "continuations": [{"sample_idx": n, **r} for n, r in enumerate(rows)]},
+        path.with_name(path.name.removesuffix(".safetensors") + ".completeness.json"),
+    )
+
+
 _ANSWERS = {
     0: [
         "It is the closest planet to the Sun.",
@@ -231,16 +254,13 @@ def make_synthetic_run(
         )
         E = data["E"][order].astype(np.float32)
         A = data["A"][order].astype(np.float32)
-        io.write_safetensors(
-            {"signatures": torch.from_numpy(np.ascontiguousarray(A))},
+        write_signatures(
             run / f"attribution/{pid}.safetensors",
+            A,
             metadata={"basis": "mlp_neurons", "model": "synthetic"},
+            record={"prompt_id": pid, "max_rel_error": 1e-6, "passed": True},
         )
         io.write_parquet(nodes, run / f"attribution/{pid}.nodes.parquet")
-        io.write_json(
-            {"prompt_id": pid, "max_rel_error": 1e-6, "passed": True},
-            run / f"attribution/{pid}.completeness.json",
-        )
         io.write_npz(
             run / f"embeddings/{pid}.npz",
             embeddings=E,

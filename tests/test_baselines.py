@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from synthetic_run import write_signatures
 
 from semmech import io
 from semmech.cluster.baselines import (
@@ -297,10 +297,8 @@ def _write_inputs(root, pid, d, n_rows=None):
         root / "samples" / f"{pid}.parquet",
     )
     io.write_npz(root / "embeddings" / f"{pid}.npz", embeddings=d["E"].astype(np.float32))
-    io.write_safetensors(
-        {"signatures": torch.from_numpy(d["A"].astype(np.float32))},
-        root / "attribution" / f"{pid}.safetensors",
-        metadata={"basis": "test"},
+    write_signatures(
+        root / "attribution" / f"{pid}.safetensors", d["A"], metadata={"basis": "test"}
     )
     d_a = d["A"].shape[1]
     io.write_parquet(

@@ -136,7 +136,9 @@ def test_transcoder_set_roundtrip_encoding_and_lazy_decoders(tmp_path, models):
         "mlp.hook_out",
     )
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["config.yaml"] + [f"layer_{l}.safetensors" for l in range(layout.n_layers)]
+    files = ["config.yaml"] + [f"layer_{l}.safetensors" for l in range(layout.n_layers)]
+    # each file with its integrity record (semmech.io), checked when the set is loaded
+    assert names == sorted(f + s for f in files for s in ("", io.SIDECAR_SUFFIX))
     arrays, _ = io.read_safetensors(tmp_path / "layer_0.safetensors")
     assert sorted(arrays) == [
         "W_dec",
@@ -225,6 +227,15 @@ def _write_layer(path, tensors):
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
 
 
+def _flip_last_byte(name: str):
+    def mutate(path):
+        data = bytearray((path / name).read_bytes())
+        data[-2] ^= 0x01
+        (path / name).write_bytes(bytes(data))
+
+    return mutate
+
+
 def test_transcoder_set_errors(tmp_path, models):
     """Every bad set fails with one error naming the problem, from headers alone."""
     layout = ModelLayout.discover(models["llama"])
@@ -237,7 +248,7 @@ def test_transcoder_set_errors(tmp_path, models):
         if config is not None:
             cfg = yaml.safe_load((path / "config.yaml").read_text())
             cfg.update(config)
-            (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+            io.write_yaml(cfg, path / "config.yaml")  # the set as written, with its record
         if mutate:
             mutate(path)
         return path
@@ -367,6 +378,18 @@ def test_transcoder_set_errors(tmp_path, models):
             TranscoderFormatError,
             "cannot read",
         ),
+        # a set semmech wrote whose layer file changed afterwards (one byte of W_dec's data):
+        # its integrity record no longer matches
+        (
+            make("flipped", _flip_last_byte("layer_1.safetensors")),
+            TranscoderFormatError,
+            r"layer_1\.safetensors: content does not match the sha256 recorded",
+        ),
+        (
+            make("flipped_config", _flip_last_byte("config.yaml")),
+            TranscoderFormatError,
+            r"config\.yaml: content does not match the sha256 recorded",
+        ),
     ]
     for path, exc, message in cases:
         with pytest.raises(exc, match=message):
@@ -403,6 +426,8 @@ def test_a_hub_set_is_read_from_the_hugging_face_cache(tmp_path, models, monkeyp
     repo = cache / "models--someone--tiny-transcoders"
     snap = repo / "snapshots" / commit
     tcs = write_random_set(snap, layout)
+    for side in snap.glob("*" + io.SIDECAR_SUFFIX):
+        side.unlink()  # a hub snapshot holds the set's own files only, no integrity records
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
     basis = TranscoderBasis.load(
@@ -535,11 +560,15 @@ def test_transcoder_training_writes_loadable_deterministic_files(tmp_path):
     )
     stats = train_transcoders(model, prompts, conts, settings, seed=4, out_dir=tmp_path / "a")
     again = train_transcoders(model, prompts, conts, settings, seed=4, out_dir=tmp_path / "b")
-    # A complete set in circuit-tracer's format: every layer, the untrained one inactive.
+    # A complete set in circuit-tracer's format: every layer, the untrained one inactive, each
+    # file with its integrity record (semmech.io).
     names = ["config.yaml", "layer_0.safetensors", "layer_1.safetensors", "layer_2.safetensors"]
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == names
-    for name in names:
+    listing = sorted(n + s for n in names for s in ("", io.SIDECAR_SUFFIX))
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == listing
+    for name in listing:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    for name in names:
+        io.verify_integrity(tmp_path / "a" / name)
     cfg = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())
     assert cfg["model_kind"] == "transcoder_set" and cfg["trained_layers"] == [0, 2]
     assert stats == again

@@ -100,3 +100,22 @@ def test_section_defaults_come_from_the_schema():
     assert load_config(REPO / "config" / "config.yaml")["steering"] == section_defaults(
         "steering", load_config(REPO / "config" / "config.yaml")["steering"]
     )
+
+
+@pytest.mark.parametrize(
+    "path", ["config/config.yaml", "config/paper.yaml", ".test/config/config.yaml"]
+)
+def test_defaults_are_filled_as_snakemake_fills_them(path):
+    """validate_config fills defaults itself (the schema parsed once per process); the result
+    is what Snakemake's own validate(..., set_default=True) makes of the same config, and
+    validating it again changes nothing (the defaults are valid values)."""
+    from snakemake.utils import validate
+
+    from semmech.config import SCHEMA_PATH
+
+    raw = yaml.safe_load((REPO / path).read_text())
+    ours = validate_config(raw)
+    theirs = yaml.safe_load((REPO / path).read_text())
+    validate(theirs, str(SCHEMA_PATH), set_default=True)
+    assert ours == theirs
+    assert validate_config(ours) == ours

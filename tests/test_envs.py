@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -91,7 +92,12 @@ def test_safetensors_bytes_do_not_depend_on_the_process(tmp_path):
         subprocess.run(
             [sys.executable, "-c", code, str(out)],
             check=True,
-            env={"PYTHONHASHSEED": str(i), "PATH": "/usr/bin:/bin"},
+            env={
+                "PYTHONHASHSEED": str(i),
+                "PATH": "/usr/bin:/bin",
+                # the semmech under test (a checkout may shadow the installed one)
+                **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ},
+            },
         )
         outs.append(out.read_bytes())
     assert outs[0] == outs[1] == outs[2]
@@ -99,3 +105,40 @@ def test_safetensors_bytes_do_not_depend_on_the_process(tmp_path):
 
     tensors, meta = read_safetensors(tmp_path / "0.safetensors")
     assert meta["k11"] == "11" and tensors["b"].shape == (2, 3)
+
+
+# Programs the tests look up with shutil.which, and the Debian package that provides each.
+TEST_PROGRAMS = {
+    "chromium": "chromium",
+    "chromium-browser": "chromium",
+    "latexmk": "latexmk",
+    "pdftotext": "poppler-utils",
+}
+
+
+def test_the_readme_test_command_and_ci_install_every_program_the_tests_need():
+    """A test that finds no program is skipped; `envs/install.sh --tests` (the README's test
+    command, and CI's) installs every program the tests look for, from one list."""
+    import subprocess
+
+    listed = subprocess.run(
+        ["bash", str(REPO / "envs" / "system-packages.sh"), "--print"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    wanted = set()
+    for test in sorted((REPO / "tests").glob("*.py")):
+        for program in re.findall(r"shutil\.which\(\"([^\"]+)\"\)", test.read_text()):
+            assert program in TEST_PROGRAMS, f"{test.name} needs {program}: add its package"
+            wanted.add(TEST_PROGRAMS[program])
+    assert wanted and wanted <= set(listed)
+    assert {"texlive-latex-base", "texlive-latex-recommended"} <= set(listed)  # for latexmk
+    readme = (REPO / "README.md").read_text()
+    assert "bash envs/install.sh --tests && .venv/bin/python -m pytest" in readme
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "bash envs/install.sh --tests" in ci
+    for package in listed:  # one list: CI does not install them by itself
+        assert package not in re.sub(r"#.*", "", ci), package
+    install = (REPO / "envs" / "install.sh").read_text()
+    assert "bash envs/system-packages.sh" in install

@@ -110,8 +110,11 @@ def test_the_grid_lookup_exists_once():
     [
         "semmech.config",
         "semmech.prompts",
+        "semmech.io",
+        "semmech.startup",
         "semmech.model.source",
         "semmech.model.transcoder_format",
+        "semmech.views.embedding_source",
         "semmech.steer.settings",
         "semmech.cluster.grid",
     ],
@@ -140,3 +143,62 @@ def test_workflow_scripts_call_one_stage_function_with_keywords():
             if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == fn
         ]
         assert len(calls) == 1 and not calls[0].args, f"{script}: call {fn} once, keywords only"
+
+
+# Modules that write files outside the run directory, which carry no integrity records.
+WRITERS_OUTSIDE_THE_RUN = {
+    "semmech.logs": "job logs (results/<run>/logs/, left out of the manifest)",
+    "semmech.model.loading": "the prepared default model under resources/, renamed into place whole",
+    "semmech.stages.paper": "the LaTeX build directory paper/build/, outside the run",
+}
+WRITE_METHODS = {"to_csv", "to_parquet", "to_json", "savefig", "write_text", "write_bytes"}
+WRITE_FUNCTIONS = {("json", "dump"), ("np", "save"), ("np", "savez"), ("yaml", "safe_dump")}
+
+
+def _is_atomic_path(item: ast.withitem) -> bool:
+    call = item.context_expr
+    return isinstance(call, ast.Call) and (
+        (isinstance(call.func, ast.Attribute) and call.func.attr == "atomic_path")
+        or (isinstance(call.func, ast.Name) and call.func.id == "atomic_path")
+    )
+
+
+def _raw_writes(node: ast.AST, inside_atomic: bool = False):
+    """Calls that write a file, outside a ``with atomic_path(...)`` block."""
+    if isinstance(node, ast.With) and any(_is_atomic_path(i) for i in node.items):
+        inside_atomic = True
+    if isinstance(node, ast.Call) and not inside_atomic:
+        f = node.func
+        if (
+            isinstance(f, ast.Attribute)
+            and f.attr in WRITE_METHODS
+            and not (isinstance(f.value, ast.Name) and f.value.id == "io")  # io.write_text
+        ):
+            yield node.lineno, f.attr
+        if (
+            isinstance(f, ast.Attribute)
+            and isinstance(f.value, ast.Name)
+            and (f.value.id, f.attr) in WRITE_FUNCTIONS
+            and not (f.attr == "safe_dump" and len(node.args) < 2)  # to a string
+        ):
+            yield node.lineno, f"{f.value.id}.{f.attr}"
+        if isinstance(f, ast.Name) and f.id == "open":
+            mode = node.args[1] if len(node.args) > 1 else None
+            mode = next((k.value for k in node.keywords if k.arg == "mode"), mode)
+            if isinstance(mode, ast.Constant) and set(str(mode.value)) & set("wax+"):
+                yield node.lineno, f"open(..., {mode.value!r})"
+    for child in ast.iter_child_nodes(node):
+        yield from _raw_writes(child, inside_atomic)
+
+
+def test_every_run_file_is_written_through_semmech_io():
+    """semmech.io's writers record each file's sha256 beside it (``<file>.sha256``) and every
+    reader checks it; a file written around them would have no record (or a stale one)."""
+    raw = [
+        f"{_module_name(path)}:{line} {what}"
+        for path in MODULES
+        if path.name != "io.py" or path.parent != SRC
+        if _module_name(path) not in WRITERS_OUTSIDE_THE_RUN
+        for line, what in _raw_writes(_tree(path))
+    ]
+    assert raw == []

@@ -16,6 +16,7 @@ import pytest
 from conftest import REPO
 from synthetic_run import BUDGETS, PROMPTS, STEER_CONFIG, make_synthetic_run
 
+from semmech import io
 from semmech.config import section_defaults
 from semmech.report.paper import PaperBuildError
 from semmech.report.tables import (
@@ -253,6 +254,21 @@ def test_missing_latexmk_is_named_with_the_fix(tmp_path):
             out_pdf=tmp_path / "build" / "main.pdf",
             latexmk="semmech-no-such-latexmk",
             k_clamp=K_CLAMP,
+        )
+
+
+def test_a_run_file_changed_after_writing_never_reaches_the_paper(tmp_path):
+    """Tables and figures are checked against their integrity records before they are copied
+    into the build (latexmk is never reached: `true` stands in for it)."""
+    run = tmp_path / "run"
+    io.write_text("\\begin{tabular}{l}x\\end{tabular}\n", run / "tables" / "t.tex")
+    (run / "tables" / "t.tex").write_text("\\begin{tabular}{l}y\\end{tabular}\n")
+    with pytest.raises(PaperBuildError, match=r"t\.tex: content does not match the sha256"):
+        run_paper(
+            run_dir=run,
+            main_tex=REPO / "paper" / "main.tex",
+            out_pdf=tmp_path / "build" / "main.pdf",
+            latexmk="true",
         )
 
 

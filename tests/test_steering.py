@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from synthetic_run import write_signatures
 from test_attribution import PROMPT, continuations, transcoder_basis, true_targets
 from tiny_models import TINY_MODELS, tiny_llama
 
@@ -373,10 +374,11 @@ def _write_prompt(
         },
         f["prompt"],
     )
-    io.write_safetensors(
-        {"signatures": res.signatures.float()},
-        f["signatures"],
+    write_signatures(
+        Path(f["signatures"]),
+        res.signatures,
         metadata={"basis": basis_meta, "model": model.name, "prompt_id": pid},
+        rows=res.completeness,
     )
     io.write_parquet(res.nodes.table(model.tokenizer), f["nodes"])
     io.write_npz(f["embeddings"], embeddings=E.astype(np.float32), sample_idx=np.arange(n))

@@ -148,6 +148,7 @@ def test_bad_transcoder_set_or_chat_template_fails_at_start_up(tmp_path):
     from test_bases import random_set
     from tiny_models import tiny_llama
 
+    from semmech import io
     from semmech.model.transcoders import write_transcoder_set
 
     model = tiny_llama(seed=0)
@@ -164,11 +165,9 @@ def test_bad_transcoder_set_or_chat_template_fails_at_start_up(tmp_path):
             edit(path)
         return str(path)
 
-    def clt(path):
+    def clt(path):  # the set as written, with its integrity record (semmech.io)
         cfg = yaml.safe_load((path / "config.yaml").read_text())
-        (path / "config.yaml").write_text(
-            yaml.safe_dump({**cfg, "model_kind": "cross_layer_transcoder"})
-        )
+        io.write_yaml({**cfg, "model_kind": "cross_layer_transcoder"}, path / "config.yaml")
 
     pfile = tmp_path / "prompts.yaml"
     pfile.write_text("- {id: a, text: 'who won the cup ?'}\n")

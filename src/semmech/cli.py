@@ -1,5 +1,6 @@
-"""Command line: `semmech verify results/<run>` re-checks a run against its manifest;
-`semmech config-reference` prints the generated config/README.md."""
+"""Command line: `semmech verify results/<run>` re-checks a run against its manifest (exit 0:
+all match; 1: problems, one line each; 2: no usable manifest); `semmech config-reference`
+prints the generated config/README.md."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 import sys
 
 from .config import config_reference
-from .manifest import MANIFEST_NAME, verify
+from .manifest import MANIFEST_NAME, ManifestError, verify
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +22,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(config_reference())
         return 0
     if args.command == "verify":
-        problems = verify(args.run_dir)
+        try:
+            problems = verify(args.run_dir)
+        except ManifestError as exc:  # nothing to verify against: one line, exit status 2
+            print(f"verify: {exc}", file=sys.stderr)
+            return 2
         for line in problems:
             print(line)
         if problems:

@@ -17,7 +17,6 @@ from typing import Any
 
 import jsonschema
 import yaml
-from snakemake.utils import validate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -30,9 +29,16 @@ class ConfigError(ValueError):
 def validate_config(cfg: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
     """Return a validated copy of ``cfg`` with schema defaults filled in.
 
-    Uses Snakemake's own ``validate`` so that the rules see exactly what tests see.
+    The workflow calls this at start-up (through :func:`semmech.startup.check_startup`), so the
+    rules see exactly what tests see. Defaults are filled as Snakemake's ``validate(...,
+    set_default=True)`` fills them (a test compares the two); the schema is parsed once per
+    process, which keeps start-up fast.
     """
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = (
+        _schema()
+        if Path(schema_path).resolve() == SCHEMA_PATH
+        else yaml.safe_load(Path(schema_path).read_text())
+    )
     error = jsonschema.exceptions.best_match(
         jsonschema.Draft202012Validator(schema).iter_errors(cfg)
     )
@@ -40,7 +46,7 @@ def validate_config(cfg: dict[str, Any], schema_path: str | Path = SCHEMA_PATH) 
         where = ".".join(str(p) for p in error.absolute_path) or "<top level>"
         raise ConfigError(f"invalid config at {where}: {error.message}")
     out = copy.deepcopy(cfg)
-    validate(out, str(schema_path), set_default=True)  # fills defaults exactly as the workflow does
+    _fill_defaults(out, schema)
     _check_semantics(out)
     return out
 
@@ -95,6 +101,8 @@ def _type_name(sub: Mapping[str, Any]) -> str:
     for key, op in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤")):
         if key in sub:
             name += f", {op} {sub[key]}"
+    if sub.get("minLength") == 1:
+        name += ", non-empty"
     return name
 
 
@@ -150,3 +158,11 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
     for g in clustering.get("gammas", []):
         if not 0.0 <= float(g) <= 1.0:
             raise ConfigError(f"clustering.gammas: {g} is outside [0, 1]")
+    budgets = steering.get("budgets") or []
+    max_nodes = cfg.get("attribution", {}).get("max_feature_nodes")
+    if budgets and max_nodes is not None and max(budgets) > max_nodes:
+        raise ConfigError(
+            f"steering.budgets: budget B={max(budgets)} exceeds attribution.max_feature_nodes="
+            f"{max_nodes}, the most feature nodes a signature can hold; lower steering.budgets "
+            "or raise attribution.max_feature_nodes"
+        )

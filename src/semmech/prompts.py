@@ -1,7 +1,9 @@
 """Prompt sets, validated before any model loads: ``{id, text}`` records from YAML, CSV or TSV,
 or the paper's AmbigQA selection (``prompts: ambigqa``, read from a local copy of the data).
 
-Prompt ids become file names in the DAG, so they must be unique and filesystem-safe.
+Prompt ids become file names in the DAG, so they must be unique and filesystem-safe: the
+whole id must match (a trailing newline is not part of a safe id), and two ids may not differ
+only in case (they would name the same file on a case-insensitive filesystem).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ AMBIGQA_SOURCES = (
 # Split names of the original files (the Hugging Face copy calls the dev split "validation").
 _JSON_SPLIT = {"train": "train", "validation": "dev", "dev": "dev"}
 
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # used with fullmatch only
 
 
 class PromptFileError(ValueError):
@@ -59,7 +61,7 @@ def check_prompts(records: list, path: str) -> list[Prompt]:
     if not records:
         raise PromptFileError(f"{path}: the prompt file is empty (expected a list of {{id, text}})")
     prompts: list[Prompt] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}  # case-folded id -> id as written
     for i, rec in enumerate(records):
         if (
             not isinstance(rec, dict)
@@ -71,16 +73,21 @@ def check_prompts(records: list, path: str) -> list[Prompt]:
                 f"{path}: record {i} must have exactly the keys 'id' and 'text', got {rec!r}"
             )
         pid, text = rec["id"], rec["text"]
-        if not isinstance(pid, str) or not SAFE_ID.match(pid):
+        if not isinstance(pid, str) or not SAFE_ID.fullmatch(pid):
             raise PromptFileError(
                 f"{path}: record {i}: unsafe prompt id {pid!r} (ids become file names: use 1-64 "
                 "characters from letters, digits, '_' and '-', starting with a letter or digit)"
             )
-        if pid in seen:
+        if seen.get(pid.casefold()) == pid:
             raise PromptFileError(f"{path}: duplicate prompt id {pid!r}")
+        if pid.casefold() in seen:
+            raise PromptFileError(
+                f"{path}: record {i}: prompt id {pid!r} differs from {seen[pid.casefold()]!r} "
+                "only in case (they would share file names on case-insensitive filesystems)"
+            )
         if not isinstance(text, str) or not text.strip():
             raise PromptFileError(f"{path}: prompt {pid!r} has empty text")
-        seen.add(pid)
+        seen[pid.casefold()] = pid
         prompts.append(Prompt(pid, text))
     return prompts
 

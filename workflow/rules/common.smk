@@ -8,39 +8,34 @@ from snakemake.io import regex_from_filepattern
 from snakemake.logging import logger
 from snakemake.utils import min_version
 
-from semmech.config import derive_seed, section_defaults, validate_config
-from semmech.model.source import (
-    DEFAULT_MODEL,
-    check_chat_template_kwargs,
-    check_model_available,
-    model_config_json,
-    model_source,
-)
-from semmech.model.transcoder_format import (
-    TranscoderNotFoundError,
-    check_configured_transcoders,
-    is_hub_id,
-)
-from semmech.prompts import AMBIGQA, configured_prompts
+from semmech.config import derive_seed, section_defaults
+from semmech.model.source import DEFAULT_MODEL, model_config_json, model_source
+from semmech.model.transcoder_format import is_hub_id
+from semmech.prompts import AMBIGQA
+from semmech.startup import check_startup, use_report_docutils_settings
 
 min_version("9.0")
 
 
-# One validator for the workflow and the tests: unknown keys and wrong types fail here,
-# with the key named, before any job starts; schema defaults are filled in.
-config.update(validate_config(config))
+# One set of start-up checks for the workflow and the tests (semmech.startup): unknown keys,
+# wrong types and impossible values, the prompt set, the steered and summarised
+# configurations, the main and embedding models (found offline, with config, tokenizer and
+# weights) and a configured transcoder set fail here, with the key named, before any job
+# starts; schema defaults are filled in.
+_startup = check_startup(config)
+config.update(_startup.config)
+PROMPTS = _startup.prompts
 
 RUN = config["run"]
 RESULTS = f"results/{RUN}"
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 
-# The prompt set: a prompt file, or (`prompts: ambigqa`) the AmbigQA selection, made here from
-# the local data with the same function that rule ambigqa_prompts (prompts.smk) writes down.
-PROMPTS = configured_prompts(config)
 PROMPT_IDS = [p.id for p in PROMPTS]
 PROMPT_TEXT = {p.id: p.text for p in PROMPTS}
 
+# With `prompts: ambigqa` the prompt set is the AmbigQA selection, made at start-up from the
+# local data with the same function that rule ambigqa_prompts (prompts.smk) writes down.
 AMBIGQA_OUTPUTS = {
     "prompts": f"{RESULTS}/prompts/ambigqa.yaml",
     "metadata": f"{RESULTS}/prompts/ambigqa.parquet",
@@ -50,19 +45,20 @@ AMBIGQA_DATA = [config["ambigqa"]["path"]] if USES_AMBIGQA else []
 # The written prompt set is an input of every sample job (nothing for a prompt file).
 PROMPT_SET_FILE = [AMBIGQA_OUTPUTS["prompts"]] if USES_AMBIGQA else []
 
-check_model_available(config["model"]["name"], config["model"]["allow_download"])
-# Keyword arguments for a chat template the model's tokenizer does not have fail here when the
-# tokenizer is on disk (else in the sample job, before the model loads).
-check_chat_template_kwargs(
-    config["model"]["chat_template_kwargs"],
-    config["model"]["chat_template"],
-    config["model"]["name"],
-)
+# The Snakemake report renders reStructuredText (workflow/report/*.rst); docutils' raw and
+# include directives are switched off for it, so nothing a config value carries can put HTML
+# or a local file into a report that is meant to be shared.
+use_report_docutils_settings(Path(workflow.basedir) / "workflow" / "report" / "docutils.conf")
 
 # The prepared default model is an input of every model-using rule; a user model is not
 # produced by the DAG, so its rules depend on nothing.
+# Only the default's (fixed) directory is ever an output of the DAG; a user's model path, whatever
+# characters it holds ({, <), never becomes a file pattern.
 MODEL_SOURCE = model_source(config["model"]["name"])
-MODEL_READY = [f"{MODEL_SOURCE}/config.json"] if config["model"]["name"] == DEFAULT_MODEL else []
+DEFAULT_MODEL_SOURCE = model_source(DEFAULT_MODEL)
+MODEL_READY = (
+    [f"{DEFAULT_MODEL_SOURCE}/config.json"] if config["model"]["name"] == DEFAULT_MODEL else []
+)
 
 
 # Cheap aggregation over prompts runs on the submitting host under a cluster executor; every
@@ -197,24 +193,23 @@ TRANSCODER_DIR = (
     if config["attribution"]["basis"] == "transcoder"
     else None
 )
-# A configured set is checked at start-up, from its file headers and the model's config.json:
-# not found, a cross-layer set, a missing layer file, a d_model or layer count that does not
-# fit the model all fail here. A hub set not yet cached is fetched by the first attribute job
-# when model.allow_download is true; its size is then unknown here.
-TRANSCODER_SPEC = None
-if config["attribution"]["basis"] == "transcoder" and config["attribution"]["transcoder_dir"]:
-    try:
-        TRANSCODER_SPEC = check_configured_transcoders(
-            config["attribution"]["transcoder_dir"], config["model"]["name"]
-        )
-    except TranscoderNotFoundError:
-        if not config["model"]["allow_download"]:
-            raise
-        logger.warning(
-            "transcoder set %s is not in the Hugging Face cache yet; the attribute jobs fetch "
-            "it, and their memory requests do not include it",
-            config["attribution"]["transcoder_dir"],
-        )
+# A configured set was checked at start-up (semmech.startup), from its file headers and the
+# model's config.json: not found, a cross-layer set, a missing layer file, a d_model or layer
+# count that does not fit the model all fail there. A hub set not yet cached is fetched by the
+# first attribute job when model.allow_download is true; its size is then unknown here.
+TRANSCODER_SPEC = (
+    _startup.transcoder_set if config["attribution"]["basis"] == "transcoder" else None
+)
+if (
+    config["attribution"]["basis"] == "transcoder"
+    and config["attribution"]["transcoder_dir"]
+    and TRANSCODER_SPEC is None
+):
+    logger.warning(
+        "transcoder set %s is not in the Hugging Face cache yet; the attribute jobs fetch "
+        "it, and their memory requests do not include it",
+        config["attribution"]["transcoder_dir"],
+    )
 # A hub set is not a file the DAG can track: only local sets are rule inputs.
 TRANSCODER_INPUT = [TRANSCODER_DIR] if TRANSCODER_DIR and not is_hub_id(str(TRANSCODER_DIR)) else []
 # Prompt tokens assumed when sizing per-continuation activation memory.

@@ -1,3 +1,12 @@
+from semmech.io import remove_orphan_sidecars
+
+
+onerror:
+    # Snakemake deletes a failed job's outputs but not their integrity records (<file>.sha256);
+    # the manifest rule removes such orphans too, before it lists the run.
+    remove_orphan_sidecars(RESULTS)
+
+
 rule manifest:
     """Hash every artifact of the run for reviewers (`semmech verify results/<run>`)."""
     input:

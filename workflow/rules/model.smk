@@ -1,7 +1,7 @@
 rule prepare_model:
     """Dequantise the offline default GGUF once into a safetensors model directory."""
     output:
-        config=f"{MODEL_SOURCE}/config.json",
+        config=f"{DEFAULT_MODEL_SOURCE}/config.json",
     log:
         f"{LOGS}/prepare_model.log",
     benchmark:

@@ -3,36 +3,18 @@
 # targets the default run builds and the manifest hashes. Include before those files and
 # before manifest.smk.
 
-from semmech.cluster.grid import on_grid
+from semmech.startup import summary_configs
 
 FIGURES = f"{RESULTS}/figures"
 TABLES = f"{RESULTS}/tables"
 FIG_CFG = config["figures"]
 
+# (checked against the prompt ids at start-up, semmech.startup)
 EXAMPLE_PROMPT = FIG_CFG["example_prompt"] or PROMPT_IDS[0]
-if EXAMPLE_PROMPT not in PROMPT_IDS:
-    raise ValueError(
-        f"figures.example_prompt: {EXAMPLE_PROMPT!r} is not a prompt id of "
-        f"{config['prompts']} (ids: {PROMPT_IDS})"
-    )
 
 # (beta, gamma) pairs summarised in the cluster tables and browser; the first one is also
-# the configuration of the per-prompt figures.
-if FIG_CFG["configs"] is None and config["steering"]["configs"] == "auto":
-    raise ValueError(
-        "figures.configs is null and steering.configs is auto: name the (beta, gamma) pairs "
-        "of the cluster tables, browser and per-prompt figures in figures.configs"
-    )
-SUMMARY_CONFIGS = [
-    [float(b), float(g)] for b, g in (FIG_CFG["configs"] or config["steering"]["configs"])
-]
-for _b, _g in SUMMARY_CONFIGS:
-    if not on_grid(config["clustering"]["betas"], config["clustering"]["gammas"], _b, _g):
-        raise ValueError(
-            f"figures.configs / steering.configs: (beta={_b:g}, gamma={_g:g}) is not on "
-            f"the clustering grid betas={config['clustering']['betas']} x "
-            f"gammas={config['clustering']['gammas']}"
-        )
+# the configuration of the per-prompt figures (checked at start-up, semmech.startup).
+SUMMARY_CONFIGS = summary_configs(config)
 FIGURE_CONFIG = SUMMARY_CONFIGS[0]
 
 # METHOD §5's beta grid (the schema's default), drawn in the clustering diagnosis figure.

@@ -4,10 +4,8 @@
 # Needs TRANSCODER_DIR, TRANSCODER_INPUT and transcoder_mem_mb from common.smk (include
 # that first).
 
-from semmech.steer.settings import check_steering_configs
-
-# A steered (beta, gamma) that the clustering sweep does not produce fails here, at start-up.
-check_steering_configs(config["steering"], config["clustering"], config["baselines"])
+# A steered (beta, gamma) that the clustering sweep does not produce, or a k_clamp beyond the
+# K-means baselines, failed at start-up (semmech.startup, called in common.smk).
 
 # Steered configurations per prompt: the named ones, or with `auto` up to the whole sweep.
 N_STEERED = (

@@ -32,10 +32,24 @@ RESERVED_CHAT_TEMPLATE_ARGS = (
     "return_dict",
 )
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+# What a loadable model directory holds besides config.json: a tokenizer (a fast tokenizer's
+# tokenizer.json, or the vocabulary of a slow one) and weights (safetensors or PyTorch .bin,
+# possibly sharded with an index naming every shard).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+WEIGHT_INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+NOT_WEIGHTS = ("training_args.bin",)
 
 
 class ModelNotFoundError(FileNotFoundError):
-    """The configured model is neither a local directory nor in the offline Hugging Face cache."""
+    """The configured model is neither a local directory nor in the offline Hugging Face cache,
+    or its directory lacks a config, a tokenizer or weights."""
 
 
 class ChatTemplateError(ValueError):
@@ -63,25 +77,81 @@ def model_source(name: str, resources_dir: str | Path = ".") -> str:
     return name
 
 
+def model_dir_problems(path: str | Path) -> list[str]:
+    """What a model directory lacks to be loaded offline (empty when it holds config.json, a
+    tokenizer and every weight file); read from file names and the shard index only."""
+    path = Path(path)
+    if not path.is_dir():
+        return [f"{path} is not a directory"]
+    problems = []
+    if not (path / "config.json").is_file():
+        problems.append("config.json")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        problems.append(
+            "a tokenizer (tokenizer.json, or a vocabulary: " + ", ".join(TOKENIZER_FILES[1:]) + ")"
+        )
+    indexes = [path / f for f in WEIGHT_INDEX_FILES if (path / f).is_file()]
+    if indexes:
+        for index in indexes:
+            try:
+                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except Exception as exc:  # any malformed index: named with its file
+                problems.append(f"a readable shard index ({index.name}: {exc})")
+                continue
+            absent = [
+                s for s in shards if not (path / s).is_file() or (path / s).stat().st_size == 0
+            ]
+            if absent:
+                problems.append(f"the weight shards {absent} named by {index.name}")
+    else:
+        weights = [
+            f
+            for pattern in ("*.safetensors", "*.bin")
+            for f in path.glob(pattern)
+            if f.name not in NOT_WEIGHTS and f.is_file()
+        ]
+        if not weights:
+            problems.append("weights (*.safetensors or *.bin, or a shard index)")
+        elif all(f.stat().st_size == 0 for f in weights):
+            problems.append(
+                f"non-empty weights ({', '.join(sorted(f.name for f in weights))} are empty)"
+            )
+    return problems
+
+
+def check_model_dir(path: str | Path, key: str) -> None:
+    """Raise naming ``key`` (the config key) and ``path`` when the directory is incomplete."""
+    problems = model_dir_problems(path)
+    if problems:
+        raise ModelNotFoundError(
+            f"{key}: model directory {path} cannot be loaded: it lacks {'; '.join(problems)} "
+            "(a model directory holds config.json, a tokenizer and weights)"
+        )
+
+
 def check_model_available(name: str, allow_download: bool = False) -> None:
-    """Fail fast, before any weights load, when a model cannot be found offline."""
+    """Fail fast, before any weights load, when a model cannot be found offline or its directory
+    (local, or the cached hub snapshot) lacks a config, a tokenizer or weights."""
     if name == DEFAULT_MODEL:
         default_gguf_file()
         return
     path = Path(name).expanduser()
     if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelNotFoundError(f"model directory {path} has no config.json")
+        check_model_dir(path, "model.name")
+        return
+    snapshot = cached_hub_dir(name)
+    if snapshot is not None:
+        if not allow_download:  # with downloads allowed, transformers fetches what is missing
+            check_model_dir(snapshot, "model.name")
         return
     if allow_download:
         return
-    if cached_hub_dir(name) is None:
-        raise ModelNotFoundError(
-            f"model {name!r} is not a local directory and is not in the offline Hugging Face cache. "
-            "Point model.name at a local copy (a directory with config.json, tokenizer and weights, "
-            "e.g. made with `huggingface-cli download {name} --local-dir DIR` on a machine with hub "
-            "access), or set model.allow_download: true where the hub is reachable."
-        )
+    raise ModelNotFoundError(
+        f"model.name: model {name!r} is not a local directory and is not in the offline Hugging "
+        "Face cache. Point model.name at a local copy (a directory with config.json, tokenizer "
+        f"and weights, e.g. made with `huggingface-cli download {name} --local-dir DIR` on a "
+        "machine with hub access), or set model.allow_download: true where the hub is reachable."
+    )
 
 
 def cached_hub_dir(name: str) -> Path | None:

@@ -49,6 +49,7 @@ import yaml
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from safetensors import safe_open
 
+from .. import io
 from .source import model_config_json
 
 CONFIG_FILE = "config.yaml"
@@ -244,6 +245,10 @@ def _read_config(path: Path, source: str) -> dict[str, Any]:
             f"one with model_kind: {MODEL_KIND}, feature_input_hook: {INPUT_HOOK}, "
             f"feature_output_hook: {OUTPUT_HOOK}"
         )
+    try:
+        io.verify_integrity(path, required=False)  # a set semmech wrote has a record
+    except io.CorruptInputError as exc:
+        raise TranscoderFormatError(str(exc)) from exc
     try:
         config = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

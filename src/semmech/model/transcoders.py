@@ -162,9 +162,14 @@ def load_transcoder_set(
     spec: TranscoderSetSpec, device: torch.device, dtype: torch.dtype
 ) -> dict[int, LayerTranscoder]:
     """The layers of a checked set: encoder side loaded in ``dtype`` on ``device``, decoders
-    memory-mapped."""
+    memory-mapped. A layer file with an integrity record (a set semmech trained) is checked
+    against it first; sets made elsewhere have none and are read as they are."""
     out = {}
     for lf in spec.layers:
+        try:
+            io.verify_integrity(lf.path, required=False)
+        except io.CorruptInputError as exc:
+            raise TranscoderFormatError(str(exc)) from exc
         try:
             with safe_open(str(lf.path), framework="pt") as fh:
                 t = {k: fh.get_tensor(k).to(device, dtype) for k in fh.keys() if k != "W_dec"}

@@ -187,17 +187,14 @@ def run_aggregate_clustering(
     diag = pd.DataFrame(
         [diagnosis_row(d["prompt_id"], d) for d in (io.read_json(p) for p in diagnoses)]
     )
-    with io.atomic_path(out_diagnosis) as tmp:
-        diag.to_csv(tmp, index=False, float_format="%.6g")
+    io.write_csv(diag, out_diagnosis, float_format="%.6g")
     io.write_text(diagnosis_latex(diag), out_diagnosis_tex)
     comp = pd.concat(
         [io.read_parquet(p, required=COMPARISON_COLUMNS) for p in tables], ignore_index=True
     )
     table = baselines.comparison_table(comp)
-    with io.atomic_path(out_csv) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
+    io.write_csv(table, out_csv, float_format="%.6g")
     io.write_text(clustering_comparison_latex(table), out_tex)
     sil = pd.concat([io.read_parquet(p) for p in silhouettes], ignore_index=True)
     summary = baselines.silhouette_summary(sil)
-    with io.atomic_path(out_silhouette) as tmp:
-        summary.to_csv(tmp, index=False, float_format="%.6g")
+    io.write_csv(summary, out_silhouette, float_format="%.6g")

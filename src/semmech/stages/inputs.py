@@ -44,9 +44,21 @@ def read_prompt_record(path: str | Path) -> dict[str, Any]:
     return record
 
 
+def completeness_path(signatures: str | Path) -> Path:
+    """``attribution/{p}.completeness.json``, written by the same job as the signatures."""
+    signatures = Path(signatures)
+    return signatures.with_name(signatures.name.removesuffix(".safetensors") + ".completeness.json")
+
+
 def read_signatures(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
     """The ``signatures`` matrix of ``attribution/{p}.safetensors`` as float64 and the file's
-    metadata, read through numpy (importing torch would dominate small jobs)."""
+    metadata, read through numpy (importing torch would dominate small jobs).
+
+    The file is checked against its integrity record, and every row against the prefix sum
+    the attribution stage stored beside it (``prefix_kept`` of each continuation in
+    ``attribution/{p}.completeness.json``, the same job's output), so signatures that do not
+    belong to their completeness record are refused before any clustering or steering."""
+    io.verify_integrity(path)
     try:
         with safe_open(str(path), framework="numpy") as fh:
             if "signatures" not in fh.keys():
@@ -59,7 +71,42 @@ def read_signatures(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
         raise io.CorruptInputError(f"{path}: cannot read safetensors ({exc})") from exc
     if A.ndim != 2:
         raise io.CorruptInputError(f"{path}: signatures must be 2-D, found shape {A.shape}")
+    check_completeness_sums(path, A)
     return A, dict(meta)
+
+
+def check_completeness_sums(path: str | Path, A: np.ndarray) -> None:
+    """Row n of the signatures must sum to the ``prefix_kept`` recorded for continuation n
+    (up to float summation order: 1e-6 of the row's absolute sum; rows with NaN/inf are left
+    to the clustering's finite check)."""
+    record_path = completeness_path(path)
+    record = io.read_json(record_path)
+    rows = record.get("continuations") if isinstance(record, dict) else None
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("prefix_kept"), (int, float)) for r in rows
+    ):
+        raise io.CorruptInputError(
+            f"{record_path}: expected 'continuations' with a numeric 'prefix_kept' per "
+            f"continuation, to check {Path(path).name} against"
+        )
+    if len(rows) != A.shape[0]:
+        raise io.CorruptInputError(
+            f"{path}: {A.shape[0]} signature rows but {record_path.name} records "
+            f"{len(rows)} continuations"
+        )
+    kept = np.array([float(r["prefix_kept"]) for r in rows])
+    with np.errstate(invalid="ignore", over="ignore"):
+        sums = A.sum(axis=1)
+        scale = np.abs(A).sum(axis=1)
+        # rows holding NaN/inf are left to the clustering's own finite check, which names them
+        bad = np.isfinite(A).all(axis=1) & ~(np.abs(sums - kept) <= 1e-6 * scale + 1e-12)
+    if bad.any():
+        n = int(np.flatnonzero(bad)[0])
+        raise io.CorruptInputError(
+            f"{path}: signature row {n} sums to {sums[n]!r} but {record_path.name} records "
+            f"prefix_kept {kept[n]!r} ({int(bad.sum())} of {len(kept)} rows differ): the "
+            "signatures do not match the attribution that wrote them"
+        )
 
 
 def read_prompt_views(

@@ -33,10 +33,19 @@ __all__ = ["run_paper"]
 
 def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
     try:
-        df = pd.read_csv(path)
-    except Exception as exc:
-        raise PaperBuildError(f"{path}: cannot read ({exc}); run the workflow first") from exc
-    return io.require_columns(df, required, str(path), error=PaperBuildError)
+        return io.read_csv(path, required)
+    except io.CorruptInputError as exc:
+        raise PaperBuildError(f"{exc}; run the workflow first") from exc
+
+
+def _copy_run_file(src: Path, dest: Path) -> None:
+    """Copy a run's table or figure into the build, after checking it against its integrity
+    record, so a file changed after the workflow wrote it never reaches the paper."""
+    try:
+        io.verify_integrity(src)
+    except io.CorruptInputError as exc:
+        raise PaperBuildError(str(exc)) from exc
+    shutil.copyfile(src, dest)
 
 
 def run_paper(
@@ -88,16 +97,16 @@ def run_paper(
     for f in sorted((run_dir / "tables").rglob("*.tex")):
         dest = gen / "tables" / f.relative_to(run_dir / "tables")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(f, dest)
+        _copy_run_file(f, dest)
         n_tab += 1
     for f in sorted((run_dir / "figures").glob("*.pdf")):
-        shutil.copyfile(f, gen / "figures" / f.name)
+        _copy_run_file(f, gen / "figures" / f.name)
         n_fig += 1
     for name, rel in sorted((aliases or {}).items()):
         src = run_dir / rel
         if not src.is_file():
             raise PaperBuildError(f"{src} not found (wanted as generated/tables/{name})")
-        shutil.copyfile(src, gen / "tables" / name)
+        _copy_run_file(src, gen / "tables" / name)
     if n_tab == 0 or n_fig == 0:
         raise PaperBuildError(
             f"{run_dir}: found {n_tab} tables and {n_fig} figures; run the "

@@ -26,18 +26,11 @@ from ..report.tables import (
 from .inputs import read_prompt_record, read_signatures
 
 __all__ = [
-    "write_csv_table",
     "write_steering_comparison",
     "run_cluster_summary",
     "run_cluster_browser",
     "run_tables_page",
 ]
-
-
-def write_csv_table(df: pd.DataFrame, path: str | Path) -> None:
-    """A table as CSV at full precision (pandas' shortest round-trip floats), atomically."""
-    with io.atomic_path(path, suffix=".csv") as tmp:
-        df.to_csv(tmp, index=False, lineterminator="\n")
 
 
 def write_steering_comparison(
@@ -52,7 +45,7 @@ def write_steering_comparison(
         error=TableDataError,
         allow_empty=False,
     )
-    write_csv_table(table[STEERING_COLUMNS], csv_path)
+    io.write_csv(table[STEERING_COLUMNS], csv_path)
     io.write_text(steering_latex(table), tex_path)
 
 
@@ -100,7 +93,7 @@ def run_cluster_summary(
     summary["model"] = record["model"]
     io.write_json(summary, out_json)
     table = cluster_summary_table(summary, n_representatives, n_features)
-    write_csv_table(table, out_csv)
+    io.write_csv(table, out_csv)
     io.write_text(cluster_summary_latex(summary, table, n_representatives, n_features), out_tex)
     return summary
 
@@ -127,10 +120,7 @@ def run_tables_page(*, tables: Mapping[str, str | Path], title: str, out_html: s
     """The run's aggregate CSV tables, by name, as one HTML page."""
     frames = {}
     for name, path in tables.items():
-        try:
-            frames[name] = pd.read_csv(path)
-        except Exception as exc:
-            raise io.CorruptInputError(f"{path}: cannot read table {name!r} ({exc})") from exc
+        frames[name] = io.read_csv(path)
     io.write_text(render_tables_html(frames, title), out_html)
 
 
@@ -138,6 +128,6 @@ def run_case_study(*, curves: str | Path, out_csv: str | Path, out_tex: str | Pa
     """tables/case_study.{csv,tex}: amplify / suppress effects of the example prompt's steered
     clusters, RD against Single (:func:`semmech.report.tables.case_study`)."""
     table = case_study(io.read_parquet(curves))
-    write_csv_table(table, out_csv)
+    io.write_csv(table, out_csv)
     io.write_text(case_study_latex(table), out_tex)
     return table

