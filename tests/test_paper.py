@@ -269,6 +269,7 @@ def test_a_run_file_changed_after_writing_never_reaches_the_paper(tmp_path):
             main_tex=REPO / "paper" / "main.tex",
             out_pdf=tmp_path / "build" / "main.pdf",
             latexmk="true",
+            k_clamp=K_CLAMP,
         )
 
 
