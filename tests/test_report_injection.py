@@ -46,7 +46,7 @@ def _render(rst_file: Path, config: dict, docutils_config: bool) -> str:
     old = os.environ.get("DOCUTILSCONFIG")
     os.environ["DOCUTILSCONFIG"] = str(DOCUTILS_CONF) if docutils_config else os.devnull
     try:
-        return publish_parts(text, writer_name="html", settings_overrides={"report_level": 5})[
+        return publish_parts(text, writer="html", settings_overrides={"report_level": 5})[
             "html_body"
         ]
     finally:
@@ -93,10 +93,10 @@ def test_docutils_settings_switch_off_raw_and_include(tmp_path):
     old = os.environ.get("DOCUTILSCONFIG")
     try:
         os.environ["DOCUTILSCONFIG"] = os.devnull
-        unsafe = publish_parts(text, writer_name="html", settings_overrides={"report_level": 5})
+        unsafe = publish_parts(text, writer="html", settings_overrides={"report_level": 5})
         assert IMG in unsafe["html_body"] and "SECRET-7f3a" in unsafe["html_body"]  # the threat
         os.environ["DOCUTILSCONFIG"] = str(DOCUTILS_CONF)
-        safe = publish_parts(text, writer_name="html", settings_overrides={"report_level": 5})
+        safe = publish_parts(text, writer="html", settings_overrides={"report_level": 5})
         assert "<img" not in safe["html_body"] and "SECRET-7f3a" not in safe["html_body"]
     finally:
         if old is None:
