@@ -18,7 +18,7 @@ from synthetic_run import BUDGETS, PROMPTS, STEER_CONFIG, make_synthetic_run
 
 from semmech import io
 from semmech.config import section_defaults
-from semmech.report.paper import PaperBuildError
+from semmech.report.paper import PaperBuildError, steering_verdict
 from semmech.report.tables import (
     STEERING_COLUMNS,
     Column,
@@ -349,3 +349,39 @@ def test_steering_comparison_is_seeded_and_brackets_the_mean():
     pd.testing.assert_frame_equal(
         c.reset_index(drop=True), a[a["method"] != "KM-Sem"].reset_index(drop=True)
     )
+
+
+def test_steering_verdict_words_follow_the_intervals():
+    def row(method, p, t, n=5):
+        return {
+            "selection": "full",
+            "method": method,
+            "budget": 10,
+            "n_clusters": n,
+            "pearson_mean": sum(p) / 2,
+            "pearson_ci_low": p[0],
+            "pearson_ci_high": p[1],
+            "two_sided_mean": sum(t) / 2,
+            "two_sided_ci_low": t[0],
+            "two_sided_ci_high": t[1],
+        }
+
+    steering = pd.DataFrame(
+        [
+            row("RD", (0.4, 0.6), (-0.1, -0.05)),
+            row("KM-Sem", (0.1, 0.3), (-0.12, -0.02)),  # Pearson below RD's, two-sided overlaps
+            row("Single", (0.5, 0.7), (0.01, 0.05)),  # both overlap / above RD's
+            row("Random", (0.0, 0.2), (0.0, 0.0), n=0),  # nothing steered
+        ]
+    )
+    text = steering_verdict(steering)
+    pearson, two_sided = text.split(". For the ")
+    assert pearson.startswith("at B = 10, for the mean Pearson, RD 0.50 [0.40, 0.60]")
+    assert "KM-Sem 0.20 [0.10, 0.30]: RD higher" in pearson
+    assert "Single 0.60 [0.50, 0.70]: intervals overlap" in pearson
+    assert "Random: not measured" in pearson
+    assert two_sided.startswith("two-sided response, RD -0.08 [-0.10, -0.05]")
+    assert "KM-Sem -0.07 [-0.12, -0.02]: intervals overlap" in two_sided
+    assert "Single 0.03 [0.01, 0.05]: RD lower" in two_sided
+    none = steering.assign(n_clusters=[0, 5, 5, 5])
+    assert steering_verdict(none) == "no RD cluster could be steered at B = 10"

@@ -131,7 +131,9 @@ def steering_verdict(steering: pd.DataFrame) -> str:
             )
             parts.append(f"{m} {_interval(o, name)}: {word}")
         out.append(f"{label}, RD {_interval(rd, name)} against " + "; ".join(parts))
-    return f"at B = {B}, " + ". ".join(out)
+    # the first clause follows the manuscript's "With 95% bootstrap intervals ...,"; the
+    # second starts its own sentence
+    return f"at B = {B}, for the {out[0]}. For the {out[1]}"
 
 
 def run_tex(macros: Mapping[str, Any], source: str) -> str:
