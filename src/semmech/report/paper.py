@@ -10,16 +10,15 @@ from typing import Any
 
 import pandas as pd
 
+from ..cluster.diagnosis_table import DIAGNOSIS_COLUMNS
 from ..io import require_columns
-from .tables import latex_escape
+from .tables import STEERING_COLUMNS, latex_escape
 
 __all__ = [
     "PaperBuildError",
     "PAPER_SOURCES",
     "COMPARISON_COLUMNS",
-    "STEERING_SUMMARY_COLUMNS",
     "LATEXMK_MISSING",
-    "DIAGNOSIS_SUMMARY_COLUMNS",
     "result_macros",
     "run_tex",
 ]
@@ -28,21 +27,6 @@ __all__ = [
 PAPER_SOURCES = ("main.tex", "references.bib", "sections")
 # Columns of the aggregate tables the headline numbers are read from.
 COMPARISON_COLUMNS = ["method", "n_settings", "rd_win", "rd_tie"]
-STEERING_SUMMARY_COLUMNS = [
-    "selection",
-    "method",
-    "budget",
-    "n_clusters",
-    "pearson_mean",
-    "pearson_ci_low",
-    "pearson_ci_high",
-    "spearman_mean",
-    "two_sided_mean",
-    "two_sided_ci_low",
-    "two_sided_ci_high",
-]
-
-DIAGNOSIS_SUMMARY_COLUMNS = ["prompt_id", "K_min_split"]
 
 LATEXMK_MISSING = (
     "'{latexmk}' was not found on PATH, so {out_pdf} cannot be built. Install LaTeX "
@@ -64,12 +48,8 @@ def result_macros(
     prompts the sweep leaves steerable (some 2 ≤ K ≤ ``k_clamp``), at one cluster, or only
     past the clamp (the clustering diagnosis)."""
     require_columns(comparison, COMPARISON_COLUMNS, "clustering comparison", error=PaperBuildError)
-    require_columns(
-        steering, STEERING_SUMMARY_COLUMNS, "steering comparison", error=PaperBuildError
-    )
-    require_columns(
-        diagnosis, DIAGNOSIS_SUMMARY_COLUMNS, "clustering diagnosis", error=PaperBuildError
-    )
+    require_columns(steering, STEERING_COLUMNS, "steering comparison", error=PaperBuildError)
+    require_columns(diagnosis, DIAGNOSIS_COLUMNS, "clustering diagnosis", error=PaperBuildError)
     k_min = diagnosis["K_min_split"].astype(int)
     rd = comparison[comparison["method"] == "RD"]
     if rd.empty:

@@ -15,16 +15,16 @@ from typing import Any
 import pandas as pd
 
 from .. import io
+from ..cluster.diagnosis_table import DIAGNOSIS_COLUMNS
 from ..report.paper import (
     COMPARISON_COLUMNS,
-    DIAGNOSIS_SUMMARY_COLUMNS,
     LATEXMK_MISSING,
     PAPER_SOURCES,
-    STEERING_SUMMARY_COLUMNS,
     PaperBuildError,
     result_macros,
     run_tex,
 )
+from ..report.tables import STEERING_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,8 @@ def run_paper(
         )
     headline = result_macros(
         _read_csv(run_dir / "tables/clustering_comparison.csv", COMPARISON_COLUMNS),
-        _read_csv(run_dir / "tables/steering_comparison.csv", STEERING_SUMMARY_COLUMNS),
-        _read_csv(run_dir / "tables/clustering_diagnosis.csv", DIAGNOSIS_SUMMARY_COLUMNS),
+        _read_csv(run_dir / "tables/steering_comparison.csv", STEERING_COLUMNS),
+        _read_csv(run_dir / "tables/clustering_diagnosis.csv", DIAGNOSIS_COLUMNS),
         k_clamp,
     )
     (gen / "run.tex").write_text(run_tex({**headline, **(macros or {})}, run_dir.as_posix()))

