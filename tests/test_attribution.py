@@ -73,6 +73,13 @@ def transcoder_basis(model, tmp_path, active_layers=None):
     return load_basis("transcoder", model, layout, transcoder_dir=tmp_path)
 
 
+def basis_named(basis_name, model, tmp_path):
+    """The exact neuron basis, or the random transcoder set of :func:`transcoder_basis`."""
+    if basis_name == "mlp_neurons":
+        return load_basis("mlp_neurons", model)
+    return transcoder_basis(model, tmp_path)
+
+
 # --------------------------------------------------------------------------------------------
 # Completeness
 # --------------------------------------------------------------------------------------------
@@ -82,11 +89,7 @@ def transcoder_basis(model, tmp_path, active_layers=None):
 @pytest.mark.parametrize("name", list(TINY_MODELS))
 def test_completeness_on_tiny_models(models, name, basis_name, tmp_path):
     model = models[name]
-    basis = (
-        load_basis("mlp_neurons", model)
-        if basis_name == "mlp_neurons"
-        else transcoder_basis(model, tmp_path)
-    )
+    basis = basis_named(basis_name, model, tmp_path)
     prompt = model.tokenizer(PROMPT)["input_ids"]
     conts = continuations(1)
     res = attribute(model, basis, prompt, conts, max_feature_nodes=25, batch_size=3)
@@ -120,11 +123,7 @@ def test_sum_over_tokens_is_complete_and_the_mean_times_the_length(
     """attribution.aggregate: sum pools the per-token attributions by their sum (the authors'
     code); completeness holds for it, error nodes included, and it is T_n times the mean."""
     model = models[name]
-    basis = (
-        load_basis("mlp_neurons", model)
-        if basis_name == "mlp_neurons"
-        else transcoder_basis(model, tmp_path)
-    )
+    basis = basis_named(basis_name, model, tmp_path)
     prompt = model.tokenizer(PROMPT)["input_ids"]
     conts = continuations(11)
     nodes = select_nodes(model, basis, prompt, 25)
@@ -298,11 +297,7 @@ def mean_demeaned(logits: torch.Tensor, prompt_len: int, cont: list[int]) -> flo
 )
 def test_single_node_attribution_equals_removal_effect(models, name, basis_name, tmp_path):
     model = models[name]
-    basis = (
-        load_basis("mlp_neurons", model)
-        if basis_name == "mlp_neurons"
-        else transcoder_basis(model, tmp_path)
-    )
+    basis = basis_named(basis_name, model, tmp_path)
     prompt = model.tokenizer(PROMPT)["input_ids"]
     cont = [7, 9, 11, 13]
     res = attribute(model, basis, prompt, [cont], max_feature_nodes=40)
