@@ -190,10 +190,11 @@ def _recompute(model, E, A, P):
     return mass, H, De, Da
 
 
+@pytest.mark.parametrize("min_size", [1, 3])
 @pytest.mark.parametrize("beta,gamma", [(BETA, 0.5), (BETA, 0.1), (6.0, 0.9), (12.0, 0.3)])
-def test_descent_is_exact(planted, beta, gamma):
+def test_descent_is_exact(planted, beta, gamma, min_size):
     E, A, P = planted["E"], planted["A"], planted["P"]
-    m = RateDistortionClustering(beta=beta, gamma=gamma).fit(E, A, P)
+    m = RateDistortionClustering(beta=beta, gamma=gamma, min_cluster_size=min_size).fit(E, A, P)
     hist = m.history_
     assert hist[0].kind == "init" and hist[0].K == 1
     Ls = np.array([h.L for h in hist])
@@ -354,7 +355,17 @@ def test_mismatched_rows_and_shapes():
         RateDistortionClustering().fit(np.eye(2), np.eye(2), [1.0, -1.0])
 
 
-@pytest.mark.parametrize("params", [dict(beta=0), dict(beta=-1), dict(gamma=1.5), dict(tol=0)])
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(beta=0),
+        dict(beta=-1),
+        dict(gamma=1.5),
+        dict(tol=0),
+        dict(min_cluster_size=0),
+        dict(min_cluster_size=1.5),
+    ],
+)
 def test_bad_parameters(params):
     with pytest.raises(ValueError):
         RateDistortionClustering(**params).fit(np.eye(3), np.eye(3))
@@ -514,3 +525,61 @@ def test_balanced_views_weigh_both_distortions_equally_at_gamma_one_half(planted
     assert math.isclose(t.beta_e * one.D_e0, t.beta_a * one.D_a0, rel_tol=1e-12)
     assert math.isclose(t.beta_e * one.D_e0 + t.beta_a * one.D_a0, 2.0, rel_tol=1e-12)
     assert math.isclose(t.gamma_eff, t.beta_e / (t.beta_e + t.beta_a), rel_tol=1e-12)
+
+
+# ---- minimum cluster size ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("beta", [12.0, 30.0])
+def test_min_cluster_size_bounds_every_cluster(planted, beta):
+    """At high β METHOD's estimator isolates single continuations; with a minimum size no
+    cluster ever has fewer members, through splits and assignments alike, at any round."""
+    E, A, P = planted["E"], planted["A"], planted["P"]
+    free = RateDistortionClustering(beta=beta, gamma=0.3).fit(E, A, P)
+    assert np.bincount(free.labels_).min() == 1  # the cascade the option exists to stop
+    for min_size in (2, 3):
+        m = RateDistortionClustering(beta=beta, gamma=0.3, min_cluster_size=min_size).fit(E, A, P)
+        assert 2 <= m.n_clusters_ < free.n_clusters_
+        assert np.bincount(m.labels_).min() >= min_size
+        # the constraint costs objective, never the other way round
+        assert m.objective_["L"] > free.objective_["L"]
+
+
+def test_min_cluster_size_one_is_method_exactly(planted):
+    E, A, P = planted["E"], planted["A"], planted["P"]
+    default = RateDistortionClustering(beta=30.0, gamma=0.3).fit(E, A, P)
+    one = RateDistortionClustering(beta=30.0, gamma=0.3, min_cluster_size=1).fit(E, A, P)
+    assert default.get_params()["min_cluster_size"] == 1
+    np.testing.assert_array_equal(default.labels_, one.labels_)
+    assert default.history_ == one.history_
+
+
+def test_a_first_split_below_the_minimum_never_pays():
+    """Five near-identical points and one far outlier: the estimator's first proposal
+    isolates the outlier. With min_cluster_size=2 that split is never accepted, so the
+    critical β is infinite and K stays 1 at any β; without it the split pays."""
+    rng = np.random.default_rng(0)
+    E = rng.normal(size=(6, 4)) * 0.01
+    E[:, 0] += 1.0
+    E[5] = -E[5]
+    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    A = rng.normal(size=(6, 8)) * 0.01
+    A[5] += 10.0
+    ws = RDWorkspace(E, A)
+    assert math.isfinite(first_split(ws, 0.5, 3, 2).critical_beta(0.5))
+    assert first_split(ws, 0.5, 3, 2, min_cluster_size=2).critical_beta(0.5) == math.inf
+    for beta in (1.0, 1000.0):
+        free = RateDistortionClustering(beta=beta, gamma=0.5).fit(E, A)
+        held = RateDistortionClustering(beta=beta, gamma=0.5, min_cluster_size=2).fit(E, A)
+        assert np.bincount(free.labels_).min() == 1
+        assert held.n_clusters_ == 1
+
+
+def test_sweep_passes_the_minimum_to_every_configuration(planted):
+    E, A, P = planted["E"], planted["A"], planted["P"]
+    res = rd_sweep(E, A, P, [12.0, 30.0], [0.3], min_cluster_size=3)
+    for model in res.models:
+        assert model.min_cluster_size == 3
+        assert np.bincount(model.labels_).min() >= 3
+    counts = res.labels.groupby(["beta", "gamma", "label"]).size()
+    assert counts.min() >= 3

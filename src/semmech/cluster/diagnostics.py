@@ -45,6 +45,7 @@ def diagnose(
     *,
     refine_iter: int,
     power_iter: int,
+    min_cluster_size: int = 1,
     top_k: int = TOP_K,
 ) -> dict[str, Any]:
     """The diagnosis of one prompt's views (``nodes``: the attribution node table, one row per
@@ -82,7 +83,7 @@ def diagnose(
     rate_one = np.array([binary_entropy(float(p)) for p in w])
     splits = []
     for g in gammas:
-        fs = first_split(ws, float(g), refine_iter, power_iter)
+        fs = first_split(ws, float(g), refine_iter, power_iter, min_cluster_size)
         saved = w * (float(g) * de + (1.0 - float(g)) * da)
         ok = (saved > 0) & (rate_one > 0)
         singleton = float(np.min(rate_one[ok] / saved[ok])) if ok.any() else float("inf")

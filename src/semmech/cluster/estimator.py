@@ -333,6 +333,22 @@ def _dissolve_massless(labels: np.ndarray, w: np.ndarray, cost: np.ndarray, K: i
     return labels
 
 
+def _keep_min_size(old: np.ndarray, new: np.ndarray, m: int, K: int) -> np.ndarray:
+    """Undo the departures from every cluster that the assignment would leave with 1 to m − 1
+    members (it may empty completely: empty clusters vanish). The previous partition has no
+    such cluster, so undoing converges; a member that stays put costs no more than before,
+    so the step still never raises L."""
+    if m <= 1:
+        return new
+    new = new.copy()
+    while True:
+        counts = np.bincount(new, minlength=K)
+        back = ((counts > 0) & (counts < m))[old] & (new != old)
+        if not back.any():
+            return new
+        new[back] = old[back]
+
+
 class RDStep(NamedTuple):
     """One step of the descent: L after it, K after it, and for split / merge the ΔL the
     test predicted (the realised ΔL is the difference of consecutive L values)."""
@@ -380,6 +396,11 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
         authors' code does. Off by default: it breaks the guarantee that L never rises.
     split_refine_iter : 2-means refinement rounds of a split proposal.
     split_power_iter : subspace iterations for the proposal's principal direction.
+    min_cluster_size : a split is accepted only if each child keeps at least this many
+        members. 1 (the default) is METHOD §5 exactly. 2 forbids isolating a single
+        continuation: METHOD §7 steers a cluster from one member and measures the others, so a
+        one-member cluster cannot be tested, and the objective prices isolating a low-mass
+        continuation so cheaply (rate H_b(P_n)) that such splits otherwise cascade.
 
     Attributes after ``fit``: labels_, n_clusters_, cluster_centers_e_, cluster_centers_a_
     (normalised units; raw units are H0_ + scale_ · centre), cluster_weights_ (masses P̄_c),
@@ -397,6 +418,7 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
         normalize_semantic_centres: bool = False,
         split_refine_iter: int = 3,
         split_power_iter: int = 2,
+        min_cluster_size: int = 1,
     ):
         self.beta = beta
         self.gamma = gamma
@@ -405,6 +427,7 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
         self.normalize_semantic_centres = normalize_semantic_centres
         self.split_refine_iter = split_refine_iter
         self.split_power_iter = split_power_iter
+        self.min_cluster_size = min_cluster_size
 
     # ---- public API -------------------------------------------------------------------
     def fit(
@@ -457,6 +480,10 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
             raise ValueError("max_rounds must be >= 1 and tol > 0")
         if int(self.split_refine_iter) < 0 or int(self.split_power_iter) < 0:
             raise ValueError("split_refine_iter and split_power_iter must be >= 0")
+        if not isinstance(self.min_cluster_size, (int, np.integer)) or self.min_cluster_size < 1:
+            raise ValueError(
+                f"min_cluster_size must be an integer >= 1, got {self.min_cluster_size!r}"
+            )
 
     def _descend(self, ws: RDWorkspace) -> None:
         """The descent of METHOD §5; every recorded step lowers L (or leaves it)."""
@@ -541,6 +568,7 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
         cost = -np.log(st.mass)[None, :] + self.beta_e * st.de + self.beta_a * st.da
         best = np.argmin(cost, axis=1)
         new = np.where(cost[rows, st.labels] <= cost[rows, best], st.labels, best)
+        new = _keep_min_size(st.labels, new, int(self.min_cluster_size), K)
         new = _dissolve_massless(new, ws.w, cost, K)
         changed = st.dirty.copy()
         moved = new != st.labels
@@ -574,7 +602,7 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
             prop = ws.propose_split(
                 idx, key, float(self.gamma), int(self.split_refine_iter), int(self.split_power_iter)
             )
-            if prop is None:
+            if prop is None or min(len(prop.idx[0]), len(prop.idx[1])) < self.min_cluster_size:
                 rejected.add(key)
                 continue
             wi = w[idx]

@@ -74,6 +74,7 @@ RD_PARAM_KEYS = (
     "normalize_semantic_centres",
     "split_refine_iter",
     "split_power_iter",
+    "min_cluster_size",
 )
 
 
@@ -108,16 +109,19 @@ class FirstSplit:
         return self.rate / gain if gain > 0 else math.inf
 
 
-def first_split(ws: RDWorkspace, gamma: float, refine_iter: int, power_iter: int) -> FirstSplit:
+def first_split(
+    ws: RDWorkspace, gamma: float, refine_iter: int, power_iter: int, min_cluster_size: int = 1
+) -> FirstSplit:
     """The split the estimator proposes first at γ (its round 1 from K = 1), scored exactly
-    as its split test scores it."""
+    as its split test scores it; one that leaves a child below ``min_cluster_size`` members
+    is never accepted, so it never pays (rate inf)."""
     everyone = np.arange(ws.n_samples)
     c0 = ws.centre(everyone)
     de, da = ws.distances(c0)
     w = ws.w
     D_e0, D_a0 = float(w @ de), float(w @ da)
     prop = ws.propose_split(everyone, c0.key, float(gamma), int(refine_iter), int(power_iter))
-    if prop is None:
+    if prop is None or min(len(prop.idx[0]), len(prop.idx[1])) < min_cluster_size:
         return FirstSplit(D_e0, D_a0, 0.0, 0.0, math.inf)
     m1, m2 = float(w[prop.left].sum()), float(w[~prop.left].sum())
     return FirstSplit(
@@ -138,6 +142,7 @@ def effective_weights(
     view_balance: str,
     refine_iter: int,
     power_iter: int,
+    min_cluster_size: int = 1,
 ) -> tuple[float, float, float]:
     """(β_e, β_a, β_crit) for nominal (β, γ) under the configured units (module docstring);
     β_crit is in nominal units (1 under ``critical`` units when a split can pay at all)."""
@@ -153,7 +158,9 @@ def effective_weights(
         unit, gamma_eff = (a + b, a / (a + b)) if a + b > 0 else (1.0, gamma)
     else:
         unit, gamma_eff = 1.0, gamma
-    crit = first_split(ws, gamma_eff, refine_iter, power_iter).critical_beta(gamma_eff)
+    crit = first_split(ws, gamma_eff, refine_iter, power_iter, min_cluster_size).critical_beta(
+        gamma_eff
+    )
     if beta_units == "critical" and math.isfinite(crit):
         unit = crit
     beta_eff = float(beta) * unit
@@ -201,6 +208,7 @@ def rd_sweep(
                 view_balance=view_balance,
                 refine_iter=template.split_refine_iter,
                 power_iter=template.split_power_iter,
+                min_cluster_size=template.min_cluster_size,
             )
             # The paper's parametrisation is passed as given, so its results do not move by
             # the rounding of (β_e + β_a, β_e / (β_e + β_a)).

@@ -103,6 +103,7 @@ def run_cluster(
         node_table.sort_values("node_idx"),
         refine_iter=int(clustering_cfg["split_refine_iter"]),
         power_iter=int(clustering_cfg["split_power_iter"]),
+        min_cluster_size=int(clustering_cfg["min_cluster_size"]),
     )
     sweep_k = [
         {"beta": float(r.beta), "gamma": float(r.gamma), "K": int(r.K)}
