@@ -35,6 +35,7 @@ from semmech.steer.measure import (
 from semmech.steer.settings import SteeringInputError, SteeringSettings, check_steering_configs
 from semmech.steer.sources import (
     METHODS,
+    OTHER_CLUSTERS,
     Source,
     measured_members,
     plan_sources,
@@ -274,14 +275,19 @@ def test_random_nodes_are_seeded_distinct_features():
     assert set(a[1].tolist()) <= {-1.0, 1.0}
 
 
-def test_measured_members_leave_out_the_source_and_small_clusters():
+def test_measured_members_hold_out_the_source_and_pool_the_other_clusters():
     labels = np.array([0, 0, 0, 1, 1, 2, 0, 1])
     rank = np.arange(8)[::-1].copy()
-    m = measured_members(labels, rank, exclude=6, cap=None)
-    assert set(m) == {0, 1}  # cluster 2 has one member
-    assert m[0].tolist() == [0, 1, 2] and m[1].tolist() == [3, 4, 7]
-    m = measured_members(labels, rank, exclude=-1, cap=2)
-    assert m[0].tolist() == [2, 6] and m[1].tolist() == [4, 7]  # the two ranked first
+    m = measured_members(labels, rank, cluster=0, exclude=6, cap=None)
+    assert set(m) == {0, OTHER_CLUSTERS}
+    assert m[0].tolist() == [0, 1, 2] and m[OTHER_CLUSTERS].tolist() == [3, 4, 5, 7]
+    # capped: the ones ranked first, the pool the same size whatever the number of clusters
+    m = measured_members(labels, rank, cluster=0, exclude=-1, cap=2)
+    assert m[0].tolist() == [2, 6] and m[OTHER_CLUSTERS].tolist() == [5, 7]
+    m = measured_members(labels, rank, cluster=1, exclude=3, cap=2)
+    assert m[1].tolist() == [4, 7] and m[OTHER_CLUSTERS].tolist() == [5, 6]
+    # a one-member cluster has no held-out member (KM-Sem's source is no member: exclude -1)
+    assert set(measured_members(labels, rank, cluster=2, exclude=-1, cap=None)) == {OTHER_CLUSTERS}
 
 
 # --------------------------------------------------------------------------------------------
@@ -482,9 +488,11 @@ def test_stage_writes_the_contract_files(llama, toy_files, tmp_path, monkeypatch
     # curves: Δ(0) = 0, frac_moved NaN at 0, one row per (source, measured cluster, ε)
     assert (curves.loc[curves.epsilon == 0, "delta"] == 0).all()
     assert curves.loc[curves.epsilon == 0, "frac_moved"].isna().all()
-    assert len(curves) == 7 * (2 * (3 * 2 * 2) + 2 * 3 * 3)
+    # ... each source on its own cluster and on the pooled other clusters
+    assert len(curves) == 7 * (2 * (3 * 2 * 2) + 2 * 3 * 2)
     own = curves[curves.own]
     assert (own.source_cluster == own.measured_cluster).all()
+    assert set(curves.loc[~curves.own, "measured_cluster"]) == {OTHER_CLUSTERS}
     # metrics are reductions of the curves
     for r in metrics.itertuples():
         c = curves[
@@ -499,9 +507,13 @@ def test_stage_writes_the_contract_files(llama, toy_files, tmp_path, monkeypatch
             k: slope(g.sort_values("epsilon").epsilon, g.sort_values("epsilon").delta)
             for k, g in c.groupby("measured_cluster")
         }
-        others = [v for k, v in effects.items() if k != r.cluster]
+        assert set(effects) == {r.cluster, OTHER_CLUSTERS}
+        assert r.other_effect == effects[OTHER_CLUSTERS]
         assert math.isclose(
-            r.specificity, effects[r.cluster] - max(others), rel_tol=1e-9, abs_tol=1e-12
+            r.specificity,
+            effects[r.cluster] - effects[OTHER_CLUSTERS],
+            rel_tol=1e-9,
+            abs_tol=1e-12,
         )
         assert math.isclose(r.frac_moved, o.frac_moved.dropna().mean(), rel_tol=1e-12)
     # the steering moves the target; the random control's effect is not forced to be zero
@@ -721,7 +733,7 @@ def test_aggregate_has_a_row_for_every_method_and_budget(tmp_path):
                 "frac_moved": rng.uniform(),
                 "specificity": rng.normal(),
                 "effect": 0.1,
-                "max_other_effect": 0.0,
+                "other_effect": 0.0,
                 "n_nodes": B,
                 "source_member": 0,
                 "amplify": 0.1,
@@ -798,7 +810,7 @@ def test_a_node_that_cannot_reach_the_continuation_is_flat(llama, toy_files):
 def test_two_sided_measure_follows_its_definition(llama, toy_files, tmp_path, monkeypatch):
     """amplify / suppress are the own cluster's Δ at the largest / smallest ε; two_sided is
     the smaller of the two pushes in the right direction; its specificity subtracts the
-    largest other cluster's two-sided response (recomputed here from the curves)."""
+    pooled other clusters' two-sided response (recomputed here from the curves)."""
     _, out = _run_stage(tmp_path, toy_files, llama, monkeypatch)
     curves = pd.read_parquet(out["curves"])
     metrics = pd.read_parquet(out["metrics"])
@@ -817,8 +829,9 @@ def test_two_sided_measure_follows_its_definition(llama, toy_files, tmp_path, mo
         own = c[c.own].set_index("epsilon")["delta"]
         assert r.amplify == own[eps_hi] and r.suppress == own[eps_lo]
         assert r.two_sided == min(own[eps_hi], -own[eps_lo]) == two[r.cluster]
-        others = [v for k, v in two.items() if k != r.cluster]
-        assert math.isclose(r.two_sided_specificity, two[r.cluster] - max(others), abs_tol=1e-12)
+        assert math.isclose(
+            r.two_sided_specificity, two[r.cluster] - two[OTHER_CLUSTERS], abs_tol=1e-12
+        )
 
 
 def test_selections_are_measured_in_one_run_with_a_table_block_each(

@@ -52,6 +52,7 @@ rule paper:
             "Betas": ", ".join(f"{b:g}" for b in config["clustering"]["betas"]),
             "Gammas": ", ".join(f"{g:g}" for g in config["clustering"]["gammas"]),
             "BetaUnits": config["clustering"]["beta_units"],
+            "MinClusterSize": config["clustering"]["min_cluster_size"],
             "FigureBeta": f"{FIGURE_CONFIG[0]:g}",
             "FigureGamma": f"{FIGURE_CONFIG[1]:g}",
             "Budgets": ", ".join(str(b) for b in config["steering"]["budgets"]),

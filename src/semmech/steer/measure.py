@@ -58,7 +58,7 @@ from ..model.target import DemeanedLogit, demeaned_logits
 from ..stats import pearson, slope, spearman
 from .intervention import Intervention, steered_prefix
 from .settings import SteeringSettings
-from .sources import PromptInputs, Source, measured_members
+from .sources import OTHER_CLUSTERS, PromptInputs, Source, measured_members
 
 log = logging.getLogger("semmech")
 
@@ -96,7 +96,7 @@ METRIC_DTYPES = {
     "frac_moved": np.float64,
     "specificity": np.float64,
     "effect": np.float64,
-    "max_other_effect": np.float64,
+    "other_effect": np.float64,
     "n_nodes": np.int64,
     "source_member": np.int64,
     "amplify": np.float64,
@@ -314,7 +314,9 @@ def steer_sources(
     wanted: set[tuple[int, int]] = set()
     for s in sources:
         labels = partitions[(s.partition, s.beta, s.gamma)]
-        meas = measured_members(labels, rank, s.source_member, settings.max_measured)
+        meas = measured_members(labels, rank, s.cluster, s.source_member, settings.max_measured)
+        if s.cluster not in meas:  # no held-out member: nothing to measure the source on
+            continue
         keys = tuple(inp.node_keys(s.columns))
         ids = {}
         everyone = np.concatenate(list(meas.values())) if meas else np.zeros(0, dtype=np.int64)
@@ -408,14 +410,11 @@ def steer_sources(
             two_sided[k] = min(deltas[i_hi], -deltas[i_lo])
             if k == s.cluster:
                 own_curve = (deltas, fracs, members.size)
-        if own_curve is None:  # the source's own cluster had no measurable member
-            continue
         deltas, fracs, n_own = own_curve
         # A curve within the rounding floor shows no effect: its correlation is undefined.
         flat = max(abs(d) for d in deltas) <= floor
-        others = [v for k, v in effects.items() if k != s.cluster and math.isfinite(v)]
-        max_other = max(others) if others else math.nan
-        other_two = [v for k, v in two_sided.items() if k != s.cluster]
+        other = effects.get(OTHER_CLUSTERS, math.nan)
+        other_two = two_sided.get(OTHER_CLUSTERS, math.nan)
         metrics.append(
             {
                 "prompt_id": inp.prompt_id,
@@ -432,17 +431,15 @@ def steer_sources(
                 "frac_moved": float(np.nanmean([f for f in fracs if math.isfinite(f)]))
                 if any(math.isfinite(f) for f in fracs)
                 else math.nan,
-                "specificity": effects[s.cluster] - max_other if others else math.nan,
+                "specificity": effects[s.cluster] - other,
                 "effect": effects[s.cluster],
-                "max_other_effect": max_other,
+                "other_effect": other,
                 "n_nodes": int(s.columns.size),
                 "source_member": int(s.source_member),
                 "amplify": deltas[i_hi],
                 "suppress": deltas[i_lo],
                 "two_sided": two_sided[s.cluster],
-                "two_sided_specificity": two_sided[s.cluster] - max(other_two)
-                if other_two
-                else math.nan,
+                "two_sided_specificity": two_sided[s.cluster] - other_two,
             }
         )
     return SteeringResult(

@@ -36,8 +36,9 @@ class SteeringInputError(ValueError):
 class SteeringSettings:
     """The ``steering`` config section, validated; defaults live in the schema only.
 
-    ``max_measured`` caps the members measured per cluster (own held-out and every other
-    cluster; a seeded subset, the same for every ε and budget); ``None`` measures all.
+    ``max_measured`` caps the members measured per source: its cluster's held-out members,
+    and as many pooled from the other clusters (a seeded subset, the same for every ε and
+    budget); ``None`` measures all.
     ``source_space``: ``raw`` (attribution units, default) or ``normalised`` (ã).
     """
 

@@ -260,20 +260,32 @@ def plan_sources(
     return kept, partitions, skipped
 
 
+# measured_cluster of the pooled sample of the other clusters' members
+OTHER_CLUSTERS = -1
+
+
 def measured_members(
-    labels: np.ndarray, rank: np.ndarray, exclude: int, cap: int | None
+    labels: np.ndarray, rank: np.ndarray, cluster: int, exclude: int, cap: int | None
 ) -> dict[int, np.ndarray]:
-    """Members measured per cluster (clusters with ≥ 2 members only): ordered by the prompt's
-    seeded ``rank`` of every sample, the source member left out, at most ``cap`` of them.
-    The subset depends on neither ε nor the budget, so Δ curves are paired."""
-    out = {}
-    for k, members in cluster_members(labels).items():
-        if members.size < 2:
-            continue
-        m = members[members != exclude]
+    """Members measured for a source of ``cluster``: its held-out members under ``cluster``
+    (the source ``exclude`` left out) and, under :data:`OTHER_CLUSTERS`, one pooled sample of
+    every other cluster's members; each the first ``cap`` by the prompt's seeded ``rank``.
+
+    Pooling makes the specificity comparison the same size whatever K is: a maximum over K − 1
+    per-cluster estimates would grow with K from noise alone, and measuring ``cap`` members of
+    every other cluster made the rows per source grow with K. The subsets depend on neither ε
+    nor the budget, so Δ curves are paired. Keys with no member are left out, and so is the
+    own key of a one-member cluster."""
+
+    def first(m: np.ndarray) -> np.ndarray:
         m = m[np.argsort(rank[m], kind="stable")]
-        if cap is not None:
-            m = m[:cap]
-        if m.size:
-            out[k] = np.sort(m)
+        return np.sort(m if cap is None else m[:cap])
+
+    out = {}
+    own = np.nonzero((labels == cluster) & (np.arange(labels.size) != exclude))[0]
+    if own.size and (labels == cluster).sum() >= 2:  # a one-member cluster has no held-out
+        out[int(cluster)] = first(own)
+    rest = np.nonzero(labels != cluster)[0]
+    if rest.size:
+        out[OTHER_CLUSTERS] = first(rest)
     return out
