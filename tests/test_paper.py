@@ -61,6 +61,7 @@ def _macros():
         "Betas": "0.5, 1, 2",
         "Gammas": "0.3, 0.5, 0.7",
         "BetaUnits": "absolute",
+        "MinClusterSize": 1,
         "FigureBeta": "1",
         "FigureGamma": "0.5",
         "Budgets": ", ".join(map(str, BUDGETS)),
