@@ -5,7 +5,6 @@ prefix forward (for measurement) or in a seeded ``generate`` (for inspection).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +15,13 @@ from ..model.bases import FeatureBasis
 from ..model.layout import envoy
 from ..model.loading import LoadedModel
 from ..model.transcoders import BasisMismatchError
-from ..views.sampling import SamplingSettings, generation_inputs, stop_token_mask, truncate
+from ..views.sampling import (
+    SamplingSettings,
+    encode_prompt,
+    generate_batch,
+    stop_token_mask,
+    truncate,
+)
 
 
 def steer_nodes(
@@ -119,37 +124,37 @@ def steered_generate(
     sampling_cfg: Mapping[str, Any] | None,
     seed: int,
 ) -> list[tuple[float, int, list[int], str, str]]:
-    """``n`` sampled continuations per ε, all ε in one seeded ``generate`` (per-row scales),
-    with the steering on the prefix positions only.
+    """``n`` sampled continuations per ε, with the steering on the prefix positions only.
 
-    nnsight applies interventions given in a ``generate`` invoke to the first forward step
-    only — the prefix pass; later steps decode from its (steered) KV cache untouched (a later
-    step has one position, so a prefix position there would not even exist).
+    One traced prefix pass encodes the prompt once per ε, steered at that ε (per-row scales);
+    the sampling stage's own decoder (:func:`~semmech.views.sampling.generate_batch`: the
+    same nucleus, stop rule and seeded generator) then decodes all n·|ε| rows from those KV
+    caches, untouched — later steps have no prefix position to steer.
     Returns (ε, sample, token ids, text, stop reason) per continuation.
     """
     if n <= 0 or not epsilons:
         return []
-    cfg = dict(sampling_cfg or {})
-    cfg["batch_size"] = int(n) * len(epsilons)
-    settings = SamplingSettings.from_config(cfg)
+    settings = SamplingSettings.from_config(sampling_cfg)
     stop_mask = stop_token_mask(model.tokenizer, settings.stop_chars)
-    ids, gen_kwargs = generation_inputs(model, list(prompt_ids), settings, stop_mask)
-    eps_row = [float(e) for e in epsilons for _ in range(int(n))]
-    scales = torch.tensor([[e * float(s) for s in signs] for e in eps_row], dtype=torch.float32)
-    torch.manual_seed(int(seed))
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.filterwarnings("ignore", message=".*was never reached.*")
-        with model.lm.generate(**gen_kwargs) as tracer:
-            with tracer.invoke({"input_ids": ids, "attention_mask": torch.ones_like(ids)}):
-                steer_nodes(model, basis, list(nodes), scales)
-            with tracer.invoke():
-                result = tracer.result.save()
+    scales = torch.tensor(
+        [[float(e) * float(s) for s in signs] for e in epsilons], dtype=torch.float32
+    )
+    prompt = encode_prompt(
+        model,
+        list(prompt_ids),
+        rows=len(epsilons),
+        inside=lambda: steer_nodes(model, basis, list(nodes), scales),
+    )
+    generator = torch.Generator(device=model.device).manual_seed(int(seed))
+    ids, logprobs = generate_batch(
+        model, prompt, int(n) * len(epsilons), settings, stop_mask, generator
+    )
     out = []
-    for r, row in enumerate(result[:, len(prompt_ids) :].cpu().tolist()):
-        toks, _, reason = truncate(row, [0.0] * len(row), stop_mask, model.eos_token_ids)
+    for r, (row, lp) in enumerate(zip(ids.tolist(), logprobs.tolist())):
+        toks, _, reason = truncate(row, lp, stop_mask, model.eos_token_ids)
         out.append(
             (
-                eps_row[r],
+                float(epsilons[r // int(n)]),
                 r % int(n),
                 toks,
                 model.tokenizer.decode(toks, skip_special_tokens=False),

@@ -149,7 +149,7 @@ class EncodedPrompt:
 
     prompt_len: int
     cache: Any
-    logits: torch.Tensor  # (vocab,) lm_head output at the last prompt position
+    logits: torch.Tensor  # lm_head output at the last prompt position: (vocab,), or (rows, vocab)
 
 
 def _keep_last_logits(model: LoadedModel) -> dict[str, Any]:
@@ -159,9 +159,18 @@ def _keep_last_logits(model: LoadedModel) -> dict[str, Any]:
     return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
 
 
-def encode_prompt(model: LoadedModel, prompt_ids: list[int]) -> EncodedPrompt:
-    """One traced forward over the prompt; every batch of the prompt starts from its cache."""
-    ids = torch.tensor([prompt_ids], dtype=torch.long, device=model.device)
+def encode_prompt(
+    model: LoadedModel,
+    prompt_ids: list[int],
+    rows: int = 1,
+    inside: Callable[[], None] | None = None,
+) -> EncodedPrompt:
+    """One traced forward over the prompt; every batch of the prompt starts from its cache.
+
+    ``rows`` > 1 encodes that many copies, and ``inside`` runs within the trace (steering
+    interventions on the prompt positions, one row each): the logits are then (rows, vocab).
+    """
+    ids = torch.tensor([prompt_ids] * rows, dtype=torch.long, device=model.device)
     with torch.no_grad():
         with model.lm.trace(
             input_ids=ids,
@@ -169,8 +178,11 @@ def encode_prompt(model: LoadedModel, prompt_ids: list[int]) -> EncodedPrompt:
             use_cache=True,
             **_keep_last_logits(model),
         ):
+            if inside is not None:
+                inside()
             out = model.lm.output.save()
-    return EncodedPrompt(len(prompt_ids), out.past_key_values, out.logits[0, -1])
+    logits = out.logits[0, -1] if rows == 1 else out.logits[:, -1]
+    return EncodedPrompt(len(prompt_ids), out.past_key_values, logits)
 
 
 def _decode_step(model: LoadedModel, tokens: torch.Tensor, cache: Any, length: int) -> torch.Tensor:
@@ -228,7 +240,8 @@ def generate_batch(
     stop_mask: torch.Tensor,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n_rows`` continuations of the encoded prompt, decoded together.
+    """``n_rows`` continuations of the encoded prompt, decoded together (of an encoding with R
+    rows, n_rows / R consecutive rows each).
 
     A row leaves the batch as soon as it emits a sentence end or EOS. Returns the new token
     ids (n_rows × steps; after its last token a row holds the pad id) and their
@@ -239,9 +252,15 @@ def generate_batch(
     steps = settings.max_new_tokens
     out_ids = torch.full((n_rows, steps), int(pad), dtype=torch.long)
     out_lp = torch.zeros((n_rows, steps), dtype=torch.float64)
+    R = 1 if prompt.logits.dim() == 1 else prompt.logits.shape[0]
+    if n_rows % R:
+        raise ValueError(f"{n_rows} rows cannot be split evenly over {R} encoded prompts")
     cache = copy.deepcopy(prompt.cache)
-    cache.batch_repeat_interleave(n_rows)
-    logits = prompt.logits[None, :].expand(n_rows, -1)
+    cache.batch_repeat_interleave(n_rows // R)
+    if R == 1:
+        logits = prompt.logits.reshape(-1)[None, :].expand(n_rows, -1)
+    else:
+        logits = prompt.logits.repeat_interleave(n_rows // R, dim=0)
     rows = torch.arange(n_rows)
     length = prompt.prompt_len
     used = 0
