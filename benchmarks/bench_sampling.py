@@ -28,14 +28,16 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
+from transformers import StoppingCriteriaList
 
 from semmech.config import section_defaults
-from semmech.model.loading import format_prompt, load_model
+from semmech.model.loading import LoadedModel, format_prompt, load_model
 from semmech.views import sampling
-from semmech.views.sampling import SamplingSettings, generation_inputs, stop_token_mask
+from semmech.views.sampling import SamplingSettings, stop_token_mask
 
 OUT = Path(__file__).with_name("sampling.json")
 
@@ -78,6 +80,40 @@ def _floor(model, prompt_ids: list[int], batches: list[torch.Tensor], lengths) -
                 mask[r, len(prompt_ids) + n :] = 0
             model.hf(input_ids=toks, attention_mask=mask, past_key_values=cache, use_cache=True)
     return clk.wall
+
+
+class _SentenceEnd:
+    """transformers stopping criterion for the comparison batch: a row is done once it emitted a sentence end or EOS."""
+
+    def __init__(self, stop_mask: torch.Tensor, eos_ids: set[int], prompt_len: int):
+        self.stop_mask = stop_mask
+        self.eos = torch.tensor(sorted(eos_ids), dtype=torch.long)
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any = None, **kwargs: Any) -> torch.Tensor:
+        new = input_ids[:, self.prompt_len :].cpu()
+        hit = self.stop_mask.to(new.device)[new.clamp(max=len(self.stop_mask) - 1)] | torch.isin(
+            new, self.eos
+        )
+        return hit.any(dim=1).to(input_ids.device)
+
+
+def generation_inputs(
+    model: LoadedModel, prompt_ids: list[int], settings: SamplingSettings, stop_mask: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The batch of prompt copies and transformers' ``generate`` arguments for METHOD §2's
+    sampling: what semmech's own decoder replaced, kept here as the comparison."""
+    ids = torch.tensor([prompt_ids] * settings.batch_size, dtype=torch.long, device=model.device)
+    stopper = _SentenceEnd(stop_mask, model.eos_token_ids, len(prompt_ids))
+    return ids, dict(
+        max_new_tokens=settings.max_new_tokens,
+        do_sample=True,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        top_k=0,
+        stopping_criteria=StoppingCriteriaList([stopper]),
+        pad_token_id=model.tokenizer.pad_token_id,
+    )
 
 
 def _hf_generate_batch(model, prompt_ids, settings, mask, seed: int) -> dict:

@@ -28,7 +28,8 @@ STEERING_RUNTIME = (
         * len(config["steering"]["selections"])
         * min(
             config["sampling"]["n_continuations"],
-            4 * (config["steering"]["max_measured"] or config["sampling"]["n_continuations"]),
+            # rows per intervention: held-out own members and as many pooled from the rest
+            2 * (config["steering"]["max_measured"] or config["sampling"]["n_continuations"]),
         )
         * config["sampling"]["max_new_tokens"]
     )

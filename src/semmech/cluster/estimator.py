@@ -86,6 +86,11 @@ class _Proposal:
     dist_a: np.ndarray  # (2,) Σ_{n ∈ child} w_n ||ã_n − μ^a_child||₁
     da: np.ndarray  # (members, 2) L1 distance of every member to both children
 
+    @property
+    def smaller_child(self) -> int:
+        """Members of the smaller child (the split test's ``min_cluster_size`` bound)."""
+        return min(self.idx[0].size, self.idx[1].size)
+
 
 class RDWorkspace:
     """One prompt's validated views, its mechanistic normalisation and exact caches.
@@ -602,7 +607,7 @@ class RateDistortionClustering(ClusterMixin, BaseEstimator):
             prop = ws.propose_split(
                 idx, key, float(self.gamma), int(self.split_refine_iter), int(self.split_power_iter)
             )
-            if prop is None or min(len(prop.idx[0]), len(prop.idx[1])) < self.min_cluster_size:
+            if prop is None or prop.smaller_child < self.min_cluster_size:
                 rejected.add(key)
                 continue
             wi = w[idx]

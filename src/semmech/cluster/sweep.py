@@ -121,7 +121,7 @@ def first_split(
     w = ws.w
     D_e0, D_a0 = float(w @ de), float(w @ da)
     prop = ws.propose_split(everyone, c0.key, float(gamma), int(refine_iter), int(power_iter))
-    if prop is None or min(len(prop.idx[0]), len(prop.idx[1])) < min_cluster_size:
+    if prop is None or prop.smaller_child < min_cluster_size:
         return FirstSplit(D_e0, D_a0, 0.0, 0.0, math.inf)
     m1, m2 = float(w[prop.left].sum()), float(w[~prop.left].sum())
     return FirstSplit(

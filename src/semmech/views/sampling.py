@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from transformers import StoppingCriteriaList
 
 from ..config import section_defaults
 from ..model.loading import LoadedModel
@@ -108,39 +107,6 @@ def truncate(
         if tok < len(stop_mask) and bool(stop_mask[tok]):
             return ids[: i + 1], logprobs[: i + 1], "sentence"
     return ids, logprobs, "length"
-
-
-class _SentenceEnd:
-    """Stopping criterion: a row is done once it emitted a sentence end or EOS."""
-
-    def __init__(self, stop_mask: torch.Tensor, eos_ids: set[int], prompt_len: int):
-        self.stop_mask = stop_mask
-        self.eos = torch.tensor(sorted(eos_ids), dtype=torch.long)
-        self.prompt_len = prompt_len
-
-    def __call__(self, input_ids: torch.Tensor, scores: Any = None, **kwargs: Any) -> torch.Tensor:
-        new = input_ids[:, self.prompt_len :].cpu()
-        hit = self.stop_mask.to(new.device)[new.clamp(max=len(self.stop_mask) - 1)] | torch.isin(
-            new, self.eos
-        )
-        return hit.any(dim=1).to(input_ids.device)
-
-
-def generation_inputs(
-    model: LoadedModel, prompt_ids: list[int], settings: SamplingSettings, stop_mask: torch.Tensor
-) -> tuple[torch.Tensor, dict[str, Any]]:
-    """The batch of prompt copies and the ``generate`` arguments of METHOD §2."""
-    ids = torch.tensor([prompt_ids] * settings.batch_size, dtype=torch.long, device=model.device)
-    stopper = _SentenceEnd(stop_mask, model.eos_token_ids, len(prompt_ids))
-    return ids, dict(
-        max_new_tokens=settings.max_new_tokens,
-        do_sample=True,
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-        top_k=0,
-        stopping_criteria=StoppingCriteriaList([stopper]),
-        pad_token_id=model.tokenizer.pad_token_id,
-    )
 
 
 @dataclass
